@@ -1,0 +1,120 @@
+import { EventEmitter } from 'eventemitter3';
+import { invalidArgument, XenVchanError, type BackendName } from '@xen-vchan/native';
+import type { EventChannelEvents } from './interface.js';
+import { addon, type Poller } from './native.js';
+
+export function evtchnAdvice(code: string): string | undefined {
+  switch (code) {
+    case 'ENOENT':
+      return 'There is no /dev/xen/evtchn: load the module (modprobe xen-evtchn) or use the simulation (backend "sim").';
+    case 'EACCES':
+      return 'This handle is restricted to another domain (restrictDomain), or the device needs root.';
+    case 'EPERM':
+      return 'Opening /dev/xen/evtchn needs root (or a udev rule giving you the device).';
+    case 'EINVAL':
+      return 'Xen refused: the remote port must be an unbound port that its domain offered to this domain.';
+    case 'ENOTCONN':
+      return 'That port was not bound by this handle.';
+    case 'EFBIG':
+      return 'Events overflowed the queue; call reset() and re-check the shared state.';
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * What both backends share: ports bound by this handle, and turning readability of a pollable
+ * fd into 'event' emissions. Every event is a hint; users re-check their shared state.
+ */
+export abstract class EventChannel extends EventEmitter<EventChannelEvents> {
+  abstract readonly backend: BackendName;
+  /** The domain this handle acts as; null on Xen, where the kernel knows it. */
+  abstract readonly domid: number | null;
+  protected readonly bound = new Set<number>();
+  private poller: Poller | null = null;
+  private polling = false;
+  protected closed = false;
+
+  /** Ports bound by this handle. */
+  get ports(): readonly number[] {
+    return [...this.bound];
+  }
+
+  /** Offers a new local port to `remoteDomain`, which may then bind it with bindInterdomain. */
+  abstract bindUnbound(remoteDomain: number): number;
+  /** Connects a new local port to the port `remotePort` that `remoteDomain` offered us. */
+  abstract bindInterdomain(remoteDomain: number, remotePort: number): number;
+  /** Closes a port; a connected peer's port goes back to unbound. ENOTCONN if not ours. */
+  abstract unbind(port: number): void;
+  /** Sends an event to the peer of `port`. Dropped if the port has no peer. ENOTCONN if not ours. */
+  abstract notify(port: number): void;
+  /** Lets `port` deliver events again after an 'event' (which masks it). */
+  abstract unmask(port: number): void;
+  /** Throws away events that were queued and not yet emitted. */
+  abstract reset(): void;
+  /** From now on this handle may only bind to or from `domid` (EACCES otherwise). */
+  abstract restrictDomain(domid: number): void;
+  /** Unbinds every port and closes the handle (idempotent). */
+  abstract close(): void;
+
+  /** Reads the ports that became pending since the last call, each now masked. */
+  protected abstract readPending(): number[];
+
+  protected startPolling(fd: number): void {
+    this.poller = new addon.Poller(fd, (status) => this.onReadable(status));
+  }
+
+  /** The poller runs only while ports are bound, so an idle handle does not keep Node alive. */
+  protected updatePolling(): void {
+    const wanted = !this.closed && this.bound.size > 0;
+    if (wanted === this.polling || !this.poller) return;
+    this.polling = wanted;
+    if (wanted) this.poller.start();
+    else this.poller.stop();
+  }
+
+  protected stopPolling(): void {
+    this.poller?.close();
+    this.poller = null;
+    this.polling = false;
+  }
+
+  protected checkOpen(): void {
+    if (this.closed) throw new XenVchanError('EBADF', 'This event-channel handle is closed; open a new one.');
+  }
+
+  protected checkPort(port: number): void {
+    this.checkOpen();
+    if (!Number.isInteger(port) || port <= 0) throw invalidArgument(`ports are positive integers, got ${port}`);
+  }
+
+  protected checkDomain(domid: number): void {
+    this.checkOpen();
+    if (!Number.isInteger(domid) || domid < 0 || domid > 0x7fef) throw invalidArgument(`domid must be an integer from 0 to 32751, got ${domid}`);
+  }
+
+  protected emitEvents(ports: readonly number[]): void {
+    for (const port of ports) this.emit('event', port);
+  }
+
+  private onReadable(status: number): void {
+    if (this.closed) return;
+    if (status < 0) {
+      this.emit('error', new XenVchanError('EIO', `waiting for events failed (libuv status ${status}); close this handle and open a new one.`));
+      return;
+    }
+    // Drain everything pending: one wake-up can stand for many ports.
+    for (;;) {
+      let ports: number[];
+      try {
+        ports = this.readPending();
+      } catch (error) {
+        this.emit('error', error as Error);
+        return;
+      }
+      if (ports.length === 0) return;
+      this.emitEvents(ports);
+      if (this.closed) return;
+    }
+  }
+}

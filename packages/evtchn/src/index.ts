@@ -1,0 +1,19 @@
+import { chooseBackend } from '@xen-vchan/native';
+import type { EventChannel } from './channel.js';
+import { EVTCHN_DEVICE, type EventChannelOptions } from './interface.js';
+import { SimEventChannel } from './sim.js';
+import { XenEventChannel } from './xen.js';
+
+export { EventChannel } from './channel.js';
+export type { EventChannelEvents, EventChannelOptions } from './interface.js';
+export { EVTCHN_DEVICE } from './interface.js';
+export { SimEventChannel } from './sim.js';
+export { XenEventChannel } from './xen.js';
+
+/**
+ * Opens the event-channel device: the real /dev/xen/evtchn (backend 'xen') or the simulation
+ * ('sim'). With the default 'auto', Xen is used exactly when the device exists.
+ */
+export function openEventChannel(options: EventChannelOptions = {}): EventChannel {
+  return chooseBackend(options.backend, EVTCHN_DEVICE) === 'sim' ? new SimEventChannel(options) : new XenEventChannel();
+}

@@ -1,0 +1,132 @@
+import { closeSync, constants, openSync } from 'node:fs';
+import { explained, XenVchanError } from '@xen-vchan/native';
+import { EventRouter, SimConnection, simDomid } from '@xen-vchan/sim';
+import { EventChannel, evtchnAdvice } from './channel.js';
+import type { EventChannelOptions } from './interface.js';
+import { addon } from './native.js';
+
+/**
+ * Event channels on the simulation. Ports live in the simulated hypervisor; wake-ups arrive on a
+ * FIFO as the same 4-byte port records /dev/xen/evtchn returns, read by the same native code.
+ * Masking is done here, as the Linux driver does it: a reported port stays masked until unmask,
+ * and an event that comes while it is masked is delivered at unmask.
+ */
+export class SimEventChannel extends EventChannel {
+  readonly backend = 'sim' as const;
+  readonly domid: number;
+  private readonly connection: SimConnection;
+  private readonly router: EventRouter;
+  private readonly handle: number;
+  private readonly wakeupFd: number;
+  private readonly masked = new Set<number>();
+  private readonly arrivedWhileMasked = new Set<number>();
+
+  constructor(options: EventChannelOptions) {
+    super();
+    this.domid = simDomid(options.domid);
+    this.connection = SimConnection.open(options.simDirectory);
+    this.router = EventRouter.for(this.connection.files);
+    const { handle, wakeup } = explained('open simulated evtchn', () => this.connection.call('evtchn.open', { domid: this.domid }));
+    this.handle = handle;
+    // Read-write, so the FIFO always has a writer and never reports hang-up between events.
+    this.wakeupFd = openSync(wakeup, constants.O_RDWR | constants.O_NONBLOCK);
+    this.startPolling(this.wakeupFd);
+  }
+
+  bindUnbound(remoteDomain: number): number {
+    this.checkDomain(remoteDomain);
+    return this.track(this.call('evtchn bindUnbound', 'evtchn.bindUnbound', { remoteDomain }).port);
+  }
+
+  bindInterdomain(remoteDomain: number, remotePort: number): number {
+    this.checkDomain(remoteDomain);
+    this.checkPort(remotePort);
+    return this.track(this.call('evtchn bindInterdomain', 'evtchn.bindInterdomain', { remoteDomain, remotePort }).port);
+  }
+
+  unbind(port: number): void {
+    this.checkPort(port);
+    this.call('evtchn unbind', 'evtchn.unbind', { port });
+    this.bound.delete(port);
+    this.masked.delete(port);
+    this.arrivedWhileMasked.delete(port);
+    this.updatePolling();
+  }
+
+  notify(port: number): void {
+    this.checkPort(port);
+    if (!this.bound.has(port)) throw notConnected('evtchn notify', port);
+    this.router.send(this.domid, port);
+  }
+
+  unmask(port: number): void {
+    this.checkPort(port);
+    if (!this.bound.has(port)) throw notConnected('evtchn unmask', port);
+    if (this.arrivedWhileMasked.delete(port)) {
+      // It stays masked and is reported again, as the driver does on unmask of a pending port.
+      queueMicrotask(() => {
+        if (!this.closed && this.bound.has(port)) this.emit('event', port);
+      });
+      return;
+    }
+    this.masked.delete(port);
+  }
+
+  reset(): void {
+    this.checkOpen();
+    while (this.readPending().length > 0);
+    this.arrivedWhileMasked.clear();
+  }
+
+  restrictDomain(domid: number): void {
+    this.checkDomain(domid);
+    this.call('evtchn restrictDomain', 'evtchn.restrict', { domid });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopPolling();
+    closeSync(this.wakeupFd);
+    this.bound.clear();
+    try {
+      this.connection.call('close', { handle: this.handle });
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'ESIMDOWN') throw error;
+    }
+  }
+
+  protected readPending(): number[] {
+    const delivered: number[] = [];
+    for (const port of addon.readPorts(this.wakeupFd)) {
+      if (!this.bound.has(port)) continue;
+      this.router.taken(this.domid, port);
+      if (this.masked.has(port)) {
+        this.arrivedWhileMasked.add(port);
+      } else {
+        this.masked.add(port);
+        delivered.push(port);
+      }
+    }
+    return delivered;
+  }
+
+  private call<Op extends 'evtchn.bindUnbound' | 'evtchn.bindInterdomain' | 'evtchn.unbind' | 'evtchn.restrict'>(
+    operation: string,
+    op: Op,
+    request: Record<string, unknown>,
+  ): { port: number } {
+    this.checkOpen();
+    return explained(operation, () => this.connection.call(op, { handle: this.handle, ...request } as never), evtchnAdvice) as { port: number };
+  }
+
+  private track(port: number): number {
+    this.bound.add(port);
+    this.updatePolling();
+    return port;
+  }
+}
+
+function notConnected(operation: string, port: number): XenVchanError {
+  return new XenVchanError('ENOTCONN', `${operation} failed: port ${port} is not bound by this handle. ${evtchnAdvice('ENOTCONN')}`);
+}

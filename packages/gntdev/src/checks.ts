@@ -1,0 +1,50 @@
+import { invalidArgument, PAGE_SIZE, XenVchanError } from '@xen-vchan/native';
+import type { CopySegment } from './interface.js';
+
+/** gntdev refuses more in one request on current kernels. */
+export const MAX_REFS_PER_MAP = 65536;
+
+export function checkMapArguments(open: boolean, domid: number, refs: readonly number[]): void {
+  if (!open) throw new XenVchanError('EBADF', 'This gntdev handle is closed; open a new one.');
+  if (!Number.isInteger(domid) || domid < 0 || domid > 0x7fef) throw invalidArgument(`domid must be an integer from 0 to 32751, got ${domid}`);
+  if (refs.length === 0 || refs.length > MAX_REFS_PER_MAP) throw invalidArgument(`give 1 to ${MAX_REFS_PER_MAP} grant references, got ${refs.length}`);
+  for (const ref of refs) {
+    if (!Number.isInteger(ref) || ref < 0 || ref > 0xffffffff) throw invalidArgument(`grant references are unsigned 32-bit integers, got ${ref}`);
+  }
+}
+
+export function checkNotifyOffset(offset: number, pages: number): void {
+  if (!Number.isInteger(offset) || offset < 0 || offset >= pages * PAGE_SIZE) {
+    throw invalidArgument(`offset must be a byte inside the ${pages * PAGE_SIZE}-byte mapping, got ${offset}`);
+  }
+}
+
+/** A segment the hypervisor would refuse as GNTST_bad_copy_arg, or null if it is well formed. */
+export function badCopyArgument(segment: CopySegment): string | null {
+  if (!Number.isInteger(segment.length) || segment.length < 0 || segment.length > PAGE_SIZE) return 'length must be 0..4096';
+  for (const end of [segment.source, segment.dest]) {
+    if (end instanceof Uint8Array) {
+      if (end.byteLength < segment.length) return 'a local buffer is shorter than length';
+    } else if (!Number.isInteger(end.offset) || end.offset < 0 || end.offset + segment.length > PAGE_SIZE) {
+      return 'a grant range crosses its page';
+    }
+  }
+  return null;
+}
+
+export function gntdevAdvice(code: string): string | undefined {
+  switch (code) {
+    case 'ENOENT':
+      return 'There is no /dev/xen/gntdev: load the module (modprobe xen-gntdev) or use the simulation (backend "sim").';
+    case 'EACCES':
+    case 'EPERM':
+      return 'Opening /dev/xen/gntdev needs root (or a udev rule giving you the device).';
+    case 'EINVAL':
+      return 'Xen refused the grant: check the granting domain id and the refs, that the grant is for this domain and still exists, and map read-only grants with writable: false.';
+    case 'ENOMEM':
+    case 'ENOSPC':
+      return 'Out of mapping slots; release mappings you no longer need.';
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,76 @@
+import type { BackendName } from '@xen-vchan/native';
+
+/** What to do when a mapping goes away (released, closed, or its process dies). */
+export interface UnmapNotifyOptions {
+  /** Byte offset inside the mapping of the byte to act on. */
+  offset: number;
+  /** Set that byte to 0 (writable mappings only). Default true. */
+  clearByte?: boolean;
+  /** Send an event on this local event-channel port, which must already be bound in this domain. */
+  port?: number;
+}
+
+/**
+ * Grants of another domain mapped here as one contiguous buffer.
+ *
+ * A read-only mapping is mapped PROT_READ: writing to it faults and kills the process, exactly
+ * as on Xen, so only read from a read-only buffer. After `release()` the buffer is detached
+ * (byteLength 0, views empty, Atomics on it throw): it never points at unmapped memory.
+ */
+export interface GrantMapping {
+  readonly domid: number;
+  readonly refs: readonly number[];
+  readonly writable: boolean;
+  readonly buffer: ArrayBuffer;
+  readonly released: boolean;
+  /** One per mapping; a later call replaces the earlier one. */
+  setUnmapNotify(options: UnmapNotifyOptions): void;
+  /** Unmaps (idempotent) and fires the unmap notification. */
+  release(): void;
+}
+
+/** One end of a grant copy: local bytes, or a byte range of a grant. */
+export type CopyEnd = Uint8Array | { domid: number; ref: number; offset: number };
+
+export interface CopySegment {
+  source: CopyEnd;
+  dest: CopyEnd;
+  /** Bytes to copy; a grant end may not cross its page. */
+  length: number;
+}
+
+/** Grant-copy results per segment, as Xen's GNTST_* numbers them. */
+export const GrantStatus = {
+  okay: 0,
+  generalError: -1,
+  badDomain: -2,
+  badGntref: -4,
+  permissionDenied: -8,
+  badCopyArg: -10,
+} as const;
+
+/** An open gntdev device (a file descriptor on /dev/xen/gntdev, or its simulation). */
+export interface Gntdev {
+  readonly backend: BackendName;
+  readonly domid: number | null;
+  /**
+   * Maps `refs` granted by domain `domid`, in order, as one buffer of refs.length pages.
+   * Writable unless `writable: false`; a read-only grant can only be mapped read-only.
+   * Throws EINVAL when Xen refuses a grant (not ours, ended, or read-only).
+   */
+  map(domid: number, refs: readonly number[], options?: { writable?: boolean }): GrantMapping;
+  /** Copies through the hypervisor without mapping. Returns one GrantStatus per segment. */
+  grantCopy(segments: readonly CopySegment[]): number[];
+  /** Releases every mapping of this handle, then closes it (idempotent). */
+  close(): void;
+}
+
+export interface GntdevOptions {
+  backend?: 'auto' | BackendName;
+  /** Simulation only: the domain this handle acts as (default XEN_VCHAN_SIM_DOMID, else 0). */
+  domid?: number;
+  /** Simulation only: the state folder. */
+  simDirectory?: string;
+}
+
+export const GNTDEV_DEVICE = '/dev/xen/gntdev';

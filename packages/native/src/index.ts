@@ -1,0 +1,6 @@
+export { XenVchanError, explainError, explained, invalidArgument } from './errors.js';
+export { loadAddon } from './addon.js';
+export { chooseBackend, type BackendName, type BackendChoice } from './backend.js';
+
+/** Size of a Xen page; grants and mappings are counted in these. */
+export const PAGE_SIZE = 4096;

@@ -1,0 +1,565 @@
+import { closeSync, ftruncateSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { addon } from '../addon.js';
+import type { SimFiles } from '../paths.js';
+import { MAX_PORTS, PortState, PortTable, signalPort, TABLE_BYTES, WakeupSender } from '../port-table.js';
+import type { PageLocation, Replies, Requests, SimStatus } from '../protocol.js';
+
+const PAGE = 4096;
+const DEFAULT_GNTALLOC_LIMIT = 1024;
+// Grant-copy statuses, as Xen's grant_table.h numbers them.
+const GNTST_OKAY = 0;
+const GNTST_BAD_GNTREF = -4;
+const GNTST_PERMISSION_DENIED = -8;
+
+/** An error the daemon returns to the caller, with an errno name as its code. */
+export class ControlFailure extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface Client {
+  pid: number;
+  handles: Set<number>;
+}
+
+interface PortRef {
+  domid: number;
+  port: number;
+}
+
+interface UnmapNotify {
+  file: string;
+  offset: number;
+  clearByte: boolean;
+  port: PortRef | null;
+}
+
+interface Allocation {
+  id: number;
+  handle: number;
+  file: string;
+  grants: Grant[];
+}
+
+interface Grant {
+  domid: number;
+  ref: number;
+  grantee: number;
+  writable: boolean;
+  allocation: Allocation;
+  page: number;
+  mappers: number;
+  released: boolean;
+  notify: UnmapNotify | null;
+}
+
+interface Mapping {
+  id: number;
+  handle: number;
+  grants: Grant[];
+  writable: boolean;
+  notify: UnmapNotify | null;
+}
+
+type Handle =
+  | { kind: 'gntalloc'; id: number; client: Client; domid: number; allocations: Set<number> }
+  | { kind: 'gntdev'; id: number; client: Client; domid: number; mappings: Set<number> }
+  | { kind: 'evtchn'; id: number; client: Client; domid: number; ports: Set<number>; restrictedTo: number | null };
+
+interface Domain {
+  domid: number;
+  limit: number;
+  grantsInUse: number;
+  nextRef: number;
+  ports: PortTable;
+  usedPorts: Set<number>;
+}
+
+/**
+ * The simulated hypervisor and kernel drivers: the grant table, gntalloc's limit and unmap
+ * notifications, and event-channel binding. Everything here runs in the daemon, one call at a
+ * time, so it needs no locks; only sending events happens in the processes themselves.
+ */
+export class Hypervisor {
+  private readonly domains = new Map<number, Domain>();
+  private readonly handles = new Map<number, Handle>();
+  private readonly grants = new Map<string, Grant>();
+  private readonly allocations = new Map<number, Allocation>();
+  private readonly mappings = new Map<number, Mapping>();
+  /** Unmap notifications that will send on a port keep it open, as Linux's evtchn_get does. */
+  private readonly portHolds = new Map<string, number>();
+  private readonly closingPorts = new Set<string>();
+  private readonly wakeups: WakeupSender;
+  private nextId = 1;
+
+  constructor(private readonly files: SimFiles) {
+    this.wakeups = new WakeupSender(files.wakeup);
+  }
+
+  handle<Op extends keyof Requests>(client: Client, op: Op, request: Requests[Op]): Replies[Op] {
+    const method = (this as unknown as Record<string, (client: Client, request: unknown) => unknown>)[`op_${String(op).replace(".", "_")}`];
+    if (!method) throw new ControlFailure('ENOSYS', `unknown operation ${String(op)}`);
+    return method.call(this, client, request) as Replies[Op];
+  }
+
+  /** The process behind `client` is gone: release what it held, maps before event channels. */
+  clientGone(client: Client): void {
+    const handles = [...client.handles].map((id) => this.handles.get(id)!).filter(Boolean);
+    handles.sort((a, b) => Number(a.kind === 'evtchn') - Number(b.kind === 'evtchn'));
+    for (const handle of handles) this.closeHandle(handle);
+  }
+
+  shutdown(): void {
+    this.wakeups.closeAll();
+    for (const domain of this.domains.values()) domain.ports.unmap();
+  }
+
+  op_hello(client: Client, { pid }: Requests['hello']): Replies['hello'] {
+    client.pid = pid;
+    return { daemonPid: process.pid };
+  }
+
+  // --- gntalloc -------------------------------------------------------------------------
+
+  op_gntalloc_open(client: Client, { domid }: Requests['gntalloc.open']): Replies['gntalloc.open'] {
+    return { handle: this.addHandle({ kind: 'gntalloc', id: 0, client, domid, allocations: new Set() }).id };
+  }
+
+  op_gntalloc_alloc(client: Client, request: Requests['gntalloc.alloc']): Replies['gntalloc.alloc'] {
+    const handle = this.handleOf(client, request.handle, 'gntalloc');
+    if (!Number.isInteger(request.count) || request.count < 1) throw new ControlFailure('EINVAL', 'count must be at least 1');
+    const domain = this.domain(handle.domid);
+    if (domain.grantsInUse + request.count > domain.limit) {
+      throw new ControlFailure(
+        'ENOSPC',
+        `gntalloc limit reached in domain ${domain.domid}: ${domain.grantsInUse} of ${domain.limit} pages in use, ${request.count} more asked`,
+      );
+    }
+    const id = this.nextId++;
+    const file = this.files.pageFile(handle.domid, id);
+    const fd = openSync(file, 'wx', 0o600);
+    try {
+      ftruncateSync(fd, request.count * PAGE);
+    } finally {
+      closeSync(fd);
+    }
+    const allocation: Allocation = { id, handle: handle.id, file, grants: [] };
+    for (let page = 0; page < request.count; page++) {
+      const grant: Grant = {
+        domid: handle.domid,
+        ref: this.freeRef(domain),
+        grantee: request.domid,
+        writable: request.writable,
+        allocation,
+        page,
+        mappers: 0,
+        released: false,
+        notify: null,
+      };
+      allocation.grants.push(grant);
+      this.grants.set(grantKey(grant.domid, grant.ref), grant);
+    }
+    domain.grantsInUse += request.count;
+    this.allocations.set(id, allocation);
+    handle.allocations.add(id);
+    return { allocation: id, refs: allocation.grants.map((grant) => grant.ref), file };
+  }
+
+  op_gntalloc_setUnmapNotify(client: Client, request: Requests['gntalloc.setUnmapNotify']): Replies['gntalloc.setUnmapNotify'] {
+    const handle = this.handleOf(client, request.handle, 'gntalloc');
+    const allocation = this.allocationOf(handle, request.allocation);
+    const grant = allocation.grants[Math.floor(request.offset / PAGE)];
+    if (!grant || request.offset < 0) throw new ControlFailure('EINVAL', `offset ${request.offset} is outside the shared pages`);
+    this.replaceNotify(grant, this.makeNotify(handle.domid, allocation.file, request.offset, request.clearByte, request.port));
+    return null;
+  }
+
+  op_gntalloc_release(client: Client, request: Requests['gntalloc.release']): Replies['gntalloc.release'] {
+    const handle = this.handleOf(client, request.handle, 'gntalloc');
+    this.releaseAllocation(handle, this.allocationOf(handle, request.allocation));
+    return null;
+  }
+
+  op_gntalloc_setLimit(_client: Client, { domid, limit }: Requests['gntalloc.setLimit']): Replies['gntalloc.setLimit'] {
+    if (!Number.isInteger(limit) || limit < 0) throw new ControlFailure('EINVAL', 'the limit is a page count, 0 or more');
+    this.domain(domid).limit = limit;
+    return null;
+  }
+
+  op_gntalloc_getLimit(_client: Client, { domid }: Requests['gntalloc.getLimit']): Replies['gntalloc.getLimit'] {
+    const domain = this.domain(domid);
+    return { limit: domain.limit, used: domain.grantsInUse };
+  }
+
+  // --- gntdev ---------------------------------------------------------------------------
+
+  op_gntdev_open(client: Client, { domid }: Requests['gntdev.open']): Replies['gntdev.open'] {
+    return { handle: this.addHandle({ kind: 'gntdev', id: 0, client, domid, mappings: new Set() }).id };
+  }
+
+  op_gntdev_map(client: Client, request: Requests['gntdev.map']): Replies['gntdev.map'] {
+    const handle = this.handleOf(client, request.handle, 'gntdev');
+    if (request.grants.length === 0) throw new ControlFailure('EINVAL', 'no grant references given');
+    const grants = request.grants.map(({ domid, ref }) => {
+      const grant = this.grants.get(grantKey(domid, ref));
+      // Xen refuses these in the map hypercall; Linux reports any refusal as EINVAL from mmap.
+      if (!grant || (grant.released && grant.mappers === 0)) {
+        throw new ControlFailure('EINVAL', `grant ${ref} of domain ${domid} does not exist`);
+      }
+      if (grant.grantee !== handle.domid) {
+        throw new ControlFailure('EINVAL', `grant ${ref} of domain ${domid} is for domain ${grant.grantee}, not ${handle.domid}`);
+      }
+      if (request.writable && !grant.writable) {
+        throw new ControlFailure('EINVAL', `grant ${ref} of domain ${domid} is read-only; map it read-only`);
+      }
+      return grant;
+    });
+    for (const grant of grants) grant.mappers++;
+    const mapping: Mapping = { id: this.nextId++, handle: handle.id, grants, writable: request.writable, notify: null };
+    this.mappings.set(mapping.id, mapping);
+    handle.mappings.add(mapping.id);
+    const pages: PageLocation[] = grants.map((grant) => ({ file: grant.allocation.file, offset: grant.page * PAGE }));
+    return { mapping: mapping.id, pages };
+  }
+
+  op_gntdev_setUnmapNotify(client: Client, request: Requests['gntdev.setUnmapNotify']): Replies['gntdev.setUnmapNotify'] {
+    const handle = this.handleOf(client, request.handle, 'gntdev');
+    const mapping = this.mappingOf(handle, request.mapping);
+    const grant = mapping.grants[Math.floor(request.offset / PAGE)];
+    if (!grant || request.offset < 0) throw new ControlFailure('EINVAL', `offset ${request.offset} is outside the mapping`);
+    if (request.clearByte && !mapping.writable) throw new ControlFailure('EINVAL', 'cannot clear a byte in a read-only mapping');
+    const notify = this.makeNotify(handle.domid, grant.allocation.file, grant.page * PAGE + (request.offset % PAGE), request.clearByte, request.port);
+    this.dropNotify(mapping.notify);
+    mapping.notify = notify;
+    return null;
+  }
+
+  op_gntdev_unmap(client: Client, request: Requests['gntdev.unmap']): Replies['gntdev.unmap'] {
+    const handle = this.handleOf(client, request.handle, 'gntdev');
+    this.unmapMapping(handle, this.mappingOf(handle, request.mapping));
+    return null;
+  }
+
+  op_gntdev_resolveCopy(client: Client, request: Requests['gntdev.resolveCopy']): Replies['gntdev.resolveCopy'] {
+    const handle = this.handleOf(client, request.handle, 'gntdev');
+    const grant = this.grants.get(grantKey(request.domid, request.ref));
+    if (!grant || (grant.released && grant.mappers === 0)) return { status: GNTST_BAD_GNTREF };
+    if (grant.grantee !== handle.domid || (request.write && !grant.writable)) return { status: GNTST_PERMISSION_DENIED };
+    return { status: GNTST_OKAY, page: { file: grant.allocation.file, offset: grant.page * PAGE } };
+  }
+
+  // --- evtchn ---------------------------------------------------------------------------
+
+  op_evtchn_open(client: Client, { domid }: Requests['evtchn.open']): Replies['evtchn.open'] {
+    const handle = this.addHandle({ kind: 'evtchn', id: 0, client, domid, ports: new Set(), restrictedTo: null });
+    this.domain(domid);
+    const wakeup = this.files.wakeup(handle.id);
+    addon.mkfifo(wakeup, 0o600);
+    return { handle: handle.id, wakeup };
+  }
+
+  op_evtchn_bindUnbound(client: Client, request: Requests['evtchn.bindUnbound']): Replies['evtchn.bindUnbound'] {
+    const handle = this.handleOf(client, request.handle, 'evtchn');
+    this.checkRestriction(handle, request.remoteDomain);
+    const domain = this.domain(handle.domid);
+    const port = this.freePort(domain);
+    domain.ports.write(port, { state: PortState.Unbound, remoteDomain: request.remoteDomain, remotePort: 0, owner: handle.id });
+    handle.ports.add(port);
+    return { port };
+  }
+
+  op_evtchn_bindInterdomain(client: Client, request: Requests['evtchn.bindInterdomain']): Replies['evtchn.bindInterdomain'] {
+    const handle = this.handleOf(client, request.handle, 'evtchn');
+    this.checkRestriction(handle, request.remoteDomain);
+    const remotePort = request.remotePort;
+    const remoteDomain = this.domains.get(request.remoteDomain);
+    const remote = remoteDomain && remotePort > 0 && remotePort < MAX_PORTS ? remoteDomain.ports.read(remotePort) : null;
+    if (!remote || remote.state !== PortState.Unbound || remote.remoteDomain !== handle.domid) {
+      throw new ControlFailure('EINVAL', `port ${remotePort} of domain ${request.remoteDomain} is not offered to domain ${handle.domid}`);
+    }
+    const domain = this.domain(handle.domid);
+    const port = this.freePort(domain);
+    domain.ports.write(port, { state: PortState.Interdomain, remoteDomain: request.remoteDomain, remotePort, owner: handle.id });
+    remoteDomain!.ports.write(remotePort, { state: PortState.Interdomain, remoteDomain: handle.domid, remotePort: port, owner: remote.owner });
+    handle.ports.add(port);
+    // Xen marks the binder's new port pending, so a binder always sees one event at once.
+    if (domain.ports.markPending(port)) this.wakeups.wake(handle.id, port);
+    return { port };
+  }
+
+  op_evtchn_unbind(client: Client, request: Requests['evtchn.unbind']): Replies['evtchn.unbind'] {
+    const handle = this.handleOf(client, request.handle, 'evtchn');
+    if (!handle.ports.delete(request.port)) throw new ControlFailure('ENOTCONN', `port ${request.port} is not bound by this handle`);
+    this.closePort(handle.domid, request.port);
+    return null;
+  }
+
+  op_evtchn_restrict(client: Client, request: Requests['evtchn.restrict']): Replies['evtchn.restrict'] {
+    const handle = this.handleOf(client, request.handle, 'evtchn');
+    if (handle.restrictedTo !== null && handle.restrictedTo !== request.domid) {
+      throw new ControlFailure('EINVAL', `this handle is already restricted to domain ${handle.restrictedTo}`);
+    }
+    handle.restrictedTo = request.domid;
+    return null;
+  }
+
+  // --- common ---------------------------------------------------------------------------
+
+  op_close(client: Client, request: Requests['close']): Replies['close'] {
+    const handle = this.handles.get(request.handle);
+    if (!handle || handle.client !== client) throw new ControlFailure('EBADF', `handle ${request.handle} is not open`);
+    this.closeHandle(handle);
+    return null;
+  }
+
+  op_status(): SimStatus {
+    const clients = new Set([...this.handles.values()].map((handle) => handle.client));
+    const ports: SimStatus['ports'] = [];
+    for (const domain of this.domains.values()) {
+      for (const port of domain.usedPorts) {
+        const entry = domain.ports.read(port);
+        ports.push({
+          domid: domain.domid,
+          port,
+          state: entry.state === PortState.Interdomain ? 'interdomain' : 'unbound',
+          remoteDomain: entry.remoteDomain,
+          remotePort: entry.remotePort,
+        });
+      }
+    }
+    return {
+      daemonPid: process.pid,
+      directory: this.files.directory,
+      clients: [...clients].map((client) => ({ pid: client.pid, handles: client.handles.size })),
+      domains: [...this.domains.values()].map((domain) => ({
+        domid: domain.domid,
+        grants: domain.grantsInUse,
+        limit: domain.limit,
+        ports: domain.usedPorts.size,
+      })),
+      grants: [...this.grants.values()].map((grant) => ({
+        domid: grant.domid,
+        ref: grant.ref,
+        grantee: grant.grantee,
+        writable: grant.writable,
+        mappedBy: grant.mappers,
+        released: grant.released,
+      })),
+      ports,
+    };
+  }
+
+  // --- internals ------------------------------------------------------------------------
+
+  private addHandle<H extends Handle>(handle: H): H {
+    handle.id = this.nextId++;
+    this.handles.set(handle.id, handle);
+    handle.client.handles.add(handle.id);
+    this.domain(handle.domid);
+    return handle;
+  }
+
+  private handleOf<K extends Handle['kind']>(client: Client, id: number, kind: K): Extract<Handle, { kind: K }> {
+    const handle = this.handles.get(id);
+    if (!handle || handle.client !== client || handle.kind !== kind) throw new ControlFailure('EBADF', `${kind} handle ${id} is not open`);
+    return handle as Extract<Handle, { kind: K }>;
+  }
+
+  private allocationOf(handle: Extract<Handle, { kind: 'gntalloc' }>, id: number): Allocation {
+    const allocation = this.allocations.get(id);
+    if (!allocation || !handle.allocations.has(id)) throw new ControlFailure('EINVAL', `no allocation ${id} on this handle`);
+    return allocation;
+  }
+
+  private mappingOf(handle: Extract<Handle, { kind: 'gntdev' }>, id: number): Mapping {
+    const mapping = this.mappings.get(id);
+    if (!mapping || !handle.mappings.has(id)) throw new ControlFailure('EINVAL', `no mapping ${id} on this handle`);
+    return mapping;
+  }
+
+  private closeHandle(handle: Handle): void {
+    switch (handle.kind) {
+      case 'gntalloc':
+        for (const id of [...handle.allocations]) this.releaseAllocation(handle, this.allocations.get(id)!);
+        break;
+      case 'gntdev':
+        for (const id of [...handle.mappings]) this.unmapMapping(handle, this.mappings.get(id)!);
+        break;
+      case 'evtchn':
+        for (const port of handle.ports) this.closePort(handle.domid, port);
+        handle.ports.clear();
+        this.wakeups.forget(handle.id);
+        rmSync(this.files.wakeup(handle.id), { force: true });
+        break;
+    }
+    this.handles.delete(handle.id);
+    handle.client.handles.delete(handle.id);
+  }
+
+  private domain(domid: number): Domain {
+    let domain = this.domains.get(domid);
+    if (!domain) {
+      const file = this.files.portTable(domid);
+      const fd = openSync(file, 'w+', 0o600);
+      try {
+        ftruncateSync(fd, TABLE_BYTES);
+      } finally {
+        closeSync(fd);
+      }
+      const configured = Number(process.env.XEN_VCHAN_SIM_GNTALLOC_LIMIT);
+      domain = {
+        domid,
+        limit: Number.isInteger(configured) && configured >= 0 && process.env.XEN_VCHAN_SIM_GNTALLOC_LIMIT ? configured : DEFAULT_GNTALLOC_LIMIT,
+        grantsInUse: 0,
+        nextRef: 8, // Xen keeps the first refs for the guest's own frontends
+        ports: PortTable.map(file),
+        usedPorts: new Set(),
+      };
+      this.domains.set(domid, domain);
+    }
+    return domain;
+  }
+
+  private freeRef(domain: Domain): number {
+    while (this.grants.has(grantKey(domain.domid, domain.nextRef))) domain.nextRef++;
+    return domain.nextRef++;
+  }
+
+  /** The lowest free port above 0, as Xen allocates them. */
+  private freePort(domain: Domain): number {
+    for (let port = 1; port < MAX_PORTS; port++) {
+      if (!domain.usedPorts.has(port)) {
+        domain.usedPorts.add(port);
+        return port;
+      }
+    }
+    throw new ControlFailure('ENOSPC', `all ${MAX_PORTS - 1} event-channel ports of domain ${domain.domid} are in use`);
+  }
+
+  private checkRestriction(handle: Extract<Handle, { kind: 'evtchn' }>, remoteDomain: number): void {
+    if (handle.restrictedTo !== null && handle.restrictedTo !== remoteDomain) {
+      throw new ControlFailure('EACCES', `this handle is restricted to domain ${handle.restrictedTo}`);
+    }
+  }
+
+  private makeNotify(domid: number, file: string, offset: number, clearByte: boolean, port: number | null): UnmapNotify {
+    if (port !== null) {
+      const domain = this.domain(domid);
+      const key = portKey(domid, port);
+      if (!domain.usedPorts.has(port) || this.closingPorts.has(key)) {
+        throw new ControlFailure('EINVAL', `event channel port ${port} is not bound in domain ${domid}; bind it before asking for the event`);
+      }
+      this.portHolds.set(key, (this.portHolds.get(key) ?? 0) + 1);
+    }
+    return { file, offset, clearByte, port: port === null ? null : { domid, port } };
+  }
+
+  private replaceNotify(grant: Grant, notify: UnmapNotify): void {
+    this.dropNotify(grant.notify);
+    grant.notify = notify;
+  }
+
+  /** Does what an unmap notification asks: clear the byte, send the event, let go of the port. */
+  private fireNotify(notify: UnmapNotify | null): void {
+    if (!notify) return;
+    if (notify.clearByte) {
+      const fd = openSync(notify.file, 'r+');
+      try {
+        writeSync(fd, Buffer.of(0), 0, 1, notify.offset);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    if (notify.port) signalPort((domid) => this.domain(domid).ports, this.wakeups, notify.port.domid, notify.port.port);
+    this.dropNotify(notify);
+  }
+
+  private dropNotify(notify: UnmapNotify | null): void {
+    if (!notify?.port) return;
+    const key = portKey(notify.port.domid, notify.port.port);
+    const holds = (this.portHolds.get(key) ?? 1) - 1;
+    if (holds > 0) {
+      this.portHolds.set(key, holds);
+      return;
+    }
+    this.portHolds.delete(key);
+    if (this.closingPorts.delete(key)) this.finishClosingPort(notify.port.domid, notify.port.port);
+  }
+
+  private releaseAllocation(handle: Extract<Handle, { kind: 'gntalloc' }>, allocation: Allocation): void {
+    handle.allocations.delete(allocation.id);
+    for (const grant of allocation.grants) {
+      grant.released = true;
+      const notify = grant.notify;
+      grant.notify = null;
+      this.fireNotify(notify);
+      this.freeGrantIfUnused(grant);
+    }
+  }
+
+  private unmapMapping(handle: Extract<Handle, { kind: 'gntdev' }>, mapping: Mapping): void {
+    handle.mappings.delete(mapping.id);
+    this.mappings.delete(mapping.id);
+    const notify = mapping.notify;
+    mapping.notify = null;
+    this.fireNotify(notify);
+    for (const grant of mapping.grants) {
+      grant.mappers--;
+      this.freeGrantIfUnused(grant);
+    }
+  }
+
+  /** A granted page lives, and counts against the limit, until its owner and every mapper let go. */
+  private freeGrantIfUnused(grant: Grant): void {
+    if (!grant.released || grant.mappers > 0) return;
+    if (!this.grants.delete(grantKey(grant.domid, grant.ref))) return;
+    this.domain(grant.domid).grantsInUse--;
+    const allocation = grant.allocation;
+    if (allocation.grants.every((other) => !this.grants.has(grantKey(other.domid, other.ref)))) {
+      this.allocations.delete(allocation.id);
+      try {
+        unlinkSync(allocation.file);
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+
+  private closePort(domid: number, port: number): void {
+    const key = portKey(domid, port);
+    if (this.portHolds.has(key)) {
+      // An unmap notification will still send on it; Linux keeps the channel open until then.
+      this.closingPorts.add(key);
+      return;
+    }
+    this.finishClosingPort(domid, port);
+  }
+
+  /** EVTCHNOP_close: a connected peer's port goes back to unbound, offered to us again. */
+  private finishClosingPort(domid: number, port: number): void {
+    const domain = this.domain(domid);
+    const entry = domain.ports.read(port);
+    if (entry.state === PortState.Interdomain) {
+      const peerTable = this.domain(entry.remoteDomain).ports;
+      const peer = peerTable.read(entry.remotePort);
+      if (peer.state === PortState.Interdomain && peer.remoteDomain === domid && peer.remotePort === port) {
+        peerTable.write(entry.remotePort, { state: PortState.Unbound, remoteDomain: domid, remotePort: 0, owner: peer.owner });
+      }
+    }
+    domain.ports.write(port, { state: PortState.Free, remoteDomain: 0, remotePort: 0, owner: 0 });
+    domain.ports.clearPending(port);
+    domain.usedPorts.delete(port);
+  }
+}
+
+function grantKey(domid: number, ref: number): string {
+  return `${domid}:${ref}`;
+}
+
+function portKey(domid: number, port: number): string {
+  return `${domid}:${port}`;
+}

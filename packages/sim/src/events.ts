@@ -1,0 +1,45 @@
+import { PortTable, signalPort, WakeupSender } from './port-table.js';
+import type { SimFiles } from './paths.js';
+
+/**
+ * This process's side of simulated event delivery for one state folder: the port tables it has
+ * mapped and the wake-up FIFOs it has opened, kept for the life of the process so that sending an
+ * event costs one atomic operation and at most one write(2).
+ */
+export class EventRouter {
+  private static readonly routers = new Map<string, EventRouter>();
+  private readonly tables = new Map<number, PortTable>();
+  private readonly wakeups: WakeupSender;
+
+  private constructor(private readonly files: SimFiles) {
+    this.wakeups = new WakeupSender(files.wakeup);
+  }
+
+  static for(files: SimFiles): EventRouter {
+    let router = EventRouter.routers.get(files.directory);
+    if (!router) {
+      router = new EventRouter(files);
+      EventRouter.routers.set(files.directory, router);
+    }
+    return router;
+  }
+
+  /** EVTCHNOP_send from (domid, port). */
+  send(domid: number, port: number): void {
+    signalPort((id) => this.table(id), this.wakeups, domid, port);
+  }
+
+  /** The owner of (domid, port) took its wake-up; the next send must wake it again. */
+  taken(domid: number, port: number): void {
+    this.table(domid).clearPending(port);
+  }
+
+  private table(domid: number): PortTable {
+    let table = this.tables.get(domid);
+    if (!table) {
+      table = PortTable.map(this.files.portTable(domid));
+      this.tables.set(domid, table);
+    }
+    return table;
+  }
+}

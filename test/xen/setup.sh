@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Prepare the real-Xen test rig: host tools, Debian's Xen 4.17 + 6.1 kernel unpacked into a
+# cache, and the dom0 initramfs. Safe to run again: when nothing it depends on changed, it
+# only checks a stamp and returns in well under a second.
+#
+# Nothing Xen-related is installed into the host: the hypervisor, kernel and Xen tools are
+# fetched with `apt-get download` and unpacked with `dpkg -x` into $XEN_VCHAN_XEN_CACHE
+# (default /var/cache/xen-vchan-xen). Installing them would touch /boot, grub and systemd.
+#
+# usage: test/xen/setup.sh [--force]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+force=0
+[ "${1:-}" = --force ] && force=1
+
+[ "$(id -u)" = 0 ] || xen_die "setup needs root (apt-get, and the cache under /var/cache)"
+mkdir -p "$XEN_CACHE"
+
+# Two runs at once (a developer and CI on the same machine) must not rebuild the same files.
+exec 9>"$XEN_CACHE/.lock"
+flock -w 1800 9 || xen_die "timed out waiting for the setup lock $XEN_CACHE/.lock"
+
+# What the outputs depend on: the scripts that make them. The kernel version is pinned in
+# the cache on first use, so a newer Debian kernel does not force a rebuild.
+stamp_key() {
+  cat "$XEN_HARNESS_DIR/setup.sh" "$XEN_HARNESS_DIR/common.sh" "$XEN_HARNESS_DIR/dom0-init.sh" \
+    | sha256sum | cut -d' ' -f1
+}
+host_tools_present() {
+  local c
+  for c in "${XEN_HOST_COMMANDS[@]}"; do command -v "$c" >/dev/null || return 1; done
+}
+outputs_present() {
+  [ -s "$XEN_HYPERVISOR_ELF" ] && [ -s "$XEN_DOM0_KERNEL" ] && [ -s "$XEN_DOM0_INITRD" ] &&
+    [ -d "$XEN_TOOLS_BIN" ]
+}
+
+if [ $force = 0 ] && [ -f "$XEN_STAMP" ] && [ "$(cat "$XEN_STAMP")" = "$(stamp_key)" ] &&
+   host_tools_present && outputs_present; then
+  xen_log "setup: up to date (cache $XEN_CACHE)"
+  exit 0
+fi
+
+t0=$(xen_now)
+apt_updated=0
+apt_update_once() {
+  [ $apt_updated = 1 ] && return
+  xen_log "setup: apt-get update"
+  apt-get update -q >/dev/null
+  apt_updated=1
+}
+
+# --- host tools -------------------------------------------------------------------------
+if ! host_tools_present; then
+  apt_update_once
+  xen_log "setup: installing host tools: ${XEN_HOST_PACKAGES[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    "${XEN_HOST_PACKAGES[@]}" >/dev/null
+  host_tools_present || xen_die "host tools still missing after apt-get install"
+fi
+
+# --- kernel version, pinned on first use ------------------------------------------------
+if [ -s "$XEN_CACHE/kver" ]; then
+  kver=$(cat "$XEN_CACHE/kver")
+else
+  apt_update_once
+  kver=$(apt-cache depends linux-image-amd64 |
+         awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { sub("linux-image-", "", $2); print $2; exit }')
+  [ -n "$kver" ] || xen_die "cannot tell which kernel linux-image-amd64 points at"
+  echo "$kver" > "$XEN_CACHE/kver"
+fi
+xen_log "setup: dom0 kernel $kver"
+
+# --- download what is missing -----------------------------------------------------------
+mkdir -p "$XEN_DEBS"
+wanted=("${XEN_UNPACKED_PACKAGES[@]}" "linux-image-$kver")
+missing=()
+for p in "${wanted[@]}"; do
+  compgen -G "$XEN_DEBS/${p}_*.deb" >/dev/null || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_update_once
+  xen_log "setup: downloading ${missing[*]}"
+  # apt drops privileges to _apt for downloads; the cache dir is root's, so stay root.
+  (cd "$XEN_DEBS" && apt-get download -q -o APT::Sandbox::User=root "${missing[@]}" >/dev/null)
+fi
+
+# --- unpack into a fresh tree, then swap it in ------------------------------------------
+rm -rf "$XEN_ROOT.new"
+mkdir -p "$XEN_ROOT.new"
+for p in "${wanted[@]}"; do
+  debs=("$XEN_DEBS/${p}_"*.deb)
+  # If several versions piled up, the newest sorts last.
+  dpkg -x "${debs[-1]}" "$XEN_ROOT.new"
+done
+rm -rf "$XEN_ROOT"
+mv "$XEN_ROOT.new" "$XEN_ROOT"
+depmod -b "$XEN_ROOT" "$kver"
+
+# --- boot images --------------------------------------------------------------------------
+mkdir -p "$XEN_IMAGES"
+# Debian ships xen as a gzip'd 32-bit multiboot ELF; QEMU's -kernel takes the ELF itself.
+xen_gz=$(ls "$XEN_ROOT"/boot/xen-4.17*-amd64.gz | tail -1)
+zcat "$xen_gz" > "$XEN_HYPERVISOR_ELF"
+cp "$XEN_ROOT/boot/vmlinuz-$kver" "$XEN_DOM0_KERNEL"
+
+# --- dom0 initramfs -----------------------------------------------------------------------
+# It holds only what must exist before the 9p shares are up: busybox, the modules, xenstored
+# (which runs outside the chroot), the xenstore client and the libraries of those.
+stage=$(mktemp -d "$XEN_CACHE/initrd-stage.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root,job,sysroot}
+mkdir -p "$stage"/var/{lib/xenstored,log/xen} "$stage/lib/modules/$kver"
+ln -s ../run "$stage/var/run"
+
+cp "$XEN_ROOT/bin/busybox" "$stage/bin/busybox"
+for applet in $("$stage/bin/busybox" --list); do
+  [ -e "$stage/bin/$applet" ] || ln -s busybox "$stage/bin/$applet"
+done
+
+for m in $XEN_DOM0_MODULES; do
+  modprobe -d "$XEN_ROOT" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" { print $2 }'
+done | sort -u | while read -r ko; do
+  rel=${ko#"$XEN_ROOT"/}
+  mkdir -p "$stage/$(dirname "$rel")"
+  cp "$ko" "$stage/$rel"
+done
+cp "$XEN_ROOT/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$stage/lib/modules/$kver/"
+depmod -b "$stage" "$kver"
+
+# Copy an executable to the same path in the initramfs, with the shared libraries it needs.
+# Libraries found in the unpacked tree take precedence over the host's (libxenstore etc.).
+copy_with_libs() {
+  local src=$1 dst=$2 lib rel
+  mkdir -p "$stage/$(dirname "$dst")"
+  cp -L "$src" "$stage/$dst"
+  file -L "$src" | grep -q 'dynamically linked' || return 0
+  for lib in $(LD_LIBRARY_PATH="$XEN_ROOT/usr/lib/x86_64-linux-gnu" ldd "$src" |
+               awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+    rel=${lib#"$XEN_ROOT"}
+    [ -e "$stage/$rel" ] && continue
+    mkdir -p "$stage/$(dirname "$rel")"
+    cp -L "$lib" "$stage/$rel"
+  done
+}
+copy_with_libs "$XEN_ROOT/usr/lib/xen-4.17/bin/xenstored" /usr/lib/xen-4.17/bin/xenstored
+for tool in xenstore xenstore-read xenstore-write xenstore-ls xenstore-list xenstore-rm \
+            xenstore-exists xenstore-chmod xenstore-watch; do
+  [ -e "$XEN_ROOT/usr/bin/$tool" ] && copy_with_libs "$XEN_ROOT/usr/bin/$tool" "/usr/bin/$tool"
+done
+# glibc dlopen()s libgcc_s for thread cancellation/unwinding; ldd cannot see that.
+copy_with_libs /lib/x86_64-linux-gnu/libgcc_s.so.1 /lib/x86_64-linux-gnu/libgcc_s.so.1
+
+cp "$XEN_HARNESS_DIR/dom0-init.sh" "$stage/init"
+chmod 755 "$stage/init"
+echo "root:x:0:0:root:/root:/bin/sh" > "$stage/etc/passwd"
+echo "root:x:0:" > "$stage/etc/group"
+(cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$XEN_DOM0_INITRD.new"
+mv "$XEN_DOM0_INITRD.new" "$XEN_DOM0_INITRD"
+
+# --- wrappers for the Xen tools, for jobs in dom0 -----------------------------------------
+# dom0's userland is the host's /usr, which has no Xen tools. The unpacked tree is shared into
+# dom0 at the same path, and these wrappers point the loader at its libraries, so a test can
+# call xenstore-read or vchan-socket-proxy by name without LD_LIBRARY_PATH leaking elsewhere.
+rm -rf "$XEN_TOOLS_BIN"
+mkdir -p "$XEN_TOOLS_BIN"
+make_wrapper() {
+  local target=$1 name
+  name=$(basename "$target")
+  cat > "$XEN_TOOLS_BIN/$name" <<EOF
+#!/bin/sh
+LD_LIBRARY_PATH="$XEN_ROOT/usr/lib/x86_64-linux-gnu\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH
+exec "$target" "\$@"
+EOF
+  chmod 755 "$XEN_TOOLS_BIN/$name"
+}
+for f in "$XEN_ROOT"/usr/bin/xenstore* "$XEN_ROOT"/usr/lib/xen-4.17/bin/*; do
+  [ -f "$f" ] && [ -x "$f" ] && make_wrapper "$f"
+done
+
+mkdir -p "$XEN_LOGS"
+stamp_key > "$XEN_STAMP"
+xen_log "setup: done in $(xen_secs "$t0" "$(xen_now)") s (initramfs $(du -h "$XEN_DOM0_INITRD" | cut -f1), cache $XEN_CACHE)"
