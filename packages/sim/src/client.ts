@@ -43,7 +43,8 @@ export class SimConnection {
   call<Op extends Operation>(operation: Op, request: Requests[Op]): Replies[Op] {
     if (this.fd < 0) throw daemonGone(this.files, 'the link was closed');
     const reply = this.exchange({ op: operation, ...request }) as Reply;
-    if ('error' in reply) throw new XenVchanError(reply.error.code, reply.error.message);
+    // A plain error with an errno code, like one from a syscall: the device layer explains it.
+    if ('error' in reply) throw Object.assign(new Error(`${reply.error.code}: ${reply.error.message}`), { code: reply.error.code });
     return reply.ok as Replies[Op];
   }
 

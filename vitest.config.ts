@@ -1,0 +1,15 @@
+import { defineConfig } from 'vitest/config';
+
+// `pnpm test`: everything that runs without Xen, on the simulation. The real-Xen run uses
+// test/xen/vitest.xen.config.ts with the same conformance suites.
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts', 'packages/*/test/**/*.test.ts'],
+    exclude: ['test/xen/**', '**/node_modules/**'],
+    setupFiles: ['test/support/setup.ts'],
+    pool: 'forks',
+    testTimeout: 20_000,
+    hookTimeout: 20_000,
+    env: { XEN_VCHAN_BACKEND: process.env.XEN_VCHAN_BACKEND ?? 'sim' },
+  },
+});
