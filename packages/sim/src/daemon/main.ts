@@ -3,7 +3,7 @@
  * It owns the simulated hypervisor's state, answers control calls over a Unix socket, and cleans up
  * after each process whose connection closes, whether it exited or was killed.
  */
-import { closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { addon } from '../addon.js';
 import { ensureSimDirectory, simFiles, type SimFiles } from '../paths.js';
@@ -85,6 +85,7 @@ function main(): void {
     });
   });
   server.listen(files.socket, () => {
+    chmodSync(files.socket, 0o600);
     log(`serving ${directory}`);
     armIdleTimer();
   });
