@@ -76,6 +76,23 @@ describe('gntalloc', () => {
     }
   });
 
+  it('counts a released page against the limit while a peer still maps it', async () => {
+    const peer = await Peer.start(PEER);
+    const restore = setGntallocLimit(device, 4);
+    try {
+      const mapper = await peer.call<number>('openGntdev');
+      const shared = device.share(PEER, 4);
+      const { id } = await peer.call<{ id: number }>('map', { handle: mapper, domid: SELF, refs: shared.refs, writable: true });
+      shared.release();
+      expect(() => device.share(PEER, 1)).toThrow(expect.objectContaining({ code: 'ENOSPC' }));
+      await peer.call('release', { id });
+      device.share(PEER, 1).release();
+    } finally {
+      restore();
+      await peer.stop();
+    }
+  });
+
   it('rejects bad arguments with a clear error and keeps working', () => {
     expect(() => device.share(PEER, 0)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     expect(() => device.share(-1, 1)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
