@@ -17,7 +17,7 @@ XEN_LOGS=$XEN_CACHE/logs              # serial logs of recent boots
 XEN_STAMP=$XEN_CACHE/setup.stamp
 
 XEN_HYPERVISOR_ELF=$XEN_IMAGES/xen.elf
-XEN_DOM0_KERNEL=$XEN_IMAGES/vmlinuz
+XEN_DOM0_KERNEL=$XEN_IMAGES/vmlinux   # ELF, or the bzImage if it could not be unpacked
 XEN_DOM0_INITRD=$XEN_IMAGES/dom0-initrd.cpio.gz
 
 # Xen's own packages come from the Debian 12 archive; the hypervisor is pinned to the 4.17
@@ -31,8 +31,8 @@ XEN_UNPACKED_PACKAGES=(
   busybox-static
 )
 # Host tools that really are installed (they do not touch /boot or the host's services).
-XEN_HOST_PACKAGES=(qemu-system-x86 cpio kmod gcc libc6-dev file)
-XEN_HOST_COMMANDS=(qemu-system-x86_64 cpio depmod modprobe gcc file ldd gzip flock timeout)
+XEN_HOST_PACKAGES=(qemu-system-x86 cpio kmod xz-utils gcc libc6-dev file)
+XEN_HOST_COMMANDS=(qemu-system-x86_64 cpio depmod modprobe xz gcc file ldd gzip flock timeout)
 
 # Modules dom0 needs: the three devices under test plus xenfs/privcmd for xenstored, and the
 # virtio-9p stack that carries the host's /usr, /etc and the project into dom0.

@@ -4,7 +4,7 @@
 # Contract with the host, all through the 9p share tagged "job" (mounted at /job):
 #   in:  /job/cmd.sh   bash script to run as root in the chroot (the host's /usr and /etc)
 #        /job/shares   lines "TAG MODE PATH": 9p shares to mount at PATH in the chroot (ro|rw)
-#        /job/options  sourced here; START_XENSTORED=1|0
+#        /job/options  sourced here; START_XENSTORED=1|0, RW_CACHE=9p cache mode of rw shares
 #   out: /job/output   everything the job printed (the host tails it while we run)
 #        /job/status   the job's exit status; its absence tells the host dom0 never finished
 #        /job/timings  dom0 uptime when the job started and ended
@@ -19,12 +19,14 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
+say "started at uptime $(uptime_s) s"
 
 for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs virtio_pci 9pnet_virtio 9p; do
   modprobe "$m" || say "modprobe $m failed"
 done
 mkdir -p /proc/xen
 mount -t xenfs xenfs /proc/xen || say "cannot mount xenfs"
+say "modules loaded at uptime $(uptime_s) s"
 
 NINEP=trans=virtio,version=9p2000.L,msize=262144
 if ! mount -t 9p -o "$NINEP" job /job; then
@@ -65,7 +67,7 @@ if [ -f /job/shares ]; then
     [ -n "$tag" ] || continue
     opts=$NINEP
     [ "$mode" = ro ] && opts="$opts,ro,cache=loose"
-    [ "$mode" = rw ] && [ -n "${RW_CACHE:-}" ] && opts="$opts,cache=$RW_CACHE"
+    [ "$mode" = rw ] && [ -n "${RW_CACHE:-}" ] && [ "$RW_CACHE" != none ] && opts="$opts,cache=$RW_CACHE"
     mkdir -p "$R$path"
     mount -t 9p -o "$opts" "$tag" "$R$path" || say "cannot mount share $tag at $path"
   done < /job/shares
@@ -91,6 +93,8 @@ chroot $R /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
   /usr/bin/bash /job/cmd.sh </dev/null >>/job/output 2>&1
 status=$?
 echo "job_end_uptime $(uptime_s)" >> /job/timings
+# The rw shares cache writes in dom0; flush them before the host takes the status as "done".
+sync
 echo $status > /job/status
 say "job exited with status $status at uptime $(uptime_s) s"
 finish

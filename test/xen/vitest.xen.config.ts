@@ -1,12 +1,15 @@
 // Vitest config for the suites that run inside a real Xen dom0 (see test/xen/run.sh).
 // Everything there runs under QEMU's TCG emulation, roughly ten times slower than the host, so
 // timeouts are generous and files run one after another in a single forked worker.
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+// The same per-file setup as the host run (it adapts itself to the backend).
+const sharedSetup = 'test/support/setup.ts';
 
 export default defineConfig({
   root: projectRoot,
@@ -14,6 +17,8 @@ export default defineConfig({
   cacheDir: join(tmpdir(), 'xen-vchan-vitest'),
   test: {
     include: ['test/conformance/**/*.test.ts', 'test/xen/**/*.test.ts'],
+    setupFiles: existsSync(join(projectRoot, sharedSetup)) ? [sharedSetup] : [],
+    env: { XEN_VCHAN_BACKEND: process.env.XEN_VCHAN_BACKEND ?? 'xen' },
     reporters: ['verbose'],
     pool: 'forks',
     maxWorkers: 1,

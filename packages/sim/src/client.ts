@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { XenVchanError } from '@xen-vchan/native';
 import { addon } from './addon.js';
 import { ensureSimDirectory, simDirectory, simFiles, type SimFiles } from './paths.js';
-import { encodeFrame, type Operation, type Replies, type Reply, type Requests } from './protocol.js';
+import { encodeFrame, PROTOCOL_VERSION, type Operation, type Replies, type Reply, type Requests } from './protocol.js';
 
 const DAEMON_START_TIMEOUT_MS = 10_000;
 const daemonEntry = fileURLToPath(new URL('./daemon/main.js', import.meta.url));
@@ -35,7 +35,7 @@ export class SimConnection {
       const files = simFiles(dir);
       connection = new SimConnection(files, connectOrStartDaemon(files));
       SimConnection.connections.set(dir, connection);
-      connection.call('hello', { pid: process.pid });
+      connection.call('hello', { pid: process.pid, version: PROTOCOL_VERSION });
     }
     return connection;
   }

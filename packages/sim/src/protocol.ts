@@ -3,6 +3,9 @@
  * and a JSON body. Calls are synchronous and strictly one at a time per connection, like ioctls,
  * so frames need no ids. Errors come back as { error: { code, message } } with an errno name.
  */
+/** Bumped whenever a call or reply changes shape; a daemon serves only clients of its own version. */
+export const PROTOCOL_VERSION = 1;
+
 export interface ControlError {
   code: string;
   message: string;
@@ -42,7 +45,7 @@ export interface PageLocation {
 }
 
 export interface Requests {
-  hello: { pid: number };
+  hello: { pid: number; version: number };
   'gntalloc.open': { domid: number };
   'gntalloc.alloc': { handle: number; domid: number; count: number; writable: boolean };
   'gntalloc.setUnmapNotify': { handle: number; allocation: number; offset: number; clearByte: boolean; port: number | null };

@@ -2,7 +2,7 @@ import { closeSync, ftruncateSync, openSync, rmSync, unlinkSync, writeSync } fro
 import { addon } from '../addon.js';
 import type { SimFiles } from '../paths.js';
 import { MAX_PORTS, PortState, PortTable, signalPort, TABLE_BYTES, WakeupSender } from '../port-table.js';
-import type { PageLocation, Replies, Requests, SimStatus } from '../protocol.js';
+import { PROTOCOL_VERSION, type PageLocation, type Replies, type Requests, type SimStatus } from '../protocol.js';
 
 const PAGE = 4096;
 const DEFAULT_GNTALLOC_LIMIT = 1024;
@@ -118,7 +118,14 @@ export class Hypervisor {
     for (const domain of this.domains.values()) domain.ports.unmap();
   }
 
-  op_hello(client: Client, { pid }: Requests['hello']): Replies['hello'] {
+  op_hello(client: Client, { pid, version }: Requests['hello']): Replies['hello'] {
+    if (version !== PROTOCOL_VERSION) {
+      throw new ControlFailure(
+        'ESIMVERSION',
+        `the sim daemon (pid ${process.pid}) of ${this.files.directory} speaks protocol ${PROTOCOL_VERSION}, this process ${version}: ` +
+          `another version of xen-vchan started it. Stop it (kill ${process.pid}) or use another XEN_VCHAN_SIM_DIR.`,
+      );
+    }
     client.pid = pid;
     return { daemonPid: process.pid };
   }
