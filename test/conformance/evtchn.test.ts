@@ -106,10 +106,13 @@ describe('evtchn', () => {
     await expect(peer.call('waitEvent', { id: peerChannel, port: peerPort, timeoutMs: SETTLE_MS })).rejects.toThrow(/no event/);
   });
 
-  it('restricts a handle to one domain', () => {
-    local.restrictDomain(PEER);
-    expect(() => local.bindUnbound(OTHER)).toThrow(expect.objectContaining({ code: 'EACCES' }));
-    expect(local.bindUnbound(PEER)).toBeGreaterThan(0);
+  it('restricts a handle to one domain, once, and never to dom0', () => {
+    expect(() => local.restrictDomain(0)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    local.restrictDomain(OTHER);
+    expect(() => local.bindUnbound(PEER)).toThrow(expect.objectContaining({ code: 'EACCES' }));
+    expect(() => local.bindInterdomain(PEER, 1)).toThrow(expect.objectContaining({ code: 'EACCES' }));
+    expect(local.bindUnbound(OTHER)).toBeGreaterThan(0);
+    expect(() => local.restrictDomain(PEER)).toThrow(expect.objectContaining({ code: 'EACCES' }));
   });
 
   it('reset throws away queued events without unbinding', async () => {

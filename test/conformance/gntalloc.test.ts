@@ -76,7 +76,7 @@ describe('gntalloc', () => {
     }
   });
 
-  it('counts a released page against the limit while a peer still maps it', async () => {
+  it('stops counting a released page against the limit at once, even while a peer still maps it', async () => {
     const peer = await Peer.start(PEER);
     const restore = setGntallocLimit(device, 4);
     try {
@@ -84,9 +84,11 @@ describe('gntalloc', () => {
       const shared = device.share(PEER, 4);
       const { id } = await peer.call<{ id: number }>('map', { handle: mapper, domid: SELF, refs: shared.refs, writable: true });
       shared.release();
-      expect(() => device.share(PEER, 1)).toThrow(expect.objectContaining({ code: 'ENOSPC' }));
+      // Linux 6.1 (what the harness runs) frees the slot now; the page itself lives on for the peer.
+      const more = device.share(PEER, 4);
+      expect(await peer.call('read', { id, offset: 0, length: 1 })).toEqual(new Uint8Array([0]));
+      more.release();
       await peer.call('release', { id });
-      device.share(PEER, 1).release();
     } finally {
       restore();
       await peer.stop();

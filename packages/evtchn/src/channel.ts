@@ -22,6 +22,12 @@ export function evtchnAdvice(code: string): string | undefined {
   }
 }
 
+export function restrictAdvice(code: string): string | undefined {
+  if (code === 'EINVAL') return 'A handle can be restricted to a domain from 1 to 32751, not to dom0.';
+  if (code === 'EACCES') return 'This handle is already restricted; a restriction cannot be changed. Open a new handle.';
+  return evtchnAdvice(code);
+}
+
 /**
  * What both backends share: ports bound by this handle, and turning readability of a pollable
  * fd into 'event' emissions. Every event is a hint; users re-check their shared state.
@@ -52,7 +58,10 @@ export abstract class EventChannel extends EventEmitter<EventChannelEvents> {
   abstract unmask(port: number): void;
   /** Throws away events that were queued and not yet emitted. */
   abstract reset(): void;
-  /** From now on this handle may only bind to or from `domid` (EACCES otherwise). */
+  /**
+   * From now on this handle may only bind to or from `domid` (EACCES otherwise). Once per handle
+   * (EACCES after), and not to dom0 (EINVAL), as Linux allows.
+   */
   abstract restrictDomain(domid: number): void;
   /** Unbinds every port and closes the handle (idempotent). */
   abstract close(): void;

@@ -1,7 +1,7 @@
 import { closeSync, constants, openSync } from 'node:fs';
 import { explained, XenVchanError } from '@xen-vchan/native';
 import { EventRouter, SimConnection, simDomid } from '@xen-vchan/sim';
-import { EventChannel, evtchnAdvice } from './channel.js';
+import { EventChannel, evtchnAdvice, restrictAdvice } from './channel.js';
 import type { EventChannelOptions } from './interface.js';
 import { addon } from './native.js';
 
@@ -80,7 +80,7 @@ export class SimEventChannel extends EventChannel {
 
   restrictDomain(domid: number): void {
     this.checkDomain(domid);
-    this.call('evtchn restrictDomain', 'evtchn.restrict', { domid });
+    this.call('evtchn restrictDomain', 'evtchn.restrict', { domid }, restrictAdvice);
   }
 
   close(): void {
@@ -115,9 +115,10 @@ export class SimEventChannel extends EventChannel {
     operation: string,
     op: Op,
     request: Record<string, unknown>,
+    advise: (code: string) => string | undefined = evtchnAdvice,
   ): { port: number } {
     this.checkOpen();
-    return explained(operation, () => this.connection.call(op, { handle: this.handle, ...request } as never), evtchnAdvice) as { port: number };
+    return explained(operation, () => this.connection.call(op, { handle: this.handle, ...request } as never), advise) as { port: number };
   }
 
   private track(port: number): number {

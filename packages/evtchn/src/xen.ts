@@ -1,5 +1,5 @@
 import { explained } from '@xen-vchan/native';
-import { EventChannel, evtchnAdvice } from './channel.js';
+import { EventChannel, evtchnAdvice, restrictAdvice } from './channel.js';
 import { EVTCHN_DEVICE } from './interface.js';
 import { addon } from './native.js';
 
@@ -59,7 +59,7 @@ export class XenEventChannel extends EventChannel {
 
   restrictDomain(domid: number): void {
     this.checkDomain(domid);
-    explained('evtchn restrictDomain', () => addon.restrictDomid(this.fd, domid), evtchnAdvice);
+    explained('evtchn restrictDomain', () => addon.restrictDomid(this.fd, domid), restrictAdvice);
   }
 
   close(): void {

@@ -43,6 +43,7 @@ export function simFiles(directory: string) {
     lock: path.join(directory, 'daemon.lock'),
     socket: path.join(directory, 'daemon.sock'),
     log: path.join(directory, 'daemon.log'),
+    xenstore: path.join(directory, 'xenstore.sock'),
     pages: path.join(directory, 'pages'),
     ports: path.join(directory, 'ports'),
     wakeups: path.join(directory, 'wake'),

@@ -307,9 +307,9 @@ export class Hypervisor {
 
   op_evtchn_restrict(client: Client, request: Requests['evtchn.restrict']): Replies['evtchn.restrict'] {
     const handle = this.handleOf(client, request.handle, 'evtchn');
-    if (handle.restrictedTo !== null && handle.restrictedTo !== request.domid) {
-      throw new ControlFailure('EINVAL', `this handle is already restricted to domain ${handle.restrictedTo}`);
-    }
+    // As Linux: once only, and never to dom0 (or a reserved id).
+    if (handle.restrictedTo !== null) throw new ControlFailure('EACCES', `this handle is already restricted to domain ${handle.restrictedTo}`);
+    if (request.domid === 0 || request.domid >= 0x7ff0) throw new ControlFailure('EINVAL', `cannot restrict to domain ${request.domid}`);
     handle.restrictedTo = request.domid;
     return null;
   }
@@ -501,6 +501,9 @@ export class Hypervisor {
     handle.allocations.delete(allocation.id);
     for (const grant of allocation.grants) {
       grant.released = true;
+      // Linux 6.1's gntalloc stops counting a page against the limit as soon as its owner lets
+      // go, even while the peer still maps it (the hypervisor frees it later).
+      this.domain(grant.domid).grantsInUse--;
       const notify = grant.notify;
       grant.notify = null;
       this.fireNotify(notify);
@@ -520,11 +523,10 @@ export class Hypervisor {
     }
   }
 
-  /** A granted page lives, and counts against the limit, until its owner and every mapper let go. */
+  /** A granted page lives until its owner and every mapper let go. */
   private freeGrantIfUnused(grant: Grant): void {
     if (!grant.released || grant.mappers > 0) return;
     if (!this.grants.delete(grantKey(grant.domid, grant.ref))) return;
-    this.domain(grant.domid).grantsInUse--;
     const allocation = grant.allocation;
     if (allocation.grants.every((other) => !this.grants.has(grantKey(other.domid, other.ref)))) {
       this.allocations.delete(allocation.id);

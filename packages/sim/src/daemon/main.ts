@@ -8,6 +8,7 @@ import net from 'node:net';
 import { addon } from '../addon.js';
 import { ensureSimDirectory, simFiles, type SimFiles } from '../paths.js';
 import { encodeFrame, FrameReader, type Operation } from '../protocol.js';
+import { startXenStoreServer } from '../xenstore/server.js';
 import { ControlFailure, Hypervisor, type Client } from './hypervisor.js';
 
 const IDLE_EXIT_MS = Number(process.env.XEN_VCHAN_SIM_IDLE_MS ?? 30_000);
@@ -37,6 +38,7 @@ function main(): void {
   }
   clearLeftovers(files);
   const hypervisor = new Hypervisor(files);
+  const xenstore = startXenStoreServer(files, log);
   const sockets = new Set<net.Socket>();
   let idleTimer: NodeJS.Timeout | null = null;
 
@@ -44,6 +46,7 @@ function main(): void {
     log(`stopping: ${why}`);
     server.close();
     for (const socket of sockets) socket.destroy();
+    xenstore.close();
     hypervisor.shutdown();
     clearLeftovers(files);
     rmSync(files.socket, { force: true });

@@ -1,0 +1,212 @@
+/**
+ * The simulated xenstored's request handling: one message in, one reply out, like xenstored's
+ * process_message. Requests run one at a time in the daemon, so they need no locks.
+ *
+ * Domain identity: xenstored knows a guest's domain from the ring it talks through and treats its
+ * Unix socket as dom0. Here every connection is a socket, so the first message on each must be
+ * SIM_DECLARE_DOMAIN with "<domid>\0"; anything else before it is refused and the connection
+ * closed. Domain ids are claimed, not proven, like everything else in the simulation.
+ */
+import { XsFailure } from './failure.js';
+import { introduceDomain } from './domains.js';
+import {
+  getPermissions,
+  listChildren,
+  makeDirectory,
+  parsePermissions,
+  readNode,
+  removeNode,
+  setPermissions,
+  writeNode,
+  type RequestContext,
+} from './node-operations.js';
+import { domainPath } from './node-path.js';
+import { formatXsPermission, MAX_PERMISSION_DOMID } from './permissions.js';
+import { NodeStore } from './store.js';
+import { TransactionTable, type Transaction } from './transactions.js';
+import { WatchTable, type Watcher } from './watches.js';
+import { encodeXsMessage, splitXsStrings, XsType, xsStrings, type XsMessage } from './wire.js';
+
+/** One connection to the simulated XenStore. */
+export interface XenStoreClient extends Watcher {
+  /** The domain the connection declared; null until it has. */
+  domid: number | null;
+  readonly transactions: Map<number, Transaction>;
+  /** Closes the connection once what was sent has gone out. */
+  end(): void;
+}
+
+interface Reply {
+  payload: Buffer;
+  /** Runs once the reply is sent (a new watch's first event comes after the reply, as in xenstored). */
+  then?: () => void;
+}
+
+const OK = xsStrings('OK');
+const typeNames = new Map<number, string>(Object.entries(XsType).map(([name, type]) => [type, name]));
+/** Message types of xs_wire.h the simulation does not implement: they manage domains, which only a toolstack does. */
+const unsupported = new Set<number>([
+  XsType.CONTROL,
+  XsType.INTRODUCE,
+  XsType.RELEASE,
+  XsType.IS_DOMAIN_INTRODUCED,
+  XsType.RESUME,
+  XsType.SET_TARGET,
+  XsType.RESET_WATCHES,
+  XsType.DIRECTORY_PART,
+]);
+
+export class XenStoreService {
+  private readonly store = NodeStore.withRoot();
+  private readonly transactions = new TransactionTable();
+  private readonly watches = new WatchTable();
+
+  constructor(private readonly log: (message: string) => void) {
+    introduceDomain(this.store, 0);
+  }
+
+  handle(client: XenStoreClient, message: XsMessage): void {
+    if (client.domid === null) {
+      this.declare(client, message);
+      return;
+    }
+    let type = message.type;
+    let reply: Reply;
+    try {
+      reply = this.dispatch(client, client.domid, message);
+    } catch (error) {
+      if (!(error instanceof XsFailure)) this.log(`XenStore ${typeNames.get(type) ?? type} failed: ${(error as Error).stack}`);
+      type = XsType.ERROR;
+      reply = { payload: xsStrings(error instanceof XsFailure ? error.code : 'EIO') };
+    }
+    client.send(encodeXsMessage(type, message.reqId, message.txId, reply.payload));
+    reply.then?.();
+  }
+
+  /** The connection closed: its transactions are aborted and its watches dropped. */
+  disconnect(client: XenStoreClient): void {
+    for (const transaction of client.transactions.values()) this.transactions.discard(transaction);
+    client.transactions.clear();
+    this.watches.removeAll(client);
+  }
+
+  private declare(client: XenStoreClient, message: XsMessage): void {
+    const domid = message.type === XsType.SIM_DECLARE_DOMAIN ? declaredDomain(message.payload) : null;
+    if (domid === null) {
+      this.log(`refusing a XenStore connection that did not declare its domain first (message type ${message.type})`);
+      client.send(encodeXsMessage(XsType.ERROR, message.reqId, message.txId, xsStrings('EACCES')));
+      client.end();
+      return;
+    }
+    client.domid = domid;
+    const changes = introduceDomain(this.store, domid);
+    if (changes) {
+      this.watches.fire(changes);
+      this.watches.fireSpecial('@introduceDomain');
+    }
+    client.send(encodeXsMessage(message.type, message.reqId, message.txId, OK));
+  }
+
+  private dispatch(client: XenStoreClient, domid: number, message: XsMessage): Reply {
+    switch (message.type) {
+      case XsType.READ:
+        return { payload: this.onNodes(client, domid, message, (context) => readNode(context, oneArgument(message))) };
+      case XsType.DIRECTORY:
+        return { payload: xsStrings(...this.onNodes(client, domid, message, (context) => listChildren(context, oneArgument(message)))) };
+      case XsType.GET_PERMS: {
+        const permissions = this.onNodes(client, domid, message, (context) => getPermissions(context, oneArgument(message)));
+        return { payload: xsStrings(...permissions.map(formatXsPermission)) };
+      }
+      case XsType.WRITE: {
+        const end = message.payload.indexOf(0);
+        if (end < 0) throw new XsFailure('EINVAL', 'WRITE needs a path and a NUL before the value');
+        const path = message.payload.toString('utf8', 0, end);
+        this.onNodes(client, domid, message, (context) => writeNode(context, path, message.payload.subarray(end + 1)));
+        return { payload: OK };
+      }
+      case XsType.MKDIR:
+        this.onNodes(client, domid, message, (context) => makeDirectory(context, oneArgument(message)));
+        return { payload: OK };
+      case XsType.RM:
+        this.onNodes(client, domid, message, (context) => removeNode(context, oneArgument(message)));
+        return { payload: OK };
+      case XsType.SET_PERMS: {
+        const [path, ...texts] = splitXsStrings(message.payload);
+        if (path === undefined) throw new XsFailure('EINVAL', 'SET_PERMS needs a path');
+        this.onNodes(client, domid, message, (context) => setPermissions(context, path, parsePermissions(context, texts)));
+        return { payload: OK };
+      }
+      case XsType.GET_DOMAIN_PATH: {
+        const text = oneArgument(message);
+        if (!/^\d{1,5}$/.test(text)) throw new XsFailure('EINVAL', `"${text}" is not a domain id`);
+        return { payload: xsStrings(domainPath(Number(text))) };
+      }
+      case XsType.WATCH: {
+        const [path, token] = twoArguments(message);
+        this.watches.add(client, domid, path, token);
+        return { payload: OK, then: () => this.watches.announce(client, path, token) };
+      }
+      case XsType.UNWATCH: {
+        const [path, token] = twoArguments(message);
+        this.watches.remove(client, domid, path, token);
+        return { payload: OK };
+      }
+      case XsType.TRANSACTION_START: {
+        if (message.txId !== 0) {
+          this.transactionOf(client, message.txId);
+          throw new XsFailure('EBUSY', 'transactions do not nest');
+        }
+        const transaction = this.transactions.start(domid, this.store);
+        client.transactions.set(transaction.id, transaction);
+        return { payload: xsStrings(String(transaction.id)) };
+      }
+      case XsType.TRANSACTION_END: {
+        const verdict = oneArgument(message);
+        if (verdict !== 'T' && verdict !== 'F') throw new XsFailure('EINVAL', 'TRANSACTION_END takes "T" (commit) or "F" (abort)');
+        const transaction = this.transactionOf(client, message.txId);
+        client.transactions.delete(transaction.id);
+        if (verdict === 'F') this.transactions.discard(transaction);
+        else this.watches.fire(this.transactions.commit(transaction, this.store));
+        return { payload: OK };
+      }
+      default:
+        if (unsupported.has(message.type)) throw new XsFailure('ENOSYS', `${typeNames.get(message.type)} is not simulated`);
+        throw new XsFailure('EINVAL', `unknown message type ${message.type}`);
+    }
+  }
+
+  /** Runs a node operation on the committed tree, or inside the message's transaction. */
+  private onNodes<T>(client: XenStoreClient, domid: number, message: XsMessage, operation: (context: RequestContext) => T): T {
+    const transaction = message.txId === 0 ? null : this.transactionOf(client, message.txId);
+    const context: RequestContext = { domid, view: transaction ? transaction.view : this.store, changes: [] };
+    const result = operation(context);
+    if (transaction) transaction.changes.push(...context.changes);
+    else this.watches.fire(context.changes);
+    return result;
+  }
+
+  private transactionOf(client: XenStoreClient, id: number): Transaction {
+    const transaction = client.transactions.get(id);
+    if (!transaction) throw new XsFailure('ENOENT', `no transaction ${id} on this connection`);
+    return transaction;
+  }
+}
+
+/** The payload as exactly one NUL-terminated string (xenstored's onearg); EINVAL otherwise. */
+function oneArgument(message: XsMessage): string {
+  const end = message.payload.indexOf(0);
+  if (end < 0 || end !== message.payload.length - 1) throw new XsFailure('EINVAL', 'expected one NUL-terminated string');
+  return message.payload.toString('utf8', 0, end);
+}
+
+function declaredDomain(payload: Buffer): number | null {
+  const match = /^(\d{1,5})\0$/.exec(payload.toString('latin1'));
+  const domid = match ? Number(match[1]) : NaN;
+  return domid <= MAX_PERMISSION_DOMID ? domid : null;
+}
+
+function twoArguments(message: XsMessage): [string, string] {
+  const strings = splitXsStrings(message.payload);
+  if (strings.length !== 2) throw new XsFailure('EINVAL', 'expected a path and a token');
+  return [strings[0]!, strings[1]!];
+}

@@ -1,0 +1,104 @@
+/**
+ * XenStore watches: a connection asks to hear of changes at or below a path, under a token of
+ * its choosing. As in xenstored, a watch fires once when registered, then for every write,
+ * creation, removal or permission change at or below its path that the watcher may read; a
+ * relative watch reports relative paths.
+ */
+import { READ, rightsOf } from './access.js';
+import { XsFailure } from './failure.js';
+import { WATCH_QUOTA } from './limits.js';
+import type { NodeChange } from './node-operations.js';
+import { canonicalPath, domainPath, isRelativePath, isSpecialPath, isValidNodePath, isWithin } from './node-path.js';
+import { encodeXsMessage, XENSTORE_ABS_PATH_MAX, XsType, xsStrings } from './wire.js';
+
+/** Where a watch's events go: its connection. */
+export interface Watcher {
+  send(message: Buffer): void;
+}
+
+interface Watch {
+  watcher: Watcher;
+  domid: number;
+  /** Absolute, or a special name such as @introduceDomain. */
+  path: string;
+  token: string;
+  /** Stripped from reported paths when the watch was set with a relative path. */
+  relativeTo: string | null;
+}
+
+export class WatchTable {
+  private readonly watches = new Set<Watch>();
+
+  add(watcher: Watcher, domid: number, path: string, token: string): void {
+    const absolute = watchedPath(path, domid);
+    for (const watch of this.watches) {
+      if (watch.watcher === watcher && watch.path === absolute && watch.token === token) {
+        throw new XsFailure('EEXIST', `already watching ${absolute} with token "${token}"`);
+      }
+    }
+    if (domid !== 0 && this.countOf(domid) >= WATCH_QUOTA) {
+      throw new XsFailure('E2BIG', `domain ${domid} already has ${WATCH_QUOTA} watches`);
+    }
+    const relativeTo = isRelativePath(path) ? `${domainPath(domid)}/` : null;
+    this.watches.add({ watcher, domid, path: absolute, token, relativeTo });
+  }
+
+  /** The event every new watch gets at once, so that its owner checks the current state. */
+  announce(watcher: Watcher, path: string, token: string): void {
+    watcher.send(watchEvent(path, token));
+  }
+
+  remove(watcher: Watcher, domid: number, path: string, token: string): void {
+    const absolute = watchedPath(path, domid);
+    for (const watch of this.watches) {
+      if (watch.watcher === watcher && watch.path === absolute && watch.token === token) {
+        this.watches.delete(watch);
+        return;
+      }
+    }
+    throw new XsFailure('ENOENT', `no watch on ${absolute} with token "${token}"`);
+  }
+
+  removeAll(watcher: Watcher): void {
+    for (const watch of this.watches) if (watch.watcher === watcher) this.watches.delete(watch);
+  }
+
+  fire(changes: readonly NodeChange[]): void {
+    for (const change of changes) {
+      for (const watch of this.watches) {
+        if (isSpecialPath(watch.path)) continue;
+        const hit = change.exact ? change.path === watch.path : isWithin(change.path, watch.path);
+        if (!hit || !change.permissions.some((permissions) => (rightsOf(watch.domid, permissions) & READ) !== 0)) continue;
+        const reported = watch.relativeTo ? change.path.slice(watch.relativeTo.length) : change.path;
+        watch.watcher.send(watchEvent(reported, watch.token));
+      }
+    }
+  }
+
+  /** Fires `@introduceDomain` and the like; xenstored tells only privileged watchers by default. */
+  fireSpecial(name: string): void {
+    for (const watch of this.watches) {
+      if (watch.path === name && watch.domid === 0) watch.watcher.send(watchEvent(name, watch.token));
+    }
+  }
+
+  private countOf(domid: number): number {
+    let count = 0;
+    for (const watch of this.watches) if (watch.domid === domid) count++;
+    return count;
+  }
+}
+
+function watchedPath(path: string, domid: number): string {
+  if (isSpecialPath(path)) {
+    if (path.length > XENSTORE_ABS_PATH_MAX) throw new XsFailure('EINVAL', 'special watch name too long');
+    return path;
+  }
+  const absolute = canonicalPath(path, domid);
+  if (!isValidNodePath(absolute)) throw new XsFailure('EINVAL', `invalid path "${path}"`);
+  return absolute;
+}
+
+function watchEvent(path: string, token: string): Buffer {
+  return encodeXsMessage(XsType.WATCH_EVENT, 0, 0, xsStrings(path, token));
+}

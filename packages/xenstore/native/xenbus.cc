@@ -1,0 +1,66 @@
+// /dev/xen/xenbus: one function per syscall, plus the shared Poller (xen_vchan/poller.h) that turns
+// readability of the fd into a JS callback through libuv, so no thread blocks waiting for replies.
+// The device carries the XenStore wire protocol; framing it is the TypeScript layer's job.
+#include <fcntl.h>
+
+#include "xen_vchan/native.h"
+#include "xen_vchan/poller.h"
+
+using namespace xen_vchan;
+
+namespace {
+
+// One message is at most 16 header bytes + 4096 payload bytes; a read may return several, or part
+// of one, so any size works and this one drains a typical burst in one call.
+constexpr size_t kReadChunk = 16384;
+
+// open(path) -> fd, non-blocking so that reading never stalls the event loop
+Napi::Value Open(const Napi::CallbackInfo& info) {
+  std::string path = info[0].As<Napi::String>();
+  int fd = open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return ThrowErrno(info.Env(), errno, "open");
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  if (close(ToFd(info[0])) < 0) return ThrowErrno(info.Env(), errno, "close");
+  return info.Env().Undefined();
+}
+
+// read(fd) -> Buffer of what the driver has queued; empty when nothing is (EAGAIN)
+Napi::Value Read(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  char chunk[kReadChunk];
+  ssize_t got = read(ToFd(info[0]), chunk, sizeof chunk);
+  if (got < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Buffer<char>::New(env, 0);
+    return ThrowErrno(env, errno, "read");
+  }
+  return Napi::Buffer<char>::Copy(env, chunk, static_cast<size_t>(got));
+}
+
+// write(fd, bytes) -> bytes taken; 0 when the driver cannot take them now (EAGAIN).
+// The driver acts on a message once it holds all of it, so callers write whole messages.
+Napi::Value Write(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Uint8Array bytes = info[1].As<Napi::Uint8Array>();
+  ssize_t written = write(ToFd(info[0]), bytes.Data(), bytes.ByteLength());
+  if (written < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, 0);
+    return ThrowErrno(env, errno, "write");
+  }
+  return Napi::Number::New(env, static_cast<double>(written));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("open", Napi::Function::New(env, Open));
+  exports.Set("close", Napi::Function::New(env, Close));
+  exports.Set("read", Napi::Function::New(env, Read));
+  exports.Set("write", Napi::Function::New(env, Write));
+  exports.Set("Poller", Poller::Define(env));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(xen_xenbus, Init)
