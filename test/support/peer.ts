@@ -2,7 +2,12 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { backend } from './domains.js';
 
-const agentPath = fileURLToPath(new URL('./agent.mjs', import.meta.url));
+/** Device peers (agent.mjs) by default; vchan peers run vchan-agent.mjs. */
+export type PeerKind = 'devices' | 'vchan';
+const agents: Record<PeerKind, string> = {
+  devices: fileURLToPath(new URL('./agent.mjs', import.meta.url)),
+  vchan: fileURLToPath(new URL('./vchan-agent.mjs', import.meta.url)),
+};
 
 export class PeerError extends Error {
   constructor(
@@ -38,10 +43,10 @@ export class Peer {
   }
 
   /** Starts a peer acting as `domid` (on Xen every process is dom0 and the id is only a label). */
-  static async start(domid: number): Promise<Peer> {
+  static async start(domid: number, kind: PeerKind = 'devices'): Promise<Peer> {
     const env = { ...process.env };
     if (backend === 'sim') env.XEN_VCHAN_SIM_DOMID = String(domid);
-    const child = fork(agentPath, [], { env, serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(agents[kind], [], { env, serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const peer = new Peer(child, domid);
     await new Promise<void>((resolve, reject) => {
       child.once('message', () => resolve());

@@ -1,5 +1,6 @@
 import type { EventChannel } from '@xen-vchan/evtchn';
 import { ControlPage, type Side } from './control.js';
+import { LIVE_GONE } from './layout.js';
 import { RingReader, RingWriter } from './ring.js';
 
 /**
@@ -13,8 +14,24 @@ export interface VchanLink {
   readonly writer: RingWriter;
   readonly events: EventChannel;
   readonly port: number;
-  /** Unmaps the rings and the control page, unbinds the port, removes what was published. */
-  release(): void;
+  /**
+   * Ends this side's use of the channel. `peerGone` says the peer left first. The usual link sets
+   * its live byte to 0, notifies, then unmaps the rings and the control page, unbinds the port and
+   * removes what was published; a persistent server keeps everything for the next client when
+   * only the client left.
+   */
+  close(peerGone: boolean): void;
+}
+
+/** The usual goodbye: live byte to 0 and an event (the unmap notification covers a crash), then release. */
+export function sayGoodbye(control: ControlPage, events: EventChannel, port: number, release: () => void): void {
+  try {
+    control.setOwnLive(LIVE_GONE);
+    events.notify(port);
+  } catch {
+    /* the peer may be gone already */
+  }
+  release();
 }
 
 /** Builds the two ring ends for `side` over mapped ring memory. */

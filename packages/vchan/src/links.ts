@@ -4,7 +4,7 @@ import { openGntdev, type GrantMapping } from '@xen-vchan/gntdev';
 import { ControlPage } from './control.js';
 import { protocolError } from './errors.js';
 import { ControlOffset, inPageRingOffset, LIVE_CONNECTED, LIVE_WAITING, NOTIFY_WRITE, PAGE_ORDER, ringPages } from './layout.js';
-import { ringEnds, type VchanLink } from './link.js';
+import { ringEnds, sayGoodbye, type VchanLink } from './link.js';
 import { badOrders, chooseOrders, type RingOrders } from './orders.js';
 
 /** Which devices to use: the backend and, on the simulation, the domain and state folder. */
@@ -30,7 +30,10 @@ class Cleanup {
 }
 
 export interface ServerLink {
+  /** Its close() says goodbye and releases everything; a caller may wrap it (persistent servers). */
   link: VchanLink;
+  /** Unmaps, unbinds and closes the devices, without touching the shared page. */
+  release: () => void;
   /** What the client needs, published in XenStore as ring-ref and event-channel. */
   ringRef: number;
   port: number;
@@ -43,7 +46,6 @@ export function createServerLink(options: {
   leftMin: number;
   rightMin: number;
   devices?: DeviceOptions;
-  onRelease?: () => void;
 }): ServerLink {
   const orders = chooseOrders(options.leftMin, options.rightMin);
   const cleanup = new Cleanup();
@@ -71,9 +73,9 @@ export function createServerLink(options: {
     const left = ringMemory(orders.left);
     const right = ringMemory(orders.right);
     const { reader, writer } = ringEnds(control, 'server', left, right);
-    if (options.onRelease) cleanup.add(options.onRelease);
-    const link: VchanLink = { side: 'server', control, reader, writer, events, port, release: () => cleanup.run() };
-    return { link, ringRef: page0.refs[0]!, port, orders };
+    const release = () => cleanup.run();
+    const link: VchanLink = { side: 'server', control, reader, writer, events, port, close: () => sayGoodbye(control, events, port, release) };
+    return { link, release, ringRef: page0.refs[0]!, port, orders };
   } catch (error) {
     cleanup.run();
     throw error;
@@ -86,8 +88,10 @@ export function connectClientLink(options: {
   ringRef: number;
   port: number;
   devices?: DeviceOptions;
+  onClose?: () => void;
 }): VchanLink {
   const cleanup = new Cleanup();
+  if (options.onClose) cleanup.add(options.onClose);
   try {
     const events: EventChannel = openEventChannel(options.devices);
     cleanup.add(() => events.close());
@@ -114,7 +118,8 @@ export function connectClientLink(options: {
     control.setLive('client', LIVE_CONNECTED);
     control.requestWake(NOTIFY_WRITE);
     events.notify(port);
-    return { side: 'client', control, reader, writer, events, port, release: () => cleanup.run() };
+    const release = () => cleanup.run();
+    return { side: 'client', control, reader, writer, events, port, close: () => sayGoodbye(control, events, port, release) };
   } catch (error) {
     cleanup.run();
     throw error;

@@ -178,20 +178,13 @@ export class Vchan extends Duplex {
     pending.callback();
   }
 
-  /** Says goodbye on the page (live byte 0 plus an event), then lets go of everything. */
+  /** Hands the link back: it says goodbye on the page and lets go, as its kind requires. */
   private closeLink(): void {
     const link = this.link;
     if (!link) return;
     this.link = null;
     link.events.off('event', this.onEvent);
-    try {
-      link.control.setOwnLive(LIVE_GONE);
-      link.events.notify(link.port);
-      this.counters.eventsSent++;
-    } catch {
-      /* the peer may be gone already; the unmap notification covers it */
-    }
-    link.release();
+    link.close(link.control.peerLive === LIVE_GONE);
   }
 }
 

@@ -1,0 +1,107 @@
+import { XenVchanError } from '@xen-vchan/native';
+import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
+import { connectClientLink } from './links.js';
+import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
+import { checkDomid, conventionalPath, parseXenStoreNumber } from './paths.js';
+import { Vchan } from './stream.js';
+
+export interface ConnectOptions extends BackendOptions {
+  /** The server's domain. */
+  domid: number;
+  /** Name under the conventional path /local/domain/<server>/data/vchan/<client>/<name>. Default 'vchan'. */
+  name?: string;
+  /** The server's XenStore path, if not the conventional one. */
+  path?: string;
+  /** How long to wait for the server to publish, in ms. Default 10 000; 0 = do not wait. */
+  timeout?: number;
+  signal?: AbortSignal;
+  /** A XenStore connection to use (default: one of its own, closed once connected). */
+  xenstore?: XenStore;
+}
+
+/**
+ * Connects to a vchan server: waits (with a XenStore watch) until the server has published its
+ * ring-ref and event-channel, then maps the pages and binds the port. Resolves with a connected
+ * Vchan. Rejects with ETIMEDOUT after `timeout`, with ABORT_ERR on `signal`, and with EPROTO when
+ * the published values or the shared page make no sense.
+ */
+export async function connect(options: ConnectOptions): Promise<Vchan> {
+  const serverDomid = checkDomid(options.domid, 'domid (the server domain)');
+  const timeout = options.timeout ?? 10_000;
+  const xenstore = options.xenstore ?? (await openXenStore(xenstoreOptions(options)));
+  try {
+    const self = await xenstore.ownDomid();
+    const path = options.path ?? conventionalPath(serverDomid, self, options.name ?? 'vchan');
+    const { ringRef, port } = await waitForServer(xenstore, path, timeout, options.signal);
+    const link = connectClientLink({ serverDomid, ringRef, port, devices: deviceOptions(options) });
+    if (!options.xenstore) xenstore.close();
+    return new Vchan(link);
+  } catch (error) {
+    if (!options.xenstore) xenstore.close();
+    throw error;
+  }
+}
+
+interface Published {
+  ringRef: number;
+  port: number;
+}
+
+async function readPublished(xenstore: XenStore, path: string): Promise<Published | null> {
+  const read = async (key: string) => {
+    try {
+      return await xenstore.read(`${path}/${key}`);
+    } catch (error) {
+      // Until the server publishes, the path may not exist; xenstored then answers EACCES rather
+      // than ENOENT when the parent is not ours to read. Both mean "not there (for us) yet".
+      const code = (error as { code?: string }).code;
+      if (code === 'ENOENT' || code === 'EACCES') return null;
+      throw error;
+    }
+  };
+  const [ringText, portText] = await Promise.all([read('ring-ref'), read('event-channel')]);
+  if (ringText === null || portText === null) return null;
+  const ringRef = parseXenStoreNumber(ringText);
+  const port = parseXenStoreNumber(portText);
+  if (ringRef === null || port === null || ringRef === 0 || port === 0) {
+    throw new XenVchanError(
+      'EPROTO',
+      `The server published nonsense at ${path}: ring-ref ${JSON.stringify(ringText)}, event-channel ${JSON.stringify(portText)} (expected positive decimal numbers).`,
+    );
+  }
+  return { ringRef, port };
+}
+
+async function waitForServer(xenstore: XenStore, path: string, timeout: number, signal?: AbortSignal): Promise<Published> {
+  signal?.throwIfAborted();
+  const found = await readPublished(xenstore, path);
+  if (found || timeout === 0) {
+    if (found) return found;
+    throw new XenVchanError('ENOENT', `No vchan server has published at ${path} (or not for this domain).`);
+  }
+  // The watch fires once when set and then on every change below the path.
+  const watch = await xenstore.watch(path);
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  const stop = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new XenVchanError('ETIMEDOUT', `No vchan server published at ${path} within ${timeout} ms, or not readably for this domain. Is the server running, for this client domain and name?`)),
+      timeout,
+    );
+    onAbort = () => reject(Object.assign(new Error('The connect was aborted.', { cause: signal?.reason }), { code: 'ABORT_ERR', name: 'AbortError' }));
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    const iterator = watch[Symbol.asyncIterator]();
+    for (;;) {
+      const next = await Promise.race([iterator.next(), stop]);
+      if (next.done) throw new XenVchanError('ECONNRESET', `The XenStore watch on ${path} ended before a server published.`);
+      const published = await Promise.race([readPublished(xenstore, path), stop]);
+      if (published) return published;
+    }
+  } finally {
+    clearTimeout(timer);
+    if (onAbort) signal?.removeEventListener('abort', onAbort);
+    await watch.close().catch(() => {});
+  }
+}

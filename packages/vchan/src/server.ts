@@ -1,0 +1,178 @@
+import { EventEmitter } from 'eventemitter3';
+import { XenVchanError } from '@xen-vchan/native';
+import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
+import { LIVE_CONNECTED } from './layout.js';
+import { createServerLink, type ServerLink } from './links.js';
+import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
+import { sayGoodbye } from './link.js';
+import { checkDomid, conventionalPath } from './paths.js';
+import { Vchan } from './stream.js';
+
+export interface ServerOptions extends BackendOptions {
+  /** The client's domain: only it may map the pages, bind the port and read the keys. */
+  domid: number;
+  /** Name under the conventional path /local/domain/<server>/data/vchan/<client>/<name>. Default 'vchan'. */
+  name?: string;
+  /** A XenStore path of your own instead of the conventional one. */
+  path?: string;
+  /** Minimum size of the ring the server reads (the client writes). Default 64 KiB. */
+  readMin?: number;
+  /** Minimum size of the ring the server writes (the client reads). Default 64 KiB. */
+  writeMin?: number;
+  /** Serve successive clients on the same pages (libxenvchan's server_persist). Default false. */
+  persist?: boolean;
+  /** A XenStore connection to use (default: one of its own, closed with the server). */
+  xenstore?: XenStore;
+}
+
+export interface ServerEvents {
+  /** A client connected; the channel is ready for reading and writing. */
+  channel: [channel: Vchan];
+  listening: [];
+  error: [error: Error];
+  close: [];
+}
+
+type State = 'idle' | 'waiting' | 'connected' | 'closed';
+
+/**
+ * A vchan server, shaped like net.Server: listen() shares the pages and publishes them in
+ * XenStore, and each client that connects arrives as a 'channel'. Without `persist` the server
+ * closes with its one channel; with it, the next client may connect once the previous one left.
+ */
+export class VchanServer extends EventEmitter<ServerEvents> {
+  private state: State = 'idle';
+  private shared: ServerLink | null = null;
+  private xenstore: XenStore | null = null;
+  private ownsXenStore = false;
+  private channel: Vchan | null = null;
+  private publishedPath: string | null = null;
+
+  constructor(private readonly options: ServerOptions) {
+    super();
+    checkDomid(options.domid, 'domid (the client domain)');
+  }
+
+  /** The XenStore path the server published, once listening. */
+  get path(): string | null {
+    return this.publishedPath;
+  }
+
+  /** Ring orders and what was published, once listening. */
+  address(): { path: string; ringRef: number; port: number; readOrder: number; writeOrder: number } | null {
+    if (!this.shared || !this.publishedPath) return null;
+    return {
+      path: this.publishedPath,
+      ringRef: this.shared.ringRef,
+      port: this.shared.port,
+      readOrder: this.shared.orders.left,
+      writeOrder: this.shared.orders.right,
+    };
+  }
+
+  async listen(): Promise<this> {
+    if (this.state !== 'idle') throw new XenVchanError('ERR_SERVER_ALREADY_LISTEN', 'listen() was already called on this server.');
+    this.state = 'waiting';
+    try {
+      this.ownsXenStore = !this.options.xenstore;
+      this.xenstore = this.options.xenstore ?? (await openXenStore(xenstoreOptions(this.options)));
+      const self = await this.xenstore.ownDomid();
+      const path = this.options.path ?? conventionalPath(self, this.options.domid, this.options.name ?? 'vchan');
+      this.shared = createServerLink({
+        clientDomid: this.options.domid,
+        leftMin: this.options.readMin ?? 65536,
+        rightMin: this.options.writeMin ?? 65536,
+        devices: deviceOptions(this.options),
+      });
+      await publish(this.xenstore, path, self, this.options.domid, this.shared);
+      this.publishedPath = path;
+      this.shared.link.events.on('event', this.onEvent);
+      this.emit('listening');
+      this.checkForClient();
+      return this;
+    } catch (error) {
+      await this.close();
+      throw error;
+    }
+  }
+
+  /** Stops serving: closes the current channel, if any, unpublishes and releases everything. */
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    const wasListening = this.state !== 'idle';
+    this.state = 'closed';
+    const channel = this.channel;
+    this.channel = null;
+    channel?.destroy();
+    const shared = this.shared;
+    this.shared = null;
+    if (shared) {
+      shared.link.events.off('event', this.onEvent);
+      sayGoodbye(shared.link.control, shared.link.events, shared.link.port, shared.release);
+    }
+    const xenstore = this.xenstore;
+    this.xenstore = null;
+    if (xenstore && this.publishedPath) {
+      try {
+        await xenstore.rm(this.publishedPath);
+      } catch (error) {
+        this.emit('error', error as Error);
+      }
+    }
+    if (xenstore && this.ownsXenStore) xenstore.close();
+    if (wasListening) this.emit('close');
+  }
+
+  private readonly onEvent = (port: number) => {
+    if (this.state !== 'waiting' || !this.shared || port !== this.shared.port) return;
+    this.shared.link.events.unmask(port);
+    this.checkForClient();
+  };
+
+  private checkForClient(): void {
+    const shared = this.shared;
+    if (this.state !== 'waiting' || !shared) return;
+    if (shared.link.control.peerLive !== LIVE_CONNECTED) return;
+    this.state = 'connected';
+    const persist = this.options.persist ?? false;
+    const channel = new Vchan({
+      ...shared.link,
+      close: (peerGone: boolean) => this.channelClosed(channel, peerGone, persist),
+    });
+    this.channel = channel;
+    this.emit('channel', channel);
+  }
+
+  private channelClosed(channel: Vchan, peerGone: boolean, persist: boolean): void {
+    if (this.channel !== channel) return;
+    this.channel = null;
+    if (persist && peerGone && this.state === 'connected') {
+      // Only the client left: keep the pages, the port and the keys for the next one.
+      this.state = 'waiting';
+      this.checkForClient();
+      return;
+    }
+    void this.close();
+  }
+}
+
+/** Writes ring-ref and event-channel in one transaction, readable by the client only. */
+async function publish(xenstore: XenStore, path: string, self: number, client: number, shared: ServerLink): Promise<void> {
+  const permissions = [
+    { domid: self, access: 'none' as const },
+    { domid: client, access: 'read' as const },
+  ];
+  await xenstore.transaction(async (tx) => {
+    await tx.write(`${path}/ring-ref`, String(shared.ringRef));
+    await tx.write(`${path}/event-channel`, String(shared.port));
+    await tx.setPermissions(`${path}/ring-ref`, permissions);
+    await tx.setPermissions(`${path}/event-channel`, permissions);
+  });
+}
+
+/** Creates a server; like net.createServer, `onChannel` is added as a 'channel' listener. */
+export function createServer(options: ServerOptions, onChannel?: (channel: Vchan) => void): VchanServer {
+  const server = new VchanServer(options);
+  if (onChannel) server.on('channel', onChannel);
+  return server;
+}

@@ -1,0 +1,71 @@
+// Deterministic test data for streams: both ends derive the same bytes and chunk sizes from a seed,
+// so a receiver can check what arrived without the data ever crossing outside the channel.
+import { createHash } from 'node:crypto';
+
+/** xorshift32: small, fast, and the same in every process. */
+export function random(seed) {
+  let state = seed >>> 0 || 0x9e3779b9;
+  return () => {
+    state ^= state << 13;
+    state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    return state;
+  };
+}
+
+
+/** Writes `total` bytes in chunks of 1..maxChunk bytes, honouring backpressure; returns the sha256. */
+export async function sendSeeded(stream, { total, seed, maxChunk }) {
+  const next = random(seed);
+  const hash = createHash('sha256');
+  let sent = 0;
+  while (sent < total) {
+    const size = Math.min(total - sent, 1 + (next() % maxChunk));
+    const chunk = Buffer.allocUnsafe(size);
+    for (let i = 0; i < size; i++) chunk[i] = next() & 0xff;
+    hash.update(chunk);
+    sent += size;
+    if (!stream.write(chunk)) await new Promise((resolve, reject) => {
+      stream.once('drain', resolve);
+      stream.once('close', () => reject(new Error('closed while writing')));
+    });
+  }
+  return hash.digest('hex');
+}
+
+/** Reads until 'end'; returns the byte count and sha256. */
+export async function receiveAll(stream) {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of stream) {
+    hash.update(chunk);
+    bytes += chunk.length;
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
+
+/** Reads exactly `expected` bytes (the channel stays open, for the other direction); returns count and sha256. */
+export function receiveCount(stream, expected) {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  return new Promise((resolve, reject) => {
+    const onData = (chunk) => {
+      hash.update(chunk);
+      bytes += chunk.length;
+      if (bytes >= expected) finish();
+    };
+    const onClose = () => finish();
+    const finish = () => {
+      stream.off('data', onData);
+      stream.off('close', onClose);
+      stream.off('error', reject);
+      resolve({ bytes, sha256: hash.digest('hex') });
+    };
+    stream.on('data', onData);
+    stream.on('close', onClose);
+    stream.on('error', reject);
+    if (expected === 0) finish();
+  });
+}

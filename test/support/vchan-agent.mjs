@@ -1,0 +1,59 @@
+// A peer process for vchan tests: serves or connects through the public vchan API and moves
+// seeded data, as the test process asks over IPC.
+import { connect, createServer } from '@xen-vchan/vchan';
+import { receiveAll, receiveCount, sendSeeded } from './stream-data.mjs';
+
+const simDomid = process.env.XEN_VCHAN_SIM_DOMID === undefined ? undefined : Number(process.env.XEN_VCHAN_SIM_DOMID);
+const channels = new Map();
+const servers = new Map();
+let nextId = 1;
+const pendingChannels = [];
+const channelWaiters = [];
+
+function keepChannel(channel) {
+  const id = nextId++;
+  channels.set(id, channel);
+  channel.on('error', () => {});
+  return id;
+}
+
+const commands = {
+  serve: async ({ domid, name, readMin, writeMin, persist }) => {
+    const server = createServer({ domid, name, readMin, writeMin, persist, simDomid }, (channel) => {
+      const id = keepChannel(channel);
+      const waiter = channelWaiters.shift();
+      if (waiter) waiter(id);
+      else pendingChannels.push(id);
+    });
+    await server.listen();
+    const id = nextId++;
+    servers.set(id, server);
+    return { id, address: server.address() };
+  },
+  nextChannel: () => new Promise((resolve) => {
+    const ready = pendingChannels.shift();
+    if (ready !== undefined) resolve(ready);
+    else channelWaiters.push(resolve);
+  }),
+  connect: async ({ domid, name, timeout }) => keepChannel(await connect({ domid, name, timeout, simDomid })),
+  send: ({ id, total, seed, maxChunk, end = true }) =>
+    sendSeeded(channels.get(id), { total, seed, maxChunk }).then((sha256) => {
+      if (end) channels.get(id).end();
+      return sha256;
+    }),
+  receive: ({ id }) => receiveAll(channels.get(id)),
+  receiveCount: ({ id, bytes }) => receiveCount(channels.get(id), bytes),
+  end: ({ id }) => new Promise((resolve) => channels.get(id).end(resolve)),
+  closeServer: ({ id }) => servers.get(id).close(),
+  stats: ({ id }) => channels.get(id).stats(),
+  exit: ({ code }) => setImmediate(() => process.exit(code)),
+};
+
+process.on('message', async ({ seq, command, args }) => {
+  try {
+    process.send({ seq, result: await commands[command](args ?? {}) });
+  } catch (error) {
+    process.send({ seq, error: { message: error.message, code: error.code } });
+  }
+});
+process.send({ ready: true });
