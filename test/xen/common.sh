@@ -1,4 +1,5 @@
 # Shared settings for the real-Xen harness; sourced by setup.sh, run-in-dom0.sh and run.sh.
+# shellcheck disable=SC2034  # the settings are used by the scripts that source this file
 # Everything is derived from this file's location or from XEN_VCHAN_* variables, so the
 # harness works from any clone path (CI uses a fresh clone elsewhere).
 

@@ -7,7 +7,7 @@
 #        /job/options  sourced here; START_XENSTORED=1|0, RW_CACHE=9p cache mode of rw shares
 #   out: /job/output   everything the job printed (the host tails it while we run)
 #        /job/status   the job's exit status; its absence tells the host dom0 never finished
-#        /job/timings  dom0 uptime when the job started and ended
+#        /job/timings  dom0 uptime when the job started and ended, peak memory use
 # Whatever happens we end with `reboot -f`: QEMU runs with -no-reboot, so that is a clean exit.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
@@ -20,6 +20,9 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 say "started at uptime $(uptime_s) s"
+hostname xen-dom0
+# Nothing configures networking here; tests that talk over 127.0.0.1 still need loopback.
+ip link set lo up
 
 for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs virtio_pci 9pnet_virtio 9p; do
   modprobe "$m" || say "modprobe $m failed"
@@ -86,6 +89,19 @@ if [ "$START_XENSTORED" = 1 ]; then
   done
 fi
 
+# Sample memory once a second so the host can report how much of dom0_mem the job needed.
+mem_used_mib() { awk '/^MemTotal:/ { t = $2 } /^MemAvailable:/ { a = $2 } END { print int((t - a) / 1024) }' /proc/meminfo; }
+watch_memory() {
+  peak=0
+  while :; do
+    used=$(mem_used_mib)
+    [ "$used" -gt "$peak" ] && { peak=$used; echo "$peak" > /tmp/mem-peak; }
+    sleep 1
+  done
+}
+watch_memory &
+watcher=$!
+
 say "ready at uptime $(uptime_s) s; starting the job"
 echo "job_start_uptime $(uptime_s)" > /job/timings
 chroot $R /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
@@ -93,6 +109,9 @@ chroot $R /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
   /usr/bin/bash /job/cmd.sh </dev/null >>/job/output 2>&1
 status=$?
 echo "job_end_uptime $(uptime_s)" >> /job/timings
+kill $watcher 2>/dev/null
+echo "mem_peak_used_mib $(cat /tmp/mem-peak 2>/dev/null || echo 0)" >> /job/timings
+echo "mem_total_mib $(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)" >> /job/timings
 # The rw shares cache writes in dom0; flush them before the host takes the status as "done".
 sync
 echo $status > /job/status

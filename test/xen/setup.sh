@@ -18,8 +18,8 @@ force=0
 mkdir -p "$XEN_CACHE"
 
 # Two runs at once (a developer and CI on the same machine) must not rebuild the same files.
-exec 9>"$XEN_CACHE/.lock"
-flock -w 1800 9 || xen_die "timed out waiting for the setup lock $XEN_CACHE/.lock"
+exec 9>>"$XEN_CACHE/setup.lock"
+flock -w 1800 9 || xen_die "timed out waiting for the setup lock $XEN_CACHE/setup.lock"
 
 # What the outputs depend on: the scripts that make them. The kernel version is pinned in
 # the cache on first use, so a newer Debian kernel does not force a rebuild.
@@ -72,50 +72,76 @@ else
 fi
 xen_log "setup: dom0 kernel $kver"
 
-# --- download what is missing -----------------------------------------------------------
-mkdir -p "$XEN_DEBS"
-wanted=("${XEN_UNPACKED_PACKAGES[@]}" "linux-image-$kver")
-missing=()
-for p in "${wanted[@]}"; do
-  compgen -G "$XEN_DEBS/${p}_*.deb" >/dev/null || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  apt_update_once
-  xen_log "setup: downloading ${missing[*]}"
-  # apt drops privileges to _apt for downloads; the cache dir is root's, so stay root.
-  (cd "$XEN_DEBS" && apt-get download -q -o APT::Sandbox::User=root "${missing[@]}" >/dev/null)
-fi
+# --- packages, unpacked ------------------------------------------------------------------
+# Only redone when the package set or the kernel changes, not when a script does: other runs
+# may have a guest up that reads the unpacked tree over 9p while this one rebuilds the initramfs.
+unpack_key="v1 $kver ${XEN_UNPACKED_PACKAGES[*]}"
+if [ $force = 1 ] || [ "$(cat "$XEN_ROOT/.unpacked" 2>/dev/null)" != "$unpack_key" ] ||
+   [ ! -s "$XEN_HYPERVISOR_ELF" ] || [ ! -s "$XEN_DOM0_KERNEL" ] || [ ! -d "$XEN_TOOLS_BIN" ]; then
+  # download what is missing
+  mkdir -p "$XEN_DEBS"
+  wanted=("${XEN_UNPACKED_PACKAGES[@]}" "linux-image-$kver")
+  missing=()
+  for p in "${wanted[@]}"; do
+    compgen -G "$XEN_DEBS/${p}_*.deb" >/dev/null || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt_update_once
+    xen_log "setup: downloading ${missing[*]}"
+    # apt drops privileges to _apt for downloads; the cache dir is root's, so stay root.
+    (cd "$XEN_DEBS" && apt-get download -q -o APT::Sandbox::User=root "${missing[@]}" >/dev/null)
+  fi
 
-# --- unpack into a fresh tree, then swap it in ------------------------------------------
-rm -rf "$XEN_ROOT.new"
-mkdir -p "$XEN_ROOT.new"
-for p in "${wanted[@]}"; do
-  debs=("$XEN_DEBS/${p}_"*.deb)
-  # If several versions piled up, the newest sorts last.
-  dpkg -x "${debs[-1]}" "$XEN_ROOT.new"
-done
-rm -rf "$XEN_ROOT"
-mv "$XEN_ROOT.new" "$XEN_ROOT"
-depmod -b "$XEN_ROOT" "$kver"
+  # unpack into a fresh tree, then swap it in
+  rm -rf "$XEN_ROOT.new"
+  mkdir -p "$XEN_ROOT.new"
+  for p in "${wanted[@]}"; do
+    debs=("$XEN_DEBS/${p}_"*.deb)
+    # If several versions piled up, the newest sorts last.
+    dpkg -x "${debs[-1]}" "$XEN_ROOT.new"
+  done
+  rm -rf "$XEN_ROOT"
+  mv "$XEN_ROOT.new" "$XEN_ROOT"
+  depmod -b "$XEN_ROOT" "$kver"
 
-# --- boot images --------------------------------------------------------------------------
-mkdir -p "$XEN_IMAGES"
-# Debian ships xen as a gzip'd 32-bit multiboot ELF; QEMU's -kernel takes the ELF itself.
-xen_gz=$(ls "$XEN_ROOT"/boot/xen-4.17*-amd64.gz | tail -1)
-zcat "$xen_gz" > "$XEN_HYPERVISOR_ELF"
-# Hand Xen the kernel already decompressed: un-xz-ing the bzImage inside the emulated Xen
-# costs ~2.5 s of every boot, here it is done once. Keep the bzImage if that fails.
-vmlinuz=$XEN_ROOT/boot/vmlinuz-$kver
-xz_at=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$vmlinuz" | head -1 | cut -d: -f1 || true)
-rm -f "$XEN_DOM0_KERNEL.new"
-# xz complains about the bytes after its stream (the rest of the bzImage); the output is whole.
-[ -n "$xz_at" ] && { tail -c +"$((xz_at + 1))" "$vmlinuz" | xz -dcq > "$XEN_DOM0_KERNEL.new" 2>/dev/null || true; }
-if [ -s "$XEN_DOM0_KERNEL.new" ] && [ "$(head -c 4 "$XEN_DOM0_KERNEL.new" | od -An -c | tr -d ' ')" = 177ELF ]; then
-  mv "$XEN_DOM0_KERNEL.new" "$XEN_DOM0_KERNEL"
-else
-  xen_log "setup: cannot unpack the bzImage; dom0 boots from it (slower)"
+  # boot images
+  mkdir -p "$XEN_IMAGES"
+  # Debian ships xen as a gzip'd 32-bit multiboot ELF; QEMU's -kernel takes the ELF itself.
+  xen_gz=$(ls "$XEN_ROOT"/boot/xen-4.17*-amd64.gz | tail -1)
+  zcat "$xen_gz" > "$XEN_HYPERVISOR_ELF"
+  # Hand Xen the kernel already decompressed: un-xz-ing the bzImage inside the emulated Xen
+  # costs ~2.5 s of every boot, here it is done once. Keep the bzImage if that fails.
+  vmlinuz=$XEN_ROOT/boot/vmlinuz-$kver
+  xz_at=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$vmlinuz" | head -1 | cut -d: -f1 || true)
   rm -f "$XEN_DOM0_KERNEL.new"
-  cp "$vmlinuz" "$XEN_DOM0_KERNEL"
+  # xz complains about the bytes after its stream (the rest of the bzImage); the output is whole.
+  [ -n "$xz_at" ] && { tail -c +"$((xz_at + 1))" "$vmlinuz" | xz -dcq > "$XEN_DOM0_KERNEL.new" 2>/dev/null || true; }
+  if [ -s "$XEN_DOM0_KERNEL.new" ] && [ "$(head -c 4 "$XEN_DOM0_KERNEL.new" | od -An -c | tr -d ' ')" = 177ELF ]; then
+    mv "$XEN_DOM0_KERNEL.new" "$XEN_DOM0_KERNEL"
+  else
+    xen_log "setup: cannot unpack the bzImage; dom0 boots from it (slower)"
+    rm -f "$XEN_DOM0_KERNEL.new"
+    cp "$vmlinuz" "$XEN_DOM0_KERNEL"
+  fi
+
+  # wrappers for the Xen tools, for jobs in dom0:
+  # dom0's userland is the host's /usr, which has no Xen tools. The unpacked tree is shared into
+  # dom0 at the same path, and these wrappers point the loader at its libraries, so a test can
+  # call xenstore-read or vchan-socket-proxy by name without LD_LIBRARY_PATH leaking elsewhere.
+  rm -rf "$XEN_TOOLS_BIN"
+  mkdir -p "$XEN_TOOLS_BIN"
+  make_wrapper() {
+    local target=$1 name
+    name=$(basename "$target")
+    printf '#!/bin/sh\nLD_LIBRARY_PATH=%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\nexport LD_LIBRARY_PATH\nexec %s "$@"\n' \
+      "$XEN_ROOT/usr/lib/x86_64-linux-gnu" "$target" > "$XEN_TOOLS_BIN/$name"
+    chmod 755 "$XEN_TOOLS_BIN/$name"
+  }
+  for f in "$XEN_ROOT"/usr/bin/xenstore* "$XEN_ROOT"/usr/lib/xen-4.17/bin/*; do
+    [ -f "$f" ] && [ -x "$f" ] && make_wrapper "$f"
+  done
+
+  echo "$unpack_key" > "$XEN_ROOT/.unpacked"
 fi
 
 # --- dom0 initramfs -----------------------------------------------------------------------
@@ -171,27 +197,6 @@ echo "root:x:0:0:root:/root:/bin/sh" > "$stage/etc/passwd"
 echo "root:x:0:" > "$stage/etc/group"
 (cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$XEN_DOM0_INITRD.new"
 mv "$XEN_DOM0_INITRD.new" "$XEN_DOM0_INITRD"
-
-# --- wrappers for the Xen tools, for jobs in dom0 -----------------------------------------
-# dom0's userland is the host's /usr, which has no Xen tools. The unpacked tree is shared into
-# dom0 at the same path, and these wrappers point the loader at its libraries, so a test can
-# call xenstore-read or vchan-socket-proxy by name without LD_LIBRARY_PATH leaking elsewhere.
-rm -rf "$XEN_TOOLS_BIN"
-mkdir -p "$XEN_TOOLS_BIN"
-make_wrapper() {
-  local target=$1 name
-  name=$(basename "$target")
-  cat > "$XEN_TOOLS_BIN/$name" <<EOF
-#!/bin/sh
-LD_LIBRARY_PATH="$XEN_ROOT/usr/lib/x86_64-linux-gnu\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
-export LD_LIBRARY_PATH
-exec "$target" "\$@"
-EOF
-  chmod 755 "$XEN_TOOLS_BIN/$name"
-}
-for f in "$XEN_ROOT"/usr/bin/xenstore* "$XEN_ROOT"/usr/lib/xen-4.17/bin/*; do
-  [ -f "$f" ] && [ -x "$f" ] && make_wrapper "$f"
-done
 
 mkdir -p "$XEN_LOGS"
 stamp_key > "$XEN_STAMP"

@@ -1,6 +1,7 @@
 import { Duplex, type DuplexOptions } from 'node:stream';
 import { XenVchanError } from '@xen-vchan/native';
-import { LIVE_GONE, NOTIFY_READ, NOTIFY_WRITE } from './layout.js';
+import { protocolError } from './errors.js';
+import { LIVE_CONNECTED, LIVE_GONE, LIVE_WAITING, NOTIFY_READ, NOTIFY_WRITE } from './layout.js';
 import type { VchanLink } from './link.js';
 
 /** What a channel has done so far. */
@@ -97,8 +98,16 @@ export class Vchan extends Duplex {
   private service(): void {
     this.guard(() => {
       this.flush();
-      if (this.wantsData || this.link?.control.peerLive === LIVE_GONE) this.pull();
+      if (this.wantsData || this.peerLive() === LIVE_GONE) this.pull();
     });
+  }
+
+  /** The peer's live byte, read once and checked: anything but 0, 1 (or 2 for a client not yet connected) is a violation. */
+  private peerLive(): number {
+    const live = this.link!.control.peerLive;
+    const highest = this.link!.side === 'server' ? LIVE_WAITING : LIVE_CONNECTED;
+    if (live > highest) throw protocolError(`the peer's live byte is ${live}`);
+    return live;
   }
 
   private guard(body: () => void): void {
@@ -120,7 +129,7 @@ export class Vchan extends Duplex {
     if (!link || this.ended) return;
     for (;;) {
       // Liveness first, then the index: data written before the peer closed is still read.
-      const peerGone = link.control.peerLive === LIVE_GONE;
+      const peerGone = this.peerLive() === LIVE_GONE;
       let ready = link.reader.available();
       if (ready === 0) {
         if (peerGone) {
@@ -150,7 +159,7 @@ export class Vchan extends Duplex {
     const pending = this.pending;
     if (!link || !pending) return;
     while (pending.chunk < pending.chunks.length) {
-      if (link.control.peerLive === LIVE_GONE) {
+      if (this.peerLive() === LIVE_GONE) {
         this.pending = null;
         pending.callback(new XenVchanError('EPIPE', 'The peer closed the vchan; the data not yet written was not sent.'));
         return;
