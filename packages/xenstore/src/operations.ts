@@ -1,8 +1,10 @@
-import { invalidArgument } from '@xen-vchan/native';
+import { invalidArgument, XenVchanError } from '@xen-vchan/native';
 import { splitXsStrings, XsType, xsStrings } from '@xen-vchan/sim';
 import type { XenStoreConnection } from './connection.js';
 import { protocolError } from './errors.js';
 import { decodePermissions, encodePermissions, type Permission } from './permissions.js';
+
+const DIRECTORY_PART_ATTEMPTS = 10;
 
 /**
  * The node operations, shared by the store and its transactions. Paths are sent as given: one
@@ -43,9 +45,15 @@ export abstract class NodeOperations {
     await this.send(XsType.RM, 'rm', path, xsStrings(checkPath(path)));
   }
 
-  /** The names of a node's children. */
+  /** The names of a node's children, in the order they were created. */
   async directory(path: string): Promise<string[]> {
-    return splitXsStrings(await this.send(XsType.DIRECTORY, 'directory', path, xsStrings(checkPath(path))));
+    try {
+      return splitXsStrings(await this.send(XsType.DIRECTORY, 'directory', path, xsStrings(checkPath(path))));
+    } catch (error) {
+      // Too many children for one message: read the list in parts, as libxenstore does.
+      if ((error as { code?: unknown }).code !== 'E2BIG') throw error;
+      return this.directoryInParts(path);
+    }
   }
 
   async getPermissions(path: string): Promise<Permission[]> {
@@ -62,6 +70,35 @@ export abstract class NodeOperations {
   async setPermissions(path: string, permissions: readonly Permission[]): Promise<void> {
     const payload = xsStrings(checkPath(path), ...encodePermissions(permissions));
     await this.send(XsType.SET_PERMS, 'setPermissions', path, payload);
+  }
+
+  /**
+   * DIRECTORY_PART: each reply holds the node's generation, then the names from a byte offset on,
+   * then an empty string once the list is complete. If the generation changes between parts the
+   * list changed meanwhile, and reading starts over.
+   */
+  private async directoryInParts(path: string): Promise<string[]> {
+    for (let attempt = 0; attempt < DIRECTORY_PART_ATTEMPTS; attempt++) {
+      const names: string[] = [];
+      let generation: string | undefined;
+      let offset = 0;
+      for (;;) {
+        const reply = await this.send(XsType.DIRECTORY_PART, 'directory', path, xsStrings(path, String(offset)));
+        const [partGeneration, ...part] = splitXsStrings(reply);
+        generation ??= partGeneration;
+        if (partGeneration === undefined || partGeneration !== generation) break;
+        const complete = part.at(-1) === '';
+        if (complete) part.pop();
+        else if (part.length === 0) throw protocolError(this.connection.address, `DIRECTORY_PART of ${path} made no progress at offset ${offset}`);
+        names.push(...part);
+        offset += part.reduce((bytes, name) => bytes + Buffer.byteLength(name) + 1, 0);
+        if (complete) return names;
+      }
+    }
+    throw new XenVchanError(
+      'EAGAIN',
+      `XenStore directory ${path} failed: its children kept changing while the list was read in parts (${DIRECTORY_PART_ATTEMPTS} tries). Try again.`,
+    );
   }
 
   protected send(type: number, verb: string, path: string, payload: Buffer): Promise<Buffer> {

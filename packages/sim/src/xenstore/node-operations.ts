@@ -41,7 +41,12 @@ export function readNode(context: RequestContext, path: string): Buffer {
 }
 
 export function listChildren(context: RequestContext, path: string): readonly string[] {
-  return existingNode(context, resolvePath(context, path), READ).children;
+  return readableNode(context, path).children;
+}
+
+/** The node itself, for a domain that may read it (DIRECTORY_PART needs its identity). */
+export function readableNode(context: RequestContext, path: string): XsNode {
+  return existingNode(context, resolvePath(context, path), READ);
 }
 
 export function getPermissions(context: RequestContext, path: string): readonly XsPermission[] {

@@ -14,6 +14,7 @@ import {
   listChildren,
   makeDirectory,
   parsePermissions,
+  readableNode,
   readNode,
   removeNode,
   setPermissions,
@@ -22,10 +23,10 @@ import {
 } from './node-operations.js';
 import { domainPath } from './node-path.js';
 import { formatXsPermission, MAX_PERMISSION_DOMID } from './permissions.js';
-import { NodeStore } from './store.js';
+import { NodeStore, type XsNode } from './store.js';
 import { TransactionTable, type Transaction } from './transactions.js';
 import { WatchTable, type Watcher } from './watches.js';
-import { encodeXsMessage, splitXsStrings, XsType, xsStrings, type XsMessage } from './wire.js';
+import { encodeXsMessage, splitXsStrings, XENSTORE_PAYLOAD_MAX, XsType, xsStrings, type XsMessage } from './wire.js';
 
 /** One connection to the simulated XenStore. */
 export interface XenStoreClient extends Watcher {
@@ -53,13 +54,15 @@ const unsupported = new Set<number>([
   XsType.RESUME,
   XsType.SET_TARGET,
   XsType.RESET_WATCHES,
-  XsType.DIRECTORY_PART,
 ]);
 
 export class XenStoreService {
   private readonly store = NodeStore.withRoot();
   private readonly transactions = new TransactionTable();
   private readonly watches = new WatchTable();
+  /** DIRECTORY_PART's generation: a node object is replaced on every change, so its identity is its version. */
+  private readonly generations = new WeakMap<XsNode, number>();
+  private nextGeneration = 1;
 
   constructor(private readonly log: (message: string) => void) {
     introduceDomain(this.store, 0);
@@ -74,6 +77,8 @@ export class XenStoreService {
     let reply: Reply;
     try {
       reply = this.dispatch(client, client.domid, message);
+      // xenstored answers E2BIG rather than send a reply over the limit (a long DIRECTORY).
+      if (reply.payload.length > XENSTORE_PAYLOAD_MAX) throw new XsFailure('E2BIG', `the reply would be ${reply.payload.length} bytes`);
     } catch (error) {
       if (!(error instanceof XsFailure)) this.log(`XenStore ${typeNames.get(type) ?? type} failed: ${(error as Error).stack}`);
       type = XsType.ERROR;
@@ -113,6 +118,12 @@ export class XenStoreService {
         return { payload: this.onNodes(client, domid, message, (context) => readNode(context, oneArgument(message))) };
       case XsType.DIRECTORY:
         return { payload: xsStrings(...this.onNodes(client, domid, message, (context) => listChildren(context, oneArgument(message)))) };
+      case XsType.DIRECTORY_PART: {
+        const [path, offset] = twoArguments(message, 'a path and an offset');
+        if (!/^\d+$/.test(offset)) throw new XsFailure('EINVAL', `"${offset}" is not an offset`);
+        const node = this.onNodes(client, domid, message, (context) => readableNode(context, path));
+        return { payload: directoryPart(node, Number(offset), this.generationOf(node)) };
+      }
       case XsType.GET_PERMS: {
         const permissions = this.onNodes(client, domid, message, (context) => getPermissions(context, oneArgument(message)));
         return { payload: xsStrings(...permissions.map(formatXsPermission)) };
@@ -185,6 +196,15 @@ export class XenStoreService {
     return result;
   }
 
+  private generationOf(node: XsNode): number {
+    let generation = this.generations.get(node);
+    if (generation === undefined) {
+      generation = this.nextGeneration++;
+      this.generations.set(node, generation);
+    }
+    return generation;
+  }
+
   private transactionOf(client: XenStoreClient, id: number): Transaction {
     const transaction = client.transactions.get(id);
     if (!transaction) throw new XsFailure('ENOENT', `no transaction ${id} on this connection`);
@@ -205,8 +225,28 @@ function declaredDomain(payload: Buffer): number | null {
   return domid <= MAX_PERMISSION_DOMID ? domid : null;
 }
 
-function twoArguments(message: XsMessage): [string, string] {
+function twoArguments(message: XsMessage, what = 'a path and a token'): [string, string] {
   const strings = splitXsStrings(message.payload);
-  if (strings.length !== 2) throw new XsFailure('EINVAL', 'expected a path and a token');
+  if (strings.length !== 2) throw new XsFailure('EINVAL', `expected ${what}`);
   return [strings[0]!, strings[1]!];
+}
+
+/**
+ * One part of a long child list, as xenstored's send_directory_part lays it out: the node's
+ * generation, then as many names as fit from byte `offset` of the list on, then an empty string
+ * once the list is complete. A reader restarts if the generation changes between parts.
+ */
+function directoryPart(node: XsNode, offset: number, generation: number): Buffer {
+  const header = xsStrings(String(generation));
+  const list = xsStrings(...node.children);
+  if (offset >= list.length) return Buffer.concat([header, Buffer.alloc(1)]);
+  const room = XENSTORE_PAYLOAD_MAX - header.length - 1;
+  let end = offset;
+  while (end < list.length) {
+    const next = list.indexOf(0, end) + 1;
+    if (next - offset > room) break;
+    end = next;
+  }
+  const complete = end === list.length;
+  return Buffer.concat([header, list.subarray(offset, end), complete ? Buffer.alloc(1) : Buffer.alloc(0)]);
 }
