@@ -1,6 +1,6 @@
 // A peer process for vchan tests: serves or connects through the public vchan API and moves
 // seeded data, as the test process asks over IPC.
-import { connect, createServer } from '@xen-vchan/vchan';
+import { connect, createServer, MessageChannel, RpcPeer } from '@xen-vchan/vchan';
 import { receiveAll, receiveCount, sendSeeded } from './stream-data.mjs';
 
 const simDomid = process.env.XEN_VCHAN_SIM_DOMID === undefined ? undefined : Number(process.env.XEN_VCHAN_SIM_DOMID);
@@ -46,6 +46,46 @@ const commands = {
   end: ({ id }) => new Promise((resolve) => channels.get(id).end(resolve)),
   closeServer: ({ id }) => servers.get(id).close(),
   stats: ({ id }) => channels.get(id).stats(),
+  sendWhole: ({ id, bytes }) => channels.get(id).send(bytes),
+  recvExact: ({ id, size }) => channels.get(id).recv(size),
+  // Serves one client: every framed message that arrives is sent straight back.
+  echoMessages: async ({ domid, name, readMin, writeMin, maxMessageSize }) => {
+    const server = createServer({ domid, name, readMin, writeMin, simDomid }, async (channel) => {
+      const messages = new MessageChannel(channel, { maxMessageSize });
+      try {
+        for await (const message of messages) await messages.send(message);
+      } catch {
+        /* the test decides how the channel ends */
+      }
+    });
+    await server.listen();
+    servers.set(nextId, server);
+    return nextId++;
+  },
+  // Serves RPC: a few methods to exercise calls, errors, cancellation.
+  serveRpc: async ({ domid, name }) => {
+    const server = createServer({ domid, name, simDomid }, (channel) => {
+      const rpc = new RpcPeer(channel, {
+        handlers: {
+          echo: (params) => params,
+          add: ({ a, b }) => a + b,
+          sleep: ({ ms }, { signal }) =>
+            new Promise((resolve, reject) => {
+              const timer = setTimeout(() => resolve(ms), ms);
+              signal.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)));
+            }),
+          fail: ({ code, message }) => {
+            throw Object.assign(new Error(message), { code });
+          },
+          whoami: () => ({ pid: process.pid }),
+        },
+      });
+      rpc.on('close', () => {});
+    });
+    await server.listen();
+    servers.set(nextId, server);
+    return nextId++;
+  },
   exit: ({ code }) => setImmediate(() => process.exit(code)),
 };
 

@@ -6,3 +6,5 @@ export { createServerLink, connectClientLink, type ServerLink, type DeviceOption
 export { chooseOrders, type RingOrders } from './orders.js';
 export { conventionalPath } from './paths.js';
 export type { VchanLink } from './link.js';
+export { MessageChannel, type MessageChannelOptions } from './framing.js';
+export { RpcPeer, RemoteError, jsonCodec, structuredCloneCodec, type Codec, type Handler, type RpcOptions, type CallOptions } from './rpc.js';

@@ -28,6 +28,9 @@ interface PendingWrite {
 /** Largest Buffer handed to a reader at once. */
 const MAX_READ_CHUNK = 64 * 1024;
 
+/** Chunks queued by send(): they go into the ring in one piece or wait until they can. */
+const wholeMessages = new WeakSet<Uint8Array>();
+
 /**
  * A connected vchan as a Node Duplex stream. Writes go into the ring this side writes; reads come
  * out of the ring it reads; one event channel wakes both directions and tells of the peer's close.
@@ -56,6 +59,65 @@ export class Vchan extends Duplex {
 
   stats(): VchanStats {
     return { ...this.counters };
+  }
+
+  /** Size of the ring this side writes, the largest message send() accepts. */
+  get writeRingSize(): number {
+    return this.link?.writer.size ?? 0;
+  }
+
+  /** Size of the ring this side reads, the largest message recv() accepts. */
+  get readRingSize(): number {
+    return this.link?.reader.size ?? 0;
+  }
+
+  /**
+   * Sends `message` the way libxenvchan_send does: all of it in one piece, once the ring has room
+   * for all of it, after whatever was written before. A message larger than the ring can never
+   * fit, so it is refused with EMSGSIZE (where libxenvchan would return 0 forever).
+   */
+  send(message: Uint8Array): Promise<void> {
+    const size = this.writeRingSize;
+    if (message.length > size) {
+      return Promise.reject(
+        new XenVchanError('EMSGSIZE', `A ${message.length}-byte message cannot fit the ${size}-byte ring this side writes; send it in pieces (write()) or use a larger ring.`),
+      );
+    }
+    const whole = Buffer.from(message);
+    wholeMessages.add(whole);
+    return new Promise((resolve, reject) => this.write(whole, (error) => (error ? reject(error) : resolve())));
+  }
+
+  /**
+   * Receives exactly `size` bytes, the way libxenvchan_recv does: it resolves once all of them
+   * are there. A size larger than the ring this side reads is refused with EMSGSIZE, since a
+   * libxenvchan peer could never send it in one piece. Rejects with ECONNRESET if the channel
+   * ends first.
+   */
+  async recv(size: number): Promise<Buffer> {
+    if (!Number.isInteger(size) || size < 0) throw new XenVchanError('ERR_INVALID_ARG_VALUE', `recv takes a byte count, got ${size}`);
+    if (size > this.readRingSize && this.link) {
+      throw new XenVchanError('EMSGSIZE', `A ${size}-byte message cannot fit the ${this.readRingSize}-byte ring this side reads.`);
+    }
+    if (size === 0) return Buffer.alloc(0);
+    for (;;) {
+      const chunk = this.read(size) as Buffer | null;
+      if (chunk) return chunk;
+      if (this.readableEnded || this.destroyed) {
+        throw new XenVchanError('ECONNRESET', `The vchan closed before ${size} bytes arrived.`);
+      }
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          this.off('readable', done);
+          this.off('end', done);
+          this.off('close', done);
+          resolve();
+        };
+        this.on('readable', done);
+        this.on('end', done);
+        this.on('close', done);
+      });
+    }
   }
 
   override _read(): void {
@@ -98,14 +160,14 @@ export class Vchan extends Duplex {
   private service(): void {
     this.guard(() => {
       this.flush();
-      if (this.wantsData || this.peerLive() === LIVE_GONE) this.pull();
+      if (this.link && (this.wantsData || this.peerLive(this.link) === LIVE_GONE)) this.pull();
     });
   }
 
   /** The peer's live byte, read once and checked: anything but 0, 1 (or 2 for a client not yet connected) is a violation. */
-  private peerLive(): number {
-    const live = this.link!.control.peerLive;
-    const highest = this.link!.side === 'server' ? LIVE_WAITING : LIVE_CONNECTED;
+  private peerLive(link: VchanLink): number {
+    const live = link.control.peerLive;
+    const highest = link.side === 'server' ? LIVE_WAITING : LIVE_CONNECTED;
     if (live > highest) throw protocolError(`the peer's live byte is ${live}`);
     return live;
   }
@@ -127,9 +189,10 @@ export class Vchan extends Duplex {
   private pull(): void {
     const link = this.link;
     if (!link || this.ended) return;
-    for (;;) {
+    // push() may run user code that closes the stream; stop as soon as the link is gone.
+    while (this.link === link) {
       // Liveness first, then the index: data written before the peer closed is still read.
-      const peerGone = this.peerLive() === LIVE_GONE;
+      const peerGone = this.peerLive(link) === LIVE_GONE;
       let ready = link.reader.available();
       if (ready === 0) {
         if (peerGone) {
@@ -159,17 +222,19 @@ export class Vchan extends Duplex {
     const pending = this.pending;
     if (!link || !pending) return;
     while (pending.chunk < pending.chunks.length) {
-      if (this.peerLive() === LIVE_GONE) {
+      if (this.link !== link) return;
+      if (this.peerLive(link) === LIVE_GONE) {
         this.pending = null;
         pending.callback(new XenVchanError('EPIPE', 'The peer closed the vchan; the data not yet written was not sent.'));
         return;
       }
       const chunk = pending.chunks[pending.chunk]!;
       let free = link.writer.space();
-      if (free === 0) {
+      const whole = pending.offset === 0 && wholeMessages.has(chunk);
+      if (free === 0 || (whole && free < chunk.length)) {
         link.control.requestWake(NOTIFY_READ);
         free = link.writer.space(); // it may have been consumed before our request was seen
-        if (free === 0) {
+        if (free === 0 || (whole && free < chunk.length)) {
           this.counters.writeStalls++;
           return;
         }
