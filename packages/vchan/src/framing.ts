@@ -27,6 +27,7 @@ export class MessageChannel implements AsyncIterable<Buffer> {
   private failure: Error | null = null;
   private ended = false;
   private readonly listeners = new Set<(message: Buffer) => void>();
+  private drainWait: Promise<void> | null = null;
 
   constructor(
     readonly stream: Duplex,
@@ -51,7 +52,13 @@ export class MessageChannel implements AsyncIterable<Buffer> {
     this.stream.write(header);
     const more = this.stream.write(message);
     process.nextTick(() => this.stream.uncork());
-    if (!more) await waitForDrain(this.stream);
+    if (!more) await this.drained();
+  }
+
+  /** One wait shared by every sender held up by the same backpressure. */
+  private drained(): Promise<void> {
+    this.drainWait ??= waitForDrain(this.stream).finally(() => (this.drainWait = null));
+    return this.drainWait;
   }
 
   /** Calls `listener` for each incoming message, instead of async iteration. */

@@ -1,0 +1,55 @@
+#!/usr/bin/env node
+// RPC between two domains: domain 1 serves a small key-value service over a vchan, domain 2
+// calls it, including a call that fails on the server and one that times out.
+// Runs on the simulation (XEN_VCHAN_BACKEND=xen to run it in a Xen dom0).
+import { fork } from 'node:child_process';
+import { connect, createServer, RpcPeer } from '@xen-vchan/vchan';
+
+const onXen = process.env.XEN_VCHAN_BACKEND === 'xen';
+const [SERVICE, CALLER] = onXen ? [0, 0] : [1, 2];
+const NAME = `kv-${process.pid}`;
+
+async function service() {
+  const store = new Map();
+  const server = createServer({ domid: CALLER, name: NAME, simDomid: SERVICE }, (channel) => {
+    new RpcPeer(channel, {
+      handlers: {
+        set: ({ key, value }) => void store.set(key, value),
+        get: ({ key }) => {
+          if (!store.has(key)) throw Object.assign(new Error(`no key ${key}`), { code: 'ENOENT' });
+          return store.get(key);
+        },
+        keys: () => [...store.keys()],
+        slow: ({ ms }, { signal }) => new Promise((resolve, reject) => {
+          const timer = setTimeout(resolve, ms, 'done');
+          signal.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)));
+        }),
+      },
+    });
+  });
+  await server.listen();
+  console.log(`[domain ${SERVICE}] serving "${NAME}" at ${server.path}`);
+  const caller = fork(new URL(import.meta.url), ['--caller', NAME], { env: { ...process.env, XEN_VCHAN_SIM_DOMID: String(CALLER) } });
+  const code = await new Promise((resolve) => caller.on('exit', resolve));
+  await server.close();
+  process.exitCode = code;
+}
+
+async function caller(name) {
+  const rpc = new RpcPeer(await connect({ domid: SERVICE, name, simDomid: CALLER }));
+  const log = (text) => console.log(`[domain ${CALLER}] ${text}`);
+  await Promise.all([rpc.call('set', { key: 'colour', value: 'teal' }), rpc.call('set', { key: 'size', value: 42 })]);
+  log(`keys: ${JSON.stringify(await rpc.call('keys'))}`);
+  log(`get colour: ${await rpc.call('get', { key: 'colour' })}`);
+  await rpc.call('get', { key: 'missing' }).catch((error) => log(`get missing: ${error.name} ${error.code}: ${error.message}`));
+  await rpc.call('slow', { ms: 5000 }, { timeout: 100 }).catch((error) => log(`slow: ${error.code}: ${error.message}`));
+  const started = performance.now();
+  const calls = 2000;
+  await Promise.all(Array.from({ length: calls }, (_, i) => rpc.call('get', { key: i % 2 ? 'colour' : 'size' })));
+  const seconds = (performance.now() - started) / 1000;
+  log(`${calls} concurrent calls in ${(seconds * 1000).toFixed(0)} ms (${Math.round(calls / seconds)} calls/s)`);
+  rpc.close();
+}
+
+if (process.argv[2] === '--caller') await caller(process.argv[3]);
+else await service();
