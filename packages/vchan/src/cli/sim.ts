@@ -1,0 +1,90 @@
+import { closeSync, existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { SimConnection, simDirectory, simFiles, simAddon } from '@xen-vchan/sim';
+import { EXIT, UsageError, type Command } from './command.js';
+
+function daemonRunning(directory: string): boolean {
+  const socket = simFiles(directory).socket;
+  if (!existsSync(socket)) return false;
+  try {
+    closeSync(simAddon.connectUnix(socket));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export const simCommand: Command = {
+  name: 'sim',
+  summary: "start, stop or inspect the simulation's daemon: domains, grants, ports, clients",
+  usage: `usage: vchan sim <start|stop|status> [options]
+
+  start          start the simulation's daemon (it keeps running until stopped)
+  stop           stop it; it removes its state (grant pages, port tables, wake-up FIFOs)
+  status         what is in use: domains, grants, event-channel ports, client processes;
+                 anything listed after every user exited is a leak
+
+      --dir DIR  the state folder (default $XEN_VCHAN_SIM_DIR or /dev/shm/xen-vchan-sim-<uid>)
+      --json     status as JSON
+  -h, --help     this text`,
+  async run(argv) {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { dir: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    });
+    const action = positionals[0];
+    const directory = simDirectory(values.dir);
+    switch (action) {
+      case 'start': {
+        process.env.XEN_VCHAN_SIM_IDLE_MS ??= '0';
+        const connection = SimConnection.open(directory);
+        const { daemonPid } = connection.call('status', {});
+        connection.close();
+        process.stdout.write(`sim daemon ${daemonPid} serves ${directory}\n`);
+        return EXIT.ok;
+      }
+      case 'stop': {
+        if (!daemonRunning(directory)) {
+          process.stdout.write(`no sim daemon runs for ${directory}\n`);
+          return EXIT.ok;
+        }
+        SimConnection.open(directory).call('stop', {});
+        process.stdout.write(`stopped the sim daemon of ${directory}\n`);
+        return EXIT.ok;
+      }
+      case 'status': {
+        if (!daemonRunning(directory)) {
+          if (values.json) process.stdout.write(`${JSON.stringify({ running: false, directory })}\n`);
+          else process.stdout.write(`no sim daemon runs for ${directory} (nothing is in use)\n`);
+          return EXIT.ok;
+        }
+        const connection = SimConnection.open(directory);
+        const status = connection.call('status', {});
+        connection.close();
+        const clients = status.clients.filter((client) => client.pid !== process.pid);
+        if (values.json) {
+          process.stdout.write(`${JSON.stringify({ running: true, ...status, clients }, null, 2)}\n`);
+          return EXIT.ok;
+        }
+        const lines = [
+          `sim daemon ${status.daemonPid} serves ${status.directory}`,
+          `clients: ${clients.length === 0 ? 'none' : clients.map((client) => `pid ${client.pid} (${client.handles} handles)`).join(', ')}`,
+          'domains:',
+          ...status.domains.map((domain) => `  ${String(domain.domid).padStart(5)}  grants ${domain.grants}/${domain.limit}  ports ${domain.ports}`),
+          `grants: ${status.grants.length}`,
+          ...status.grants.map(
+            (grant) =>
+              `  domain ${grant.domid} ref ${grant.ref} -> domain ${grant.grantee} ${grant.writable ? 'rw' : 'ro'}, mapped ${grant.mappedBy}x${grant.released ? ', released by its owner' : ''}`,
+          ),
+          `ports: ${status.ports.length}`,
+          ...status.ports.map((port) => `  domain ${port.domid} port ${port.port} ${port.state} -> domain ${port.remoteDomain}${port.state === 'interdomain' ? ` port ${port.remotePort}` : ''}`),
+        ];
+        process.stdout.write(`${lines.join('\n')}\n`);
+        return EXIT.ok;
+      }
+      default:
+        throw new UsageError(`say start, stop or status${action ? `, not ${action}` : ''}`);
+    }
+  },
+};

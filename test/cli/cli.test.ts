@@ -1,0 +1,118 @@
+// The `vchan` command line, run as a real binary in child processes.
+import { execFile, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const bin = path.join(root, 'packages/vchan/bin/vchan.js');
+const scratch = mkdtempSync(path.join(os.tmpdir(), 'vchan-cli-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+const vchan = (args: string[], options: { timeout?: number } = {}) =>
+  promisify(execFile)(process.execPath, [bin, ...args], { timeout: options.timeout ?? 20_000, env: { ...process.env, XEN_VCHAN_BACKEND: 'sim' } }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+  );
+
+const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+/** Runs a shell command line with the binary as $V; resolves with its exit code. */
+function shell(line: string): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn('bash', ['-c', line], { env: { ...process.env, V: `${process.execPath} ${bin}`, XEN_VCHAN_BACKEND: 'sim' }, stdio: 'inherit' });
+    child.on('exit', (code) => resolve(code ?? 1));
+  });
+}
+
+describe('vchan CLI', () => {
+  it.each(['listen', 'connect', 'proxy', 'bench', 'sim'])('%s --help explains itself', async (command) => {
+    const { code, stdout } = await vchan([command, '--help']);
+    expect(code).toBe(0);
+    expect(stdout).toMatch(new RegExp(`usage: vchan ${command}`));
+  });
+
+  it('exits 2 on a bad command line and 3 when no server turns up', async () => {
+    expect((await vchan([])).code).toBe(2);
+    expect((await vchan(['frobnicate'])).code).toBe(2);
+    const bad = await vchan(['connect', '--domian', '1']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--help/);
+    expect((await vchan(['connect', '-d', 'x'])).code).toBe(2);
+    const late = await vchan(['connect', '-d', '1', '-n', 'nobody', '--sim-domid', '2', '-t', '200']);
+    expect(late.code).toBe(3);
+    expect(late.stderr).toMatch(/within 200 ms/);
+  });
+
+  it('moves a file through a shell pipeline: vchan listen | ... | vchan connect', async () => {
+    const input = path.join(scratch, 'input');
+    const output = path.join(scratch, 'output');
+    writeFileSync(input, randomBytes(8 << 20));
+    // Domain 1 sends the file to domain 2, which relays it through gzip to domain 3.
+    const code = await shell(`
+      set -o pipefail
+      $V listen -d 2 -n out --sim-domid 3 -r > '${output}' & receiver=$!
+      $V listen -d 1 -n in --sim-domid 2 -r < /dev/null | gzip -1 | gunzip | $V connect -d 3 -n out --sim-domid 2 -s & relay=$!
+      $V connect -d 2 -n in --sim-domid 1 -s < '${input}' || exit 11
+      wait $relay || exit 12
+      wait $receiver || exit 13`);
+    expect(code).toBe(0);
+    expect(sha256(output)).toBe(sha256(input));
+  });
+
+  it('proxies: a TCP service reached through a vchan from a Unix socket', async () => {
+    const echo = net.createServer((socket) => socket.pipe(socket));
+    await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
+    const port = (echo.address() as net.AddressInfo).port;
+    const socketPath = path.join(scratch, 'proxy.sock');
+    const exits: Promise<number>[] = [];
+    const start = (args: string[]) => {
+      const child = spawn(process.execPath, [bin, 'proxy', ...args], { env: { ...process.env, XEN_VCHAN_BACKEND: 'sim' }, stdio: ['ignore', 'inherit', 'pipe'] });
+      exits.push(new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1))));
+      return new Promise<void>((resolve) => child.stderr!.on('data', (text: Buffer) => /serving|listening/.test(String(text)) && resolve()));
+    };
+    try {
+      await start(['--role', 'server', '-d', '2', '-n', 'echo', '--sim-domid', '1', '--tcp', String(port), '--once']);
+      await start(['--role', 'client', '-d', '1', '-n', 'echo', '--sim-domid', '2', '--unix', socketPath, '--listen', '--once']);
+      const payload = randomBytes(300_000);
+      const client = net.connect(socketPath);
+      const chunks: Buffer[] = [];
+      let received = 0;
+      await new Promise<void>((resolve) => {
+        client.on('data', (chunk) => {
+          chunks.push(chunk);
+          received += chunk.length;
+          if (received >= payload.length) resolve();
+        });
+        client.write(payload);
+      });
+      client.destroy();
+      expect(Buffer.concat(chunks).equals(payload)).toBe(true);
+      expect(await Promise.all(exits)).toEqual([0, 0]);
+    } finally {
+      echo.close();
+    }
+  });
+
+  it('sim start, status and stop', async () => {
+    const dir = path.join(path.dirname(process.env.XEN_VCHAN_SIM_DIR!), `cli-${process.pid}`);
+    try {
+      expect((await vchan(['sim', 'status', '--dir', dir])).stdout).toMatch(/no sim daemon/);
+      const started = await vchan(['sim', 'start', '--dir', dir]);
+      expect(started.code).toBe(0);
+      const status = JSON.parse((await vchan(['sim', 'status', '--dir', dir, '--json'])).stdout);
+      expect(status).toMatchObject({ running: true, grants: [], ports: [], clients: [] });
+      expect((await vchan(['sim', 'status', '--dir', dir])).stdout).toMatch(/grants: 0/);
+      expect((await vchan(['sim', 'stop', '--dir', dir])).code).toBe(0);
+      expect((await vchan(['sim', 'status', '--dir', dir])).stdout).toMatch(/no sim daemon/);
+      expect((await vchan(['sim', 'bogus', '--dir', dir])).code).toBe(2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
