@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openEventChannel, type EventChannel } from '@xen-vchan/evtchn';
 import { OTHER, PEER, PROMPT_MS, SELF, SETTLE_MS, sleep } from '../support/domains.js';
 import { countEvents, nextEvent } from '../support/events.js';
-import { Peer } from '../support/peer.js';
+import { Peer } from '../support/peer.mjs';
 
 const WAIT_MS = PROMPT_MS * 20;
 

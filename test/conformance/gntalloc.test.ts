@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openGntalloc, type Gntalloc } from '@xen-vchan/gntalloc';
 import { PEER, SELF } from '../support/domains.js';
 import { setGntallocLimit } from '../support/limit.js';
-import { Peer } from '../support/peer.js';
+import { Peer } from '../support/peer.mjs';
 
 describe('gntalloc', () => {
   let device: Gntalloc;

@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openGntalloc, type Gntalloc } from '@xen-vchan/gntalloc';
 import { GrantStatus, openGntdev, type Gntdev } from '@xen-vchan/gntdev';
 import { OTHER, PEER, SELF } from '../support/domains.js';
-import { Peer } from '../support/peer.js';
+import { Peer } from '../support/peer.mjs';
 
 describe('gntdev', () => {
   let device: Gntdev;

@@ -7,7 +7,7 @@ import { openGntalloc, type Gntalloc } from '@xen-vchan/gntalloc';
 import { openGntdev, type Gntdev } from '@xen-vchan/gntdev';
 import { backend, PEER, PROMPT_MS, SELF } from '../support/domains.js';
 import { nextEvent } from '../support/events.js';
-import { Peer } from '../support/peer.js';
+import { Peer } from '../support/peer.mjs';
 
 const LIVE_BYTE = 21;
 const ways = ['release', 'close', 'exit', 'SIGKILL'] as const;

@@ -27,10 +27,20 @@ export async function sendSeeded(stream, { total, seed, maxChunk }) {
     for (let i = 0; i < size; i++) chunk[i] = next() & 0xff;
     hash.update(chunk);
     sent += size;
-    if (!stream.write(chunk)) await new Promise((resolve, reject) => {
-      stream.once('drain', resolve);
-      stream.once('close', () => reject(new Error('closed while writing')));
-    });
+    if (!stream.write(chunk)) {
+      await new Promise((resolve, reject) => {
+        const onDrain = () => {
+          stream.off('close', onClose);
+          resolve();
+        };
+        const onClose = () => {
+          stream.off('drain', onDrain);
+          reject(new Error('closed while writing'));
+        };
+        stream.once('drain', onDrain);
+        stream.once('close', onClose);
+      });
+    }
   }
   return hash.digest('hex');
 }

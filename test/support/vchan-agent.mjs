@@ -14,6 +14,7 @@ function keepChannel(channel) {
   const id = nextId++;
   channels.set(id, channel);
   channel.on('error', () => {});
+  channel.on('close', () => setImmediate(() => channels.delete(id)));
   return id;
 }
 

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connect, createServer, MessageChannel, RpcPeer, type Vchan, type VchanServer } from '@xen-vchan/vchan';
 import { backend, PEER, PROMPT_MS, SELF } from '../support/domains.js';
-import { Peer } from '../support/peer.js';
+import { Peer } from '../support/peer.mjs';
 
 const simDomid = backend === 'sim' ? SELF : undefined;
 let peer: Peer | null = null;

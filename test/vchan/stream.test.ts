@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { chooseOrders, connect, createServer, type Vchan, type VchanServer } from '@xen-vchan/vchan';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { backend, OTHER, PEER, PROMPT_MS, SELF, sleep } from '../support/domains.js';
-import { Peer } from '../support/peer.js';
+import { Peer } from '../support/peer.mjs';
 // @ts-expect-error plain JS helper shared with the peer processes
 import { receiveAll, receiveCount, sendSeeded } from '../support/stream-data.mjs';
 

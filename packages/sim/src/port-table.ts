@@ -89,7 +89,9 @@ export class PortTable {
  * PENDING bit keeps a burst of signals to one wake-up.
  */
 export class WakeupSender {
+  /** Open FIFOs by owning handle, least recently used first; bounded, since owners come and go. */
   private readonly fds = new Map<number, number>();
+  private static readonly MAX_OPEN = 16;
 
   constructor(private readonly fifoPath: (handle: number) => string) {}
 
@@ -101,8 +103,11 @@ export class WakeupSender {
       if (fd === undefined) {
         // Non-blocking: opening a FIFO whose owner is gone fails at once (ENXIO/ENOENT).
         fd = openSync(this.fifoPath(handle), constants.O_WRONLY | constants.O_NONBLOCK);
-        this.fds.set(handle, fd);
+        if (this.fds.size >= WakeupSender.MAX_OPEN) this.forget(this.fds.keys().next().value!);
+      } else {
+        this.fds.delete(handle);
       }
+      this.fds.set(handle, fd);
       writeSync(fd, record);
     } catch {
       // The owner closed or died (ENXIO, ENOENT, EPIPE), or has 16K wake-ups unread (EAGAIN,
