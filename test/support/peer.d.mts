@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 
-export type PeerKind = 'devices' | 'vchan';
+export type PeerKind = 'devices' | 'vchan' | 'hostile';
 
 export declare class PeerError extends Error {
   readonly code: string | undefined;

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 const agents = {
   devices: fileURLToPath(new URL('./agent.mjs', import.meta.url)),
   vchan: fileURLToPath(new URL('./vchan-agent.mjs', import.meta.url)),
+  hostile: fileURLToPath(new URL('../fuzz/hostile-peer.mjs', import.meta.url)),
 };
 
 export class PeerError extends Error {

@@ -1,0 +1,110 @@
+// The hostile end of a vchan, for fuzzing: it completes the real handshake (as client or server),
+// then scribbles seeded nonsense into the shared control page and pokes the event channel, as a
+// broken or malicious domain could. It reports what it wrote, so the fuzzer can tell a definite
+// protocol violation from a harmless one.
+import { connectClientLink, createServerLink } from '@xen-vchan/vchan';
+import { openXenStore } from '@xen-vchan/xenstore';
+import { random } from '../support/stream-data.mjs';
+
+const simDomid = Number(process.env.XEN_VCHAN_SIM_DOMID ?? 0);
+let link = null;
+
+const OFFSET = { leftCons: 0, leftProd: 4, rightCons: 8, rightProd: 12, leftOrder: 16, rightOrder: 18, clientLive: 20, serverLive: 21, clientNotify: 22, serverNotify: 23 };
+
+/** Values that break ring arithmetic in different ways. */
+function nastyIndex(next, current, size) {
+  switch (next() % 7) {
+    case 0: return (current + size + 1 + (next() % 1000)) >>> 0; // more than the ring holds
+    case 1: return (current - 1 - (next() % 1000)) >>> 0; // runs backwards
+    case 2: return 0xffffffff;
+    case 3: return (current + (next() % size)) >>> 0; // plausible
+    case 4: return next();
+    case 5: return (current + 0x80000000) >>> 0; // half-way round the u32
+    default: return current;
+  }
+}
+
+const commands = {
+  /** Be the client of our side's server; then scribble. */
+  connectTo: async ({ serverDomid, name }) => {
+    const xenstore = await openXenStore({ domid: simDomid });
+    const path = `/local/domain/${serverDomid}/data/vchan/${simDomid}/${name}`;
+    const ringRef = Number(await xenstore.read(`${path}/ring-ref`));
+    const port = Number(await xenstore.read(`${path}/event-channel`));
+    xenstore.close();
+    link = connectClientLink({ serverDomid, ringRef, port, devices: { domid: simDomid } });
+    return { side: 'client', readSize: link.reader.size, writeSize: link.writer.size };
+  },
+  /** Be a server for our side's client to connect to; publish normally or with garbage. */
+  serve: async ({ clientDomid, name, leftMin, rightMin, garbage }) => {
+    const shared = createServerLink({ clientDomid, leftMin, rightMin, devices: { domid: simDomid } });
+    link = shared.link;
+    const xenstore = await openXenStore({ domid: simDomid });
+    const path = `/local/domain/${simDomid}/data/vchan/${clientDomid}/${name}`;
+    const perms = [{ domid: simDomid, access: 'none' }, { domid: clientDomid, access: 'read' }];
+    const ringRef = garbage?.ringRef ?? String(shared.ringRef);
+    const port = garbage?.port ?? String(shared.port);
+    await xenstore.transaction(async (tx) => {
+      await tx.write(`${path}/ring-ref`, ringRef);
+      await tx.write(`${path}/event-channel`, port);
+      await tx.setPermissions(`${path}/ring-ref`, perms);
+      await tx.setPermissions(`${path}/event-channel`, perms);
+    });
+    xenstore.close();
+    return { side: 'server', readSize: link.reader.size, writeSize: link.writer.size };
+  },
+  /** Writes `count` seeded scribbles, one event each; returns what was written. */
+  scribble: async ({ seed, count, gapMs }) => {
+    const next = random(seed);
+    const page = link.control.buffer;
+    const words = new Int32Array(page, 0, 6);
+    const halves = new Uint16Array(page, 0, 12);
+    const bytes = new Uint8Array(page, 0, 24);
+    const log = [];
+    for (let i = 0; i < count && link; i++) {
+      const field = ['leftCons', 'leftProd', 'rightCons', 'rightProd', 'leftOrder', 'rightOrder', 'clientLive', 'serverLive', 'clientNotify', 'serverNotify', 'grant'][next() % 11];
+      let value;
+      if (field.endsWith('Cons') || field.endsWith('Prod')) {
+        const index = OFFSET[field] / 4;
+        const size = field.startsWith('left') ? (link.side === 'client' ? link.writer.size : link.reader.size) : (link.side === 'client' ? link.reader.size : link.writer.size);
+        value = nastyIndex(next, Atomics.load(words, index) >>> 0, size);
+        Atomics.store(words, index, value | 0);
+      } else if (field.endsWith('Order')) {
+        value = next() % 40;
+        Atomics.store(halves, OFFSET[field] / 2, value);
+      } else if (field === 'grant') {
+        value = next();
+        new Int32Array(page)[6 + (next() % 8)] = value | 0;
+      } else {
+        value = next() % 8 === 0 ? next() & 0xff : next() % 4;
+        Atomics.store(bytes, OFFSET[field], value);
+      }
+      log.push({ field, value });
+      try {
+        link.events.notify(link.port);
+      } catch {
+        break;
+      }
+      if (gapMs) await new Promise((resolve) => setTimeout(resolve, next() % (gapMs + 1)));
+    }
+    return log;
+  },
+  /** Writes one byte field and pokes the event channel. */
+  scribbleField: ({ field, value }) => {
+    new Uint8Array(link.control.buffer)[OFFSET[field]] = value;
+    link.events.notify(link.port);
+  },
+  close: () => {
+    link?.close(false);
+    link = null;
+  },
+};
+
+process.on('message', async ({ seq, command, args }) => {
+  try {
+    process.send({ seq, result: await commands[command](args ?? {}) });
+  } catch (error) {
+    process.send({ seq, error: { message: error.message, code: error.code } });
+  }
+});
+process.send({ ready: true });
