@@ -48,6 +48,12 @@ const commands = {
   closeServer: ({ id }) => servers.get(id).close(),
   stats: ({ id }) => channels.get(id).stats(),
   sendWhole: ({ id, bytes }) => channels.get(id).send(bytes),
+  // Writes seeded bytes and resolves once all of them are in the ring (not merely queued).
+  writeIntoRing: ({ id, total, seed }) =>
+    sendSeeded(channels.get(id), { total, seed, maxChunk: 4096 }).then(
+      (sha256) => new Promise((resolve) => channels.get(id).write(Buffer.alloc(0), () => resolve({ sha256, inRing: channels.get(id).stats().bytesWritten }))),
+    ),
+  pause: ({ id }) => channels.get(id).pause(),
   recvExact: ({ id, size }) => channels.get(id).recv(size),
   // Serves one client: every framed message that arrives is sent straight back.
   echoMessages: async ({ domid, name, readMin, writeMin, maxMessageSize }) => {

@@ -33,7 +33,18 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
     const self = await xenstore.ownDomid();
     const path = options.path ?? conventionalPath(serverDomid, self, options.name ?? 'vchan');
     const { ringRef, port } = await waitForServer(xenstore, path, timeout, options.signal);
-    const link = connectClientLink({ serverDomid, ringRef, port, devices: deviceOptions(options) });
+    let link;
+    try {
+      link = connectClientLink({ serverDomid, ringRef, port, devices: deviceOptions(options) });
+    } catch (error) {
+      // Xen refuses a grant or a port that is gone: the keys outlived their server.
+      if ((error as { code?: string }).code !== 'EINVAL') throw error;
+      throw new XenVchanError(
+        'ECONNREFUSED',
+        `The vchan server at ${path} is gone: its pages or its port no longer exist (stale keys of a server that died?). Start the server again.`,
+        { cause: error },
+      );
+    }
     if (!options.xenstore) xenstore.close();
     return new Vchan(link);
   } catch (error) {

@@ -1,4 +1,4 @@
-import { ControlOffset, LIVE_GONE, NOTIFY_READ, NOTIFY_WRITE } from './layout.js';
+import { ControlOffset, LIVE_GONE, LIVE_WAITING, NOTIFY_READ, NOTIFY_WRITE } from './layout.js';
 
 export type Side = 'server' | 'client';
 
@@ -55,6 +55,14 @@ export class ControlPage {
 
   setLive(side: Side, value: number): void {
     Atomics.store(this.bytes, side === 'server' ? ControlOffset.serverLive : ControlOffset.clientLive, value);
+  }
+
+  /**
+   * Server only: marks the client slot as waiting again after a client left, unless a new client
+   * has already set it to connected (compare-and-swap, so that client is not missed).
+   */
+  reopenClientSlot(): void {
+    Atomics.compareExchange(this.bytes, ControlOffset.clientLive, LIVE_GONE, LIVE_WAITING);
   }
 
   /**

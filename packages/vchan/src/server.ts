@@ -1,7 +1,7 @@
 import { EventEmitter } from 'eventemitter3';
 import { XenVchanError } from '@xen-vchan/native';
 import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
-import { LIVE_CONNECTED } from './layout.js';
+import { LIVE_CONNECTED, LIVE_GONE } from './layout.js';
 import { createServerLink, type ServerLink } from './links.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
 import { sayGoodbye } from './link.js';
@@ -28,6 +28,12 @@ export interface ServerOptions extends BackendOptions {
 export interface ServerEvents {
   /** A client connected; the channel is ready for reading and writing. */
   channel: [channel: Vchan];
+  /**
+   * A client mapped the pages and went away before it finished connecting (it died during the
+   * handshake: its unmap notification cleared cli_live). The server goes on waiting for a client;
+   * libxenvchan would wait forever on that one.
+   */
+  clientLost: [];
   listening: [];
   error: [error: Error];
   close: [];
@@ -132,7 +138,14 @@ export class VchanServer extends EventEmitter<ServerEvents> {
   private checkForClient(): void {
     const shared = this.shared;
     if (this.state !== 'waiting' || !shared) return;
-    if (shared.link.control.peerLive !== LIVE_CONNECTED) return;
+    const live = shared.link.control.peerLive;
+    if (live === LIVE_GONE) {
+      shared.link.control.reopenClientSlot();
+      this.emit('clientLost');
+      this.checkForClient(); // a new client may have connected in between
+      return;
+    }
+    if (live !== LIVE_CONNECTED) return;
     this.state = 'connected';
     const persist = this.options.persist ?? false;
     const channel = new Vchan({
@@ -149,6 +162,7 @@ export class VchanServer extends EventEmitter<ServerEvents> {
     if (persist && peerGone && this.state === 'connected') {
       // Only the client left: keep the pages, the port and the keys for the next one.
       this.state = 'waiting';
+      this.shared!.link.control.reopenClientSlot();
       this.checkForClient();
       return;
     }
