@@ -29,6 +29,14 @@ class Cleanup {
   }
 }
 
+/**
+ * Limits the handle to the one peer domain (RESTRICT_DOMID), so nothing published or shared by
+ * anyone can make it bind elsewhere. Linux cannot restrict a handle to dom0; there it is skipped.
+ */
+function restrictTo(events: EventChannel, domid: number): void {
+  if (domid !== 0) events.restrictDomain(domid);
+}
+
 export interface ServerLink {
   /** Its close() says goodbye and releases everything; a caller may wrap it (persistent servers). */
   link: VchanLink;
@@ -52,6 +60,7 @@ export function createServerLink(options: {
   try {
     const events = openEventChannel(options.devices);
     cleanup.add(() => events.close());
+    restrictTo(events, options.clientDomid);
     // Bound before the page is shared: its unmap notification needs a bound port.
     const port = events.bindUnbound(options.clientDomid);
     const gntalloc = openGntalloc(options.devices);
@@ -64,14 +73,15 @@ export function createServerLink(options: {
     control.setLive('server', LIVE_CONNECTED);
     control.setNotifyBytes(NOTIFY_WRITE, 0);
     let grantIndex = 0;
-    const ringMemory = (order: number): Uint8Array => {
+    // The client writes the left ring; the right one is ours to write, so it gets it read-only.
+    const ringMemory = (order: number, clientWrites: boolean): Uint8Array => {
       if (order < PAGE_ORDER) return new Uint8Array(page0.buffer, inPageRingOffset(order), 1 << order);
-      const ring: SharedPages = gntalloc.share(options.clientDomid, ringPages(order));
+      const ring: SharedPages = gntalloc.share(options.clientDomid, ringPages(order), { writable: clientWrites });
       for (const ref of ring.refs) control.setGrant(grantIndex++, ref);
       return new Uint8Array(ring.buffer);
     };
-    const left = ringMemory(orders.left);
-    const right = ringMemory(orders.right);
+    const left = ringMemory(orders.left, true);
+    const right = ringMemory(orders.right, false);
     const { reader, writer } = ringEnds(control, 'server', left, right);
     const release = () => cleanup.run();
     const link: VchanLink = { side: 'server', control, reader, writer, events, port, close: () => sayGoodbye(control, events, port, release) };
@@ -95,6 +105,7 @@ export function connectClientLink(options: {
   try {
     const events: EventChannel = openEventChannel(options.devices);
     cleanup.add(() => events.close());
+    restrictTo(events, options.serverDomid);
     const port = events.bindInterdomain(options.serverDomid, options.port);
     const gntdev = openGntdev(options.devices);
     cleanup.add(() => gntdev.close());
