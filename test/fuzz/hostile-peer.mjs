@@ -5,6 +5,7 @@
 import { connectClientLink, createServerLink } from '@xen-vchan/vchan';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { random } from '../support/stream-data.mjs';
+import { serveCommands } from '../support/agent-loop.mjs';
 
 const simDomid = Number(process.env.XEN_VCHAN_SIM_DOMID ?? 0);
 let link = null;
@@ -100,11 +101,4 @@ const commands = {
   },
 };
 
-process.on('message', async ({ seq, command, args }) => {
-  try {
-    process.send({ seq, result: await commands[command](args ?? {}) });
-  } catch (error) {
-    process.send({ seq, error: { message: error.message, code: error.code } });
-  }
-});
-process.send({ ready: true });
+serveCommands(commands);

@@ -4,6 +4,7 @@
 import { openGntalloc } from '@xen-vchan/gntalloc';
 import { openGntdev } from '@xen-vchan/gntdev';
 import { openEventChannel } from '@xen-vchan/evtchn';
+import { serveCommands } from './agent-loop.mjs';
 
 const domid = process.env.XEN_VCHAN_SIM_DOMID === undefined ? undefined : Number(process.env.XEN_VCHAN_SIM_DOMID);
 const objects = new Map();
@@ -76,12 +77,4 @@ const commands = {
   exit: ({ code }) => setImmediate(() => process.exit(code)),
 };
 
-process.on('message', async ({ seq, command, args }) => {
-  try {
-    const result = await commands[command](args ?? {});
-    process.send({ seq, result });
-  } catch (error) {
-    process.send({ seq, error: { message: error.message, code: error.code } });
-  }
-});
-process.send({ ready: true });
+serveCommands(commands);

@@ -2,6 +2,7 @@
 // seeded data, as the test process asks over IPC.
 import { connect, createServer, MessageChannel, RpcPeer } from '@xen-vchan/vchan';
 import { receiveAll, receiveCount, sendSeeded } from './stream-data.mjs';
+import { serveCommands } from './agent-loop.mjs';
 
 const simDomid = process.env.XEN_VCHAN_SIM_DOMID === undefined ? undefined : Number(process.env.XEN_VCHAN_SIM_DOMID);
 const channels = new Map();
@@ -96,11 +97,4 @@ const commands = {
   exit: ({ code }) => setImmediate(() => process.exit(code)),
 };
 
-process.on('message', async ({ seq, command, args }) => {
-  try {
-    process.send({ seq, result: await commands[command](args ?? {}) });
-  } catch (error) {
-    process.send({ seq, error: { message: error.message, code: error.code } });
-  }
-});
-process.send({ ready: true });
+serveCommands(commands);
