@@ -1,5 +1,5 @@
 import { invalidArgument, XenVchanError } from '@xen-vchan/native';
-import { splitXsStrings, XsType, xsStrings } from '@xen-vchan/sim';
+import { MAX_PERMISSION_DOMID, splitXsStrings, XsType, xsStrings } from '@xen-vchan/sim';
 import type { XenStoreConnection } from './connection.js';
 import { checkPath, NodeOperations } from './operations.js';
 import type { TransportKind } from './options.js';
@@ -27,7 +27,9 @@ export class XenStore extends NodeOperations {
 
   /** The domain's home, `/local/domain/<domid>`. */
   async getDomainPath(domid: number): Promise<string> {
-    if (!Number.isInteger(domid) || domid < 0 || domid > 0x7fef) throw invalidArgument(`domid must be an integer from 0 to 32751, got ${domid}`);
+    if (!Number.isInteger(domid) || domid < 0 || domid > MAX_PERMISSION_DOMID) {
+      throw invalidArgument(`domid must be an integer from 0 to ${MAX_PERMISSION_DOMID}, got ${domid}`);
+    }
     const [path] = splitXsStrings(await this.send(XsType.GET_DOMAIN_PATH, 'getDomainPath', String(domid), xsStrings(String(domid))));
     return path ?? '';
   }

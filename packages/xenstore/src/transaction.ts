@@ -1,4 +1,4 @@
-import { XenVchanError } from '@xen-vchan/native';
+import { invalidArgument, XenVchanError } from '@xen-vchan/native';
 import { XsType, xsStrings } from '@xen-vchan/sim';
 import type { XenStoreConnection } from './connection.js';
 import { NodeOperations } from './operations.js';
@@ -84,9 +84,7 @@ export async function runTransaction<T>(
   options: TransactionOptions = {},
 ): Promise<T> {
   const attempts = options.attempts ?? DEFAULT_ATTEMPTS;
-  if (!Number.isInteger(attempts) || attempts < 1) {
-    throw new XenVchanError('ERR_INVALID_ARG_VALUE', `attempts must be a positive integer, got ${attempts}`);
-  }
+  if (!Number.isInteger(attempts) || attempts < 1) throw invalidArgument(`attempts must be a positive integer, got ${attempts}`);
   for (let attempt = 1; ; attempt++) {
     const tx = await start();
     let result: T;

@@ -26,6 +26,11 @@ function clearLeftovers(files: SimFiles): void {
   rmSync(files.socket, { force: true });
 }
 
+/** What a stopping daemon leaves: only its lock and its log. */
+function removeState(files: SimFiles): void {
+  for (const path of [files.pages, files.ports, files.wakeups, files.socket, files.xenstore]) rmSync(path, { recursive: true, force: true });
+}
+
 function main(): void {
   const directory = process.argv[2];
   if (!directory) throw new Error('usage: main.js <state folder>');
@@ -42,14 +47,17 @@ function main(): void {
   const sockets = new Set<net.Socket>();
   let idleTimer: NodeJS.Timeout | null = null;
 
-  const shutdown = (why: string) => {
+  /** Stops serving and removes the state; `asker` (the connection that asked) is left open. */
+  const stopServing = (why: string, asker?: net.Socket) => {
     log(`stopping: ${why}`);
     server.close();
-    for (const socket of sockets) socket.destroy();
     xenstore.close();
+    for (const socket of sockets) if (socket !== asker) socket.destroy();
     hypervisor.shutdown();
-    clearLeftovers(files);
-    rmSync(files.socket, { force: true });
+    removeState(files);
+  };
+  const shutdown = (why: string) => {
+    stopServing(why);
     process.exit(0);
   };
   const armIdleTimer = () => {
@@ -68,7 +76,9 @@ function main(): void {
         let reply: unknown;
         try {
           if (op === 'stop') {
-            socket.end(encodeFrame({ ok: null }), () => shutdown(`asked by pid ${client.pid}`));
+            // Everything is gone before the answer, so whoever asked may remove the folder at once.
+            stopServing(`asked by pid ${client.pid}`, socket);
+            socket.end(encodeFrame({ ok: null }), () => process.exit(0));
             return;
           }
           reply = { ok: hypervisor.handle(client, op, request as never) ?? null };

@@ -6,10 +6,10 @@
 /** Nodes a domain may own (quota_nb_entry_per_domain). */
 export const NODE_QUOTA = 1000;
 /**
- * The error for going over NODE_QUOTA. PROTOCOL.md §3 says E2BIG; C xenstored's create_node
- * answers ENOSPC. Kept in one place so the two can be reconciled with a one-line change.
+ * The error for going over NODE_QUOTA: ENOSPC, as C xenstored's create_node answers (PROTOCOL.md
+ * §3 says E2BIG; the real daemon wins).
  */
-export const NODE_QUOTA_ERROR = 'E2BIG';
+export const NODE_QUOTA_ERROR = 'ENOSPC';
 /** Open transactions per domain (quota_max_transaction); more give ENOSPC. */
 export const TRANSACTION_QUOTA = 10;
 /** Watches per domain (quota_nb_watch_per_domain); more give E2BIG. */

@@ -23,6 +23,8 @@ export interface RequestContext {
   /** The requesting domain; 0 is privileged, as dom0 is for xenstored. */
   domid: number;
   view: NodeView;
+  /** Whether a domain exists: a node's owner must. */
+  domainExists(domid: number): boolean;
   /** Filled in by the operations, for the watches. */
   changes: NodeChange[];
 }
@@ -101,13 +103,19 @@ export function parsePermissions(context: RequestContext, texts: readonly string
   });
 }
 
-/** Replaces a node's permissions: only its owner or dom0 may, and only dom0 may change the owner. */
+/**
+ * Replaces a node's permissions: only its owner or dom0 may, only dom0 may change the owner, and
+ * the owner must be a domain that exists.
+ */
 export function setPermissions(context: RequestContext, path: string, permissions: readonly XsPermission[]): void {
   const absolute = resolvePath(context, path);
   const node = existingNode(context, absolute, WRITE | OWNER);
-  if (context.domid !== 0 && permissions[0]!.domid !== node.permissions[0]!.domid) {
+  const owner = permissions[0]!.domid;
+  if (context.domid !== 0 && owner !== node.permissions[0]!.domid) {
     throw new XsFailure('EPERM', 'only dom0 may give a node another owner');
   }
+  // xenstored 4.17 refuses an owner that is no domain (entries for other domains it accepts).
+  if (!context.domainExists(owner)) throw new XsFailure('ENOENT', `domain ${owner} does not exist`);
   context.view.set(absolute, { ...node, permissions });
   context.changes.push({ path: absolute, exact: false, permissions: [node.permissions, permissions] });
 }

@@ -45,7 +45,7 @@ interface Reply {
 
 const OK = xsStrings('OK');
 const typeNames = new Map<number, string>(Object.entries(XsType).map(([name, type]) => [type, name]));
-/** Message types of xs_wire.h the simulation does not implement: they manage domains, which only a toolstack does. */
+/** Message types of xs_wire.h the simulation does not implement: they serve toolstacks and xenstored's own upkeep. */
 const unsupported = new Set<number>([
   XsType.CONTROL,
   XsType.INTRODUCE,
@@ -64,8 +64,12 @@ export class XenStoreService {
   private readonly generations = new WeakMap<XsNode, number>();
   private nextGeneration = 1;
 
+  /** Domains that ever connected, and dom0: there is no toolstack to say which exist. */
+  private readonly domains = new Set<number>([0]);
+  private readonly domainExists = (domid: number) => this.domains.has(domid);
+
   constructor(private readonly log: (message: string) => void) {
-    introduceDomain(this.store, 0);
+    introduceDomain(this.store, 0, this.domainExists);
   }
 
   handle(client: XenStoreClient, message: XsMessage): void {
@@ -104,7 +108,8 @@ export class XenStoreService {
       return;
     }
     client.domid = domid;
-    const changes = introduceDomain(this.store, domid);
+    this.domains.add(domid);
+    const changes = introduceDomain(this.store, domid, this.domainExists);
     if (changes) {
       this.watches.fire(changes);
       this.watches.fireSpecial('@introduceDomain');
@@ -189,7 +194,7 @@ export class XenStoreService {
   /** Runs a node operation on the committed tree, or inside the message's transaction. */
   private onNodes<T>(client: XenStoreClient, domid: number, message: XsMessage, operation: (context: RequestContext) => T): T {
     const transaction = message.txId === 0 ? null : this.transactionOf(client, message.txId);
-    const context: RequestContext = { domid, view: transaction ? transaction.view : this.store, changes: [] };
+    const context: RequestContext = { domid, view: transaction ? transaction.view : this.store, changes: [], domainExists: this.domainExists };
     const result = operation(context);
     if (transaction) transaction.changes.push(...context.changes);
     else this.watches.fire(context.changes);

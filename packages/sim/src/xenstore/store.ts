@@ -1,7 +1,6 @@
 /**
  * The XenStore tree: nodes by absolute path. Nodes are immutable values, replaced on every
- * change, so a snapshot is a shallow copy of the map and "has this node changed since?" is an
- * identity comparison; transactions rely on both.
+ * change, so "has this node changed since?" is an identity comparison; transactions rely on it.
  */
 import type { XsPermission } from './permissions.js';
 
@@ -32,10 +31,6 @@ export class NodeStore implements NodeView {
     const store = new NodeStore(new Map(), new Map());
     store.set('/', { value: Buffer.alloc(0), permissions: [{ domid: 0, access: 'none' }], children: [] });
     return store;
-  }
-
-  snapshot(): NodeStore {
-    return new NodeStore(new Map(this.nodes), new Map(this.owned));
   }
 
   get(path: string): XsNode | undefined {

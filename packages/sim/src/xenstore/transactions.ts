@@ -1,7 +1,8 @@
 /**
- * XenStore transactions: each works on its own snapshot of the tree and remembers every node it
- * touched. Commit applies its writes only if none of those nodes changed meanwhile, else EAGAIN,
- * as xenstored decides it; the caller then runs the transaction again.
+ * XenStore transactions as xenstored (4.17) runs them: a transaction sees each node as it was when
+ * the transaction first touched it (read or wrote it), not as it was when the transaction started,
+ * and keeps that version from then on. Commit applies its writes only if none of the nodes it
+ * touched changed meanwhile, else EAGAIN; the caller then runs the transaction again.
  */
 import { XsFailure } from './failure.js';
 import { NODE_QUOTA, NODE_QUOTA_ERROR, TRANSACTION_QUOTA } from './limits.js';
@@ -9,35 +10,57 @@ import type { NodeChange } from './node-operations.js';
 import type { NodeStore, NodeView, XsNode } from './store.js';
 
 class TransactionView implements NodeView {
-  /** Every node the transaction read or wrote, as it was in the snapshot (undefined: absent). */
+  /** Every node the transaction touched, as the committed tree had it then (undefined: absent). */
   readonly touched = new Map<string, XsNode | undefined>();
+  /** The transaction's own version of each touched node. */
+  private readonly own = new Map<string, XsNode | undefined>();
   readonly written = new Set<string>();
+  /** Nodes gained (or lost) per owner, for the node quota. */
+  readonly ownedChange = new Map<number, number>();
 
-  constructor(readonly snapshot: NodeStore) {}
+  constructor(private readonly committed: NodeStore) {}
 
   get(path: string): XsNode | undefined {
     this.touch(path);
-    return this.snapshot.get(path);
+    return this.own.get(path);
   }
 
   set(path: string, node: XsNode): void {
-    this.touch(path);
-    this.written.add(path);
-    this.snapshot.set(path, node);
+    this.replace(path, node);
   }
 
   delete(path: string): void {
-    this.touch(path);
-    this.written.add(path);
-    this.snapshot.delete(path);
+    this.replace(path, undefined);
   }
 
   ownedBy(domid: number): number {
-    return this.snapshot.ownedBy(domid);
+    return this.committed.ownedBy(domid) + (this.ownedChange.get(domid) ?? 0);
+  }
+
+  /** The transaction's version of a node it wrote. */
+  versionOf(path: string): XsNode | undefined {
+    return this.own.get(path);
+  }
+
+  private replace(path: string, node: XsNode | undefined): void {
+    this.touch(path);
+    this.count(this.own.get(path), -1);
+    this.count(node, 1);
+    this.own.set(path, node);
+    this.written.add(path);
   }
 
   private touch(path: string): void {
-    if (!this.touched.has(path)) this.touched.set(path, this.snapshot.get(path));
+    if (this.touched.has(path)) return;
+    const node = this.committed.get(path);
+    this.touched.set(path, node);
+    this.own.set(path, node);
+  }
+
+  private count(node: XsNode | undefined, delta: number): void {
+    if (!node) return;
+    const owner = node.permissions[0]!.domid;
+    this.ownedChange.set(owner, (this.ownedChange.get(owner) ?? 0) + delta);
   }
 }
 
@@ -45,15 +68,13 @@ export class Transaction {
   readonly view: TransactionView;
   /** Watches fire for these at commit, not before. */
   readonly changes: NodeChange[] = [];
-  readonly ownedAtStart: number;
 
   constructor(
     readonly id: number,
     readonly domid: number,
     committed: NodeStore,
   ) {
-    this.view = new TransactionView(committed.snapshot());
-    this.ownedAtStart = committed.ownedBy(domid);
+    this.view = new TransactionView(committed);
   }
 }
 
@@ -86,12 +107,12 @@ export class TransactionTable {
     for (const [path, seen] of view.touched) {
       if (committed.get(path) !== seen) throw new XsFailure('EAGAIN', `${path} changed while transaction ${transaction.id} ran`);
     }
-    const growth = view.ownedBy(domid) - transaction.ownedAtStart;
+    const growth = view.ownedChange.get(domid) ?? 0;
     if (domid !== 0 && growth > 0 && committed.ownedBy(domid) + growth > NODE_QUOTA) {
       throw new XsFailure(NODE_QUOTA_ERROR, `domain ${domid} would own more than ${NODE_QUOTA} nodes`);
     }
     for (const path of view.written) {
-      const node = view.snapshot.get(path);
+      const node = view.versionOf(path);
       if (node) committed.set(path, node);
       else committed.delete(path);
     }

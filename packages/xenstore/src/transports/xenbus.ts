@@ -1,11 +1,18 @@
 import { explained, XenVchanError } from '@xen-vchan/native';
-import { XENSTORE_PAYLOAD_MAX, XS_HEADER_BYTES, XsMessageReader } from '@xen-vchan/sim';
+import { XENSTORE_PAYLOAD_MAX, XS_HEADER_BYTES, XsMessageReader, XsType } from '@xen-vchan/sim';
 import { connectionLost, protocolError, transportError } from '../errors.js';
 import { addon, type Poller } from '../native.js';
 import { XENBUS_DEVICE } from '../options.js';
 import type { Transport, TransportHandlers } from './transport.js';
 
 const RETRY_MS = 1;
+
+/**
+ * Transports awaiting a reply or watch events. A socket is kept alive by its libuv handle, but the
+ * poller's JS side is not, and without this a store nobody references could be collected while a
+ * caller still awaits its reply.
+ */
+const awaited = new Set<XenbusTransport>();
 
 const closeFd = new FinalizationRegistry<number>((fd) => {
   try {
@@ -31,6 +38,12 @@ function xenbusAdvice(code: string): string | undefined {
  * /dev/xen/xenbus: the kernel's own XenStore connection, shared with user space. Every domain has
  * it. The driver acts on a request once a write completes it, answers into a read queue, and
  * registers watches itself. The fd is polled through libuv, so no thread blocks.
+ *
+ * Requests go to the driver one at a time: Linux's xenbus_dev_request_and_reply queues a request
+ * whose payload still lives in the handle's single message buffer, so a second write before the
+ * first request reached xenstored overwrites it (seen on Linux 6.1: concurrent writes landed on
+ * the wrong nodes). libxenstore waits for each reply too. Callers may still have many requests
+ * outstanding; they wait in the outbox here.
  */
 export class XenbusTransport implements Transport {
   readonly kind = 'xenbus' as const;
@@ -42,6 +55,8 @@ export class XenbusTransport implements Transport {
   private readonly reader = new XsMessageReader();
   private readonly outbox: { message: Buffer; refused: (error: unknown) => void }[] = [];
   private retry: NodeJS.Timeout | null = null;
+  /** A request the driver took and whose reply has not come yet. */
+  private awaitingReply = false;
   private polling = false;
   private closed = false;
 
@@ -53,14 +68,19 @@ export class XenbusTransport implements Transport {
 
   send(message: Buffer, refused: (error: unknown) => void): void {
     this.outbox.push({ message, refused });
-    if (!this.retry) this.flush();
+    this.flush();
   }
 
   setActive(active: boolean): void {
     if (this.closed || active === this.polling) return;
     this.polling = active;
-    if (active) this.poller.start();
-    else this.poller.stop();
+    if (active) {
+      awaited.add(this);
+      this.poller.start();
+    } else {
+      awaited.delete(this);
+      this.poller.stop();
+    }
   }
 
   close(): void {
@@ -68,24 +88,31 @@ export class XenbusTransport implements Transport {
   }
 
   private flush(): void {
-    this.retry = null;
-    while (this.outbox.length > 0 && !this.closed) {
+    while (this.outbox.length > 0 && !this.closed && !this.awaitingReply && !this.retry) {
       const next = this.outbox[0]!;
       let taken: number;
       try {
         taken = addon.write(this.fd, next.message);
       } catch (error) {
+        // The driver answers some requests from write() itself (a WATCH xenstored refused).
         this.outbox.shift();
         next.refused(transportError(error, 'request through /dev/xen/xenbus'));
         continue;
       }
       if (taken === 0) {
-        this.retry = setTimeout(() => this.flush(), RETRY_MS);
+        this.retry = setTimeout(() => {
+          this.retry = null;
+          this.flush();
+        }, RETRY_MS);
         return;
       }
       // The driver keeps a partial request and acts once the rest arrives.
-      if (taken < next.message.length) next.message = next.message.subarray(taken);
-      else this.outbox.shift();
+      if (taken < next.message.length) {
+        next.message = next.message.subarray(taken);
+        continue;
+      }
+      this.outbox.shift();
+      this.awaitingReply = true;
     }
   }
 
@@ -112,8 +139,13 @@ export class XenbusTransport implements Transport {
         this.fail(protocolError(this.address, (error as Error).message));
         return;
       }
-      for (const message of messages) this.handlers.message(message);
+      for (const message of messages) {
+        // Anything but a watch event answers the one request the driver holds.
+        if (message.type !== XsType.WATCH_EVENT) this.awaitingReply = false;
+        this.handlers.message(message);
+      }
       if (this.closed) return;
+      this.flush();
     }
   }
 
@@ -128,6 +160,7 @@ export class XenbusTransport implements Transport {
     if (this.retry) clearTimeout(this.retry);
     this.retry = null;
     this.poller.close();
+    awaited.delete(this);
     closeFd.unregister(this);
     addon.close(this.fd);
     const unsent = this.outbox.splice(0);
