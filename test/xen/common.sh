@@ -16,6 +16,9 @@ XEN_TOOLS_BIN=$XEN_CACHE/bin          # wrappers that run Xen tools from $XEN_RO
 XEN_IMAGES=$XEN_CACHE/images          # hypervisor ELF, dom0 kernel, dom0 initramfs
 XEN_LOGS=$XEN_CACHE/logs              # serial logs of recent boots
 XEN_STAMP=$XEN_CACHE/setup.stamp
+# The libxenvchan peer of the interop tests (test/interop/build.sh builds it; exported to dom0
+# as XEN_VCHAN_INTEROP_PEER).
+XEN_INTEROP_PEER=$XEN_CACHE/interop/vchan-peer
 
 XEN_HYPERVISOR_ELF=$XEN_IMAGES/xen.elf
 XEN_DOM0_KERNEL=$XEN_IMAGES/vmlinux   # ELF, or the bzImage if it could not be unpacked

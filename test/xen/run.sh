@@ -33,8 +33,17 @@ if [ -s "$results/vitest.json" ]; then
   summary=$(node -e '
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
     const skipped = r.numPendingTests + r.numTodoTests;
-    console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`);
-  ' "$results/vitest.json")
+    // A file that fails as a whole (an import error, a failing hook) has no failed test of its own.
+    const failedFiles = r.testResults.filter((file) => file.status === "failed").length;
+    const files = failedFiles > 0 ? `, ${failedFiles} of ${r.testResults.length} files failed` : "";
+    console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped${files}`);
+    // Where the time went, slowest file first (TCG makes this the thing to watch in CI).
+    const root = process.argv[2] + "/";
+    for (const file of [...r.testResults].sort((a, b) => (b.endTime - b.startTime) - (a.endTime - a.startTime))) {
+      const seconds = ((file.endTime - file.startTime) / 1000).toFixed(1).padStart(6);
+      console.log(`xen:   ${seconds} s  ${file.name.replace(root, "")} (${file.assertionResults.length} tests, ${file.status})`);
+    }
+  ' "$results/vitest.json" "$XEN_PROJECT_ROOT")
 fi
 if [ -n "$summary" ]; then
   echo "xen: $summary"

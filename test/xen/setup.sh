@@ -36,8 +36,16 @@ outputs_present() {
     [ -d "$XEN_TOOLS_BIN" ]
 }
 
+# The libxenvchan peer of the interop tests; build.sh is a no-op while it is up to date.
+build_interop_peer() {
+  local force_build=()
+  [ $force = 1 ] && force_build=(--force)
+  bash "$XEN_PROJECT_ROOT/test/interop/build.sh" "${force_build[@]+"${force_build[@]}"}"
+}
+
 if [ $force = 0 ] && [ -f "$XEN_STAMP" ] && [ "$(cat "$XEN_STAMP")" = "$(stamp_key)" ] &&
    host_tools_present && outputs_present; then
+  build_interop_peer
   xen_log "setup: up to date (cache $XEN_CACHE)"
   exit 0
 fi
@@ -199,5 +207,6 @@ echo "root:x:0:" > "$stage/etc/group"
 mv "$XEN_DOM0_INITRD.new" "$XEN_DOM0_INITRD"
 
 mkdir -p "$XEN_LOGS"
+build_interop_peer
 stamp_key > "$XEN_STAMP"
 xen_log "setup: done in $(xen_secs "$t0" "$(xen_now)") s (initramfs $(du -h "$XEN_DOM0_INITRD" | cut -f1), cache $XEN_CACHE)"

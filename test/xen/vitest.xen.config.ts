@@ -16,7 +16,9 @@ export default defineConfig({
   // dom0's /tmp is a tmpfs; keep Vite's cache off the 9p-shared project tree.
   cacheDir: join(tmpdir(), 'xen-vchan-vitest'),
   test: {
-    include: ['test/conformance/**/*.test.ts', 'test/xen/**/*.test.ts'],
+    // The device conformance suites and the vchan suite (both written against the public API,
+    // backend-agnostic), then the harness's own tests (smoke, interop with libxenvchan).
+    include: ['test/conformance/**/*.test.ts', 'test/vchan/**/*.test.ts', 'test/xen/**/*.test.ts'],
     setupFiles: existsSync(join(projectRoot, sharedSetup)) ? [sharedSetup] : [],
     env: { XEN_VCHAN_BACKEND: process.env.XEN_VCHAN_BACKEND ?? 'xen' },
     reporters: ['verbose'],

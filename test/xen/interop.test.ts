@@ -1,0 +1,424 @@
+// Interop on real Xen: our vchan against Xen's own C implementation, in dom0 (both ends domid 0).
+//  - our server + a libxenvchan client, and a libxenvchan server + our client, for four ring
+//    configurations; the C end is test/interop/vchan-peer.c, linked against Debian's libxenvchan;
+//  - Xen's vchan-socket-proxy as the vchan server (our client on one side, a Unix socket on the
+//    other) and as the vchan client (our server on one side, its stdin/stdout on the other).
+// Every exchange moves seeded data both ways at once, in random chunk sizes, and both ends check
+// it (64-bit FNV-1a, and byte by byte against the regenerated stream). A matrix of the results
+// is printed at the end for the CI log. Needs the harness (bash test/xen/run.sh): it fails, not
+// skips, anywhere else.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { chooseOrders, connect, conventionalPath, createServer, type Vchan, type VchanServer } from '@xen-vchan/vchan';
+import { expectedFnv, receiveChecked, sendSeeded, type Received, type Sent, type StreamSpec } from '../interop/seeded.js';
+import { requireDom0 } from './dom0.js';
+
+/** Everything runs in dom0: the server's domain and the client's are both 0. */
+const DOM0 = 0;
+const peerPath = process.env.XEN_VCHAN_INTEROP_PEER ?? '';
+const xenLibraries = `${process.env.XEN_VCHAN_XEN_ROOT ?? ''}/usr/lib/x86_64-linux-gnu`;
+/** How long one exchange may take under TCG before we call it hung. */
+const EXCHANGE_MS = 90_000;
+/** How long a close may take to reach the other end. */
+const CLOSE_MS = 15_000;
+
+// ---- bookkeeping ----------------------------------------------------------------------------
+
+interface Row {
+  scenario: string;
+  rings: string;
+  toServer: number;
+  toClient: number;
+  seconds: number;
+  ok: boolean;
+}
+const matrix: Row[] = [];
+let cleanups: (() => unknown)[] = [];
+
+afterEach(async () => {
+  const pending = cleanups.reverse();
+  cleanups = [];
+  for (const cleanup of pending) {
+    try {
+      await cleanup();
+    } catch {
+      // best effort: a failed test already says what went wrong
+    }
+  }
+});
+
+afterAll(() => {
+  if (matrix.length === 0) return;
+  const header = ['scenario', 'rings L/R', 'to server', 'to client', 'seconds', 'MiB/s', 'ok'];
+  const rows = matrix.map((row) => [
+    row.scenario,
+    row.rings,
+    String(row.toServer),
+    String(row.toClient),
+    row.seconds.toFixed(2),
+    ((row.toServer + row.toClient) / 2 ** 20 / row.seconds).toFixed(2),
+    row.ok ? 'ok' : 'FAIL',
+  ]);
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
+  const line = (cells: string[]) => cells.map((cell, column) => (column < 2 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join('  ');
+  console.log(
+    [
+      'interop matrix (real Xen, dom0 to dom0; bytes each way; MiB/s = both directions together, from connected to both ends done)',
+      line(header),
+      ...rows.map(line),
+    ].join('\n'),
+  );
+});
+
+function ringLabel(order: number): string {
+  const bytes = 2 ** order;
+  return bytes >= 2 ** 20 ? `${bytes / 2 ** 20}M` : `${bytes / 1024}K`;
+}
+
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function closed(stream: NodeJS.EventEmitter & { destroyed?: boolean; closed?: boolean }): Promise<void> {
+  if (stream.closed) return Promise.resolve();
+  return new Promise((resolve) => stream.once('close', () => resolve()));
+}
+
+function xenstoreRemove(path: string): void {
+  try {
+    execFileSync('xenstore-rm', [path], { stdio: 'ignore' });
+  } catch {
+    // already gone
+  }
+}
+
+function xenstoreExists(path: string): boolean {
+  try {
+    execFileSync('xenstore-exists', [path], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Resolves with the server's first channel; keeps the server for cleanup. */
+async function listen(options: { name?: string; readMin?: number; writeMin?: number }): Promise<{ server: VchanServer; channel: Promise<Vchan> }> {
+  let deliver!: (channel: Vchan) => void;
+  const channel = new Promise<Vchan>((resolve) => (deliver = resolve));
+  const server = createServer({ domid: DOM0, ...options }, (accepted) => {
+    cleanups.push(() => accepted.destroy());
+    deliver(accepted);
+  });
+  cleanups.push(() => server.close());
+  await server.listen();
+  return { server, channel };
+}
+
+/** A child process we may have to kill; rejects `failed` if it exits before we are done with it. */
+function track(child: ChildProcess, what: string): { exited: Promise<number | null>; stderr: () => string } {
+  let stderr = '';
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (text: string) => (stderr += text));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
+  cleanups.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  child.on('error', (error) => (stderr += `\n${what}: ${error.message}`));
+  return { exited, stderr: () => stderr };
+}
+
+// ---- the libxenvchan peer ----------------------------------------------------------------------
+
+interface PeerResult {
+  role: 'server' | 'client';
+  ok: boolean;
+  sent: number;
+  sentFnv: string;
+  received: number;
+  receivedFnv: string;
+  firstMismatch: number;
+  readOrder: number;
+  writeOrder: number;
+  sendMs: number;
+  totalMs: number;
+}
+
+/** Runs vchan-peer; `send` is the stream it writes, `recv` the one it must receive. */
+function startPeer(send: StreamSpec, recv: StreamSpec, mode: string[]) {
+  const args = [
+    `--send=${send.total}`,
+    `--send-seed=${send.seed}`,
+    `--send-chunk=${send.maxChunk}`,
+    `--recv=${recv.total}`,
+    `--recv-seed=${recv.seed}`,
+    `--recv-chunk=${recv.maxChunk}`,
+    `--read-chunk=${Math.max(1500, Math.floor(recv.maxChunk / 3))}`,
+    `--timeout=${Math.round(EXCHANGE_MS / 1000) + 10}`,
+    ...mode,
+  ];
+  const child = spawn(peerPath, args, {
+    env: { ...process.env, LD_LIBRARY_PATH: xenLibraries },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const { exited, stderr } = track(child, 'vchan-peer');
+  const lines: string[] = [];
+  let resolveResult!: (result: PeerResult) => void;
+  const result = new Promise<PeerResult>((resolve, reject) => {
+    resolveResult = resolve;
+    void exited.then((code) =>
+      reject(new Error(`vchan-peer ${mode.join(' ')} exited with ${code} before its result; stdout: ${lines.join(' | ')}; stderr: ${stderr().trim()}`)),
+    );
+  });
+  result.catch(() => {}); // awaited by the test; this only keeps an early exit from counting as unhandled
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    lines.push(line);
+    if (line.startsWith('RESULT ')) resolveResult(JSON.parse(line.slice('RESULT '.length)) as PeerResult);
+  });
+  // A peer that dies before connecting must fail the test, not leave it waiting.
+  const failed = exited.then((code) => Promise.reject(new Error(`vchan-peer exited with ${code}: ${stderr().trim()}`)));
+  failed.catch(() => {});
+  /** What the peer said so far, for error messages. */
+  const said = () => `vchan-peer stdout: ${lines.join(' | ') || '(nothing)'}; stderr: ${stderr().trim() || '(nothing)'}`;
+  return { child, result, exited, failed, stderr, said };
+}
+
+/** Adds what a peer said, and what XenStore holds, to an error on the way through. */
+async function explained<T>(promise: Promise<T>, said: () => string): Promise<T> {
+  try {
+    return await promise;
+  } catch (error) {
+    let store = '';
+    try {
+      store = execFileSync('xenstore-ls', ['-p', '/local/domain/0/data/vchan'], { encoding: 'utf8' });
+    } catch (listing) {
+      store = `(xenstore-ls failed: ${(listing as Error).message})`;
+    }
+    (error as Error).message += `\n${said()}\nXenStore /local/domain/0/data/vchan:\n${store}`;
+    throw error;
+  }
+}
+
+// ---- one exchange, whichever ends play it --------------------------------------------------------
+
+interface Exchange {
+  /** Node's end: what it sent and what it received. */
+  sent: Sent;
+  received: Received;
+  seconds: number;
+}
+
+/** Our end of an exchange: writes `out` while it reads `into`, both at once. */
+async function exchange(channel: Vchan, out: StreamSpec, into: StreamSpec, peerDone: Promise<unknown>): Promise<Exchange> {
+  const started = performance.now();
+  const [sent, received] = await within(Promise.all([sendSeeded(channel, out), receiveChecked(channel, into), peerDone]), EXCHANGE_MS, 'the exchange').then(
+    ([sent, received]) => [sent, received] as const,
+  );
+  return { sent, received, seconds: (performance.now() - started) / 1000 };
+}
+
+/**
+ * A vchan name for the conventional path /local/domain/0/data/vchan/0/<name>. Debian's
+ * libxenvchan 4.17 builds "<path>/event-channel" and "<path>/ring-ref" in a 64-byte buffer and
+ * silently truncates longer ones: the server then publishes "ring-re"-like keys and the client
+ * reads missing ones (ENOENT). So the path must stay within 49 characters, the name within 20.
+ */
+function shortName(name: string): string {
+  const path = conventionalPath(DOM0, DOM0, name);
+  if (path.length > 49) throw new Error(`${path} is too long for libxenvchan 4.17 (over 49 characters)`);
+  return name;
+}
+
+/** Chunks up to a bit more than the ring, so that some writes must wait for the reader. */
+const chunkFor = (ringBytes: number) => ringBytes + 1000;
+
+const RING_CONFIGS: [number, number][] = [
+  [0, 0],
+  [4096, 4096],
+  [65536, 65536],
+  [1048576, 1048576],
+];
+
+describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
+  // Each test, not the file: outside the harness every test fails (a failing beforeAll would
+  // report them as skipped).
+  beforeEach(() => {
+    requireDom0('test/xen/interop.test.ts');
+    if (!peerPath || !existsSync(peerPath)) {
+      throw new Error(`the libxenvchan peer is not built (${peerPath || 'XEN_VCHAN_INTEROP_PEER unset'}): test/xen/setup.sh runs test/interop/build.sh`);
+    }
+  });
+
+  it.each(RING_CONFIGS)('our server, libxenvchan client: rings for (%i, %i)', async (leftMin, rightMin) => {
+    const orders = chooseOrders(leftMin, rightMin);
+    const seed = 100 + orders.left * 32 + orders.right;
+    // left: the client writes, the server reads; right: the other way
+    const toServer: StreamSpec = { seed, total: 3 * 2 ** orders.left + 5, maxChunk: chunkFor(2 ** orders.left) };
+    const toClient: StreamSpec = { seed: seed + 1, total: 3 * 2 ** orders.right + 17, maxChunk: chunkFor(2 ** orders.right) };
+
+    const { server, channel: accepted } = await listen({ name: shortName(`c-client-${leftMin}`), readMin: leftMin, writeMin: rightMin });
+    expect(server.address()).toMatchObject({ readOrder: orders.left, writeOrder: orders.right });
+    const path = server.path!;
+    const peer = startPeer(toServer, toClient, ['client', String(DOM0), path]);
+    const channel = await explained(within(Promise.race([accepted, peer.failed]), 30_000, 'the libxenvchan client to connect'), peer.said);
+    const channelClosed = closed(channel);
+    const run = await explained(exchange(channel, toClient, toServer, peer.result), peer.said);
+    const c = await peer.result;
+    // The client closes once it has read everything; we see it go and close too (and the
+    // non-persistent server with us, which unpublishes).
+    const exitCode = await within(peer.exited, CLOSE_MS, 'vchan-peer to exit');
+    await within(channelClosed, CLOSE_MS, 'our channel to close after the client left');
+
+    const ok =
+      c.ok && exitCode === 0 && c.readOrder === orders.right && c.writeOrder === orders.left &&
+      c.received === toClient.total && c.receivedFnv === run.sent.fnv &&
+      !run.received.short && run.received.firstMismatch === -1 && run.received.bytes === toServer.total &&
+      run.received.fnv === c.sentFnv && c.sentFnv === expectedFnv(toServer);
+    matrix.push({ scenario: 'our server + libxenvchan client', rings: `${ringLabel(orders.left)}/${ringLabel(orders.right)}`, toServer: toServer.total, toClient: toClient.total, seconds: run.seconds, ok });
+
+    expect(c).toMatchObject({ role: 'client', ok: true, firstMismatch: -1, readOrder: orders.right, writeOrder: orders.left });
+    expect(exitCode).toBe(0);
+    // it sent toServer and received toClient; we the other way round
+    expect({ bytes: c.received, fnv: c.receivedFnv }).toEqual({ bytes: toClient.total, fnv: run.sent.fnv });
+    expect(run.received).toEqual({ bytes: toServer.total, fnv: c.sentFnv, firstMismatch: -1, short: false });
+    expect(c.sentFnv).toBe(expectedFnv(toServer));
+    await within(server.close(), CLOSE_MS, 'the server to close');
+    expect(xenstoreExists(path)).toBe(false);
+  }, 150_000);
+
+  it.each(RING_CONFIGS)('libxenvchan server, our client: rings for (%i, %i)', async (leftMin, rightMin) => {
+    const orders = chooseOrders(leftMin, rightMin);
+    const seed = 200 + orders.left * 32 + orders.right;
+    const toServer: StreamSpec = { seed, total: 3 * 2 ** orders.left + 5, maxChunk: chunkFor(2 ** orders.left) };
+    const toClient: StreamSpec = { seed: seed + 1, total: 3 * 2 ** orders.right + 17, maxChunk: chunkFor(2 ** orders.right) };
+    const name = shortName(`c-server-${leftMin}`);
+    const path = conventionalPath(DOM0, DOM0, name);
+    cleanups.push(() => xenstoreRemove(path));
+
+    const peer = startPeer(toClient, toServer, ['server', String(DOM0), path, String(leftMin), String(rightMin)]);
+    const channel = await explained(
+      within(Promise.race([connect({ domid: DOM0, name, timeout: 30_000 }), peer.failed]), 35_000, 'to connect to the libxenvchan server'),
+      peer.said,
+    );
+    cleanups.push(() => channel.destroy());
+    const channelClosed = closed(channel);
+    const run = await explained(exchange(channel, toServer, toClient, peer.result), peer.said);
+    const c = await peer.result;
+    // The server closes once it has read everything; we drain what is left and close too.
+    const exitCode = await within(peer.exited, CLOSE_MS, 'vchan-peer to exit');
+    await within(channelClosed, CLOSE_MS, 'our channel to close after the server left');
+
+    const ok =
+      c.ok && exitCode === 0 && c.readOrder === orders.left && c.writeOrder === orders.right &&
+      c.received === toServer.total && c.receivedFnv === run.sent.fnv &&
+      !run.received.short && run.received.firstMismatch === -1 && run.received.bytes === toClient.total &&
+      run.received.fnv === c.sentFnv && c.sentFnv === expectedFnv(toClient);
+    matrix.push({ scenario: 'libxenvchan server + our client', rings: `${ringLabel(orders.left)}/${ringLabel(orders.right)}`, toServer: toServer.total, toClient: toClient.total, seconds: run.seconds, ok });
+
+    expect(c).toMatchObject({ role: 'server', ok: true, firstMismatch: -1, readOrder: orders.left, writeOrder: orders.right });
+    expect(exitCode).toBe(0);
+    // it sent toClient and received toServer; we the other way round
+    expect({ bytes: c.received, fnv: c.receivedFnv }).toEqual({ bytes: toServer.total, fnv: run.sent.fnv });
+    expect(run.received).toEqual({ bytes: toClient.total, fnv: c.sentFnv, firstMismatch: -1, short: false });
+    expect(c.sentFnv).toBe(expectedFnv(toClient));
+    // libxenvchan's server removes its keys when it closes.
+    expect(xenstoreExists(path)).toBe(false);
+  }, 150_000);
+
+  // vchan-socket-proxy passes (0, 0) to libxenvchan_server_init: a one-page vchan, rings 1K/2K.
+  // Its quirks shape these tests: it reads the ring only while both ends are open, and when the
+  // vchan client leaves it closes the socket at once. So every byte is received on both sides
+  // before anyone closes.
+  const PROXY_TO_SERVER = 256 * 1024 + 5;
+  const PROXY_TO_CLIENT = 256 * 1024 + 17;
+
+  it('vchan-socket-proxy as the server (vchan to a Unix socket), our client', async () => {
+    const socketPath = join(tmpdir(), `xen-vchan-proxy-${process.pid}.sock`);
+    const path = conventionalPath(DOM0, DOM0, shortName('proxy-server'));
+    rmSync(socketPath, { force: true });
+    const unix = net.createServer();
+    const accepted = new Promise<net.Socket>((resolve) => unix.once('connection', resolve));
+    await new Promise<void>((resolve) => unix.listen(socketPath, resolve));
+    cleanups.push(() => new Promise((resolve) => unix.close(resolve)));
+    cleanups.push(() => rmSync(socketPath, { force: true }));
+    cleanups.push(() => xenstoreRemove(path)); // the proxy never leaves by itself, and is killed
+
+    const proxy = spawn('vchan-socket-proxy', ['--mode=server', String(DOM0), path, socketPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const tracked = track(proxy, 'vchan-socket-proxy');
+    const proxyDied = tracked.exited.then((code) => Promise.reject(new Error(`vchan-socket-proxy exited with ${code}: ${tracked.stderr()}`)));
+    proxyDied.catch(() => {});
+    const channel = await within(Promise.race([connect({ domid: DOM0, path, timeout: 30_000 }), proxyDied]), 35_000, 'to connect to vchan-socket-proxy');
+    cleanups.push(() => channel.destroy());
+    // The proxy connects to the socket once a vchan client is there.
+    const socket = await within(Promise.race([accepted, proxyDied]), 30_000, 'vchan-socket-proxy to connect to the Unix socket');
+    cleanups.push(() => socket.destroy());
+
+    // our client -> vchan (left ring) -> proxy -> socket, and socket -> proxy -> vchan (right) -> us
+    const toServer: StreamSpec = { seed: 301, total: PROXY_TO_SERVER, maxChunk: 5000 };
+    const toClient: StreamSpec = { seed: 302, total: PROXY_TO_CLIENT, maxChunk: 7000 };
+    const started = performance.now();
+    const [sentHere, atSocket, sentBySocket, receivedHere] = await within(
+      Promise.all([sendSeeded(channel, toServer), receiveChecked(socket, toServer), sendSeeded(socket, toClient), receiveChecked(channel, toClient)]),
+      EXCHANGE_MS,
+      'the exchange through vchan-socket-proxy',
+    );
+    const seconds = (performance.now() - started) / 1000;
+    // We leave; the proxy sees the vchan close and closes the socket.
+    const socketClosed = closed(socket);
+    channel.end();
+    await within(socketClosed, CLOSE_MS, 'vchan-socket-proxy to close the socket after our client left');
+
+    const ok =
+      atSocket.bytes === toServer.total && atSocket.firstMismatch === -1 && atSocket.fnv === sentHere.fnv &&
+      receivedHere.bytes === toClient.total && receivedHere.firstMismatch === -1 && receivedHere.fnv === sentBySocket.fnv;
+    matrix.push({ scenario: 'vchan-socket-proxy server + our client', rings: '1K/2K', toServer: toServer.total, toClient: toClient.total, seconds, ok });
+
+    expect(atSocket).toEqual({ bytes: toServer.total, fnv: sentHere.fnv, firstMismatch: -1, short: false });
+    expect(receivedHere).toEqual({ bytes: toClient.total, fnv: sentBySocket.fnv, firstMismatch: -1, short: false });
+  }, 150_000);
+
+  it('vchan-socket-proxy as the client (vchan to its stdin/stdout), our server', async () => {
+    const { server, channel: accepted } = await listen({ name: shortName('proxy-client'), readMin: 65536, writeMin: 65536 });
+    const proxy = spawn('vchan-socket-proxy', ['--mode=client', String(DOM0), server.path!, '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const tracked = track(proxy, 'vchan-socket-proxy');
+    const proxyDied = tracked.exited.then((code) => Promise.reject(new Error(`vchan-socket-proxy exited with ${code}: ${tracked.stderr()}`)));
+    proxyDied.catch(() => {});
+    const channel = await within(Promise.race([accepted, proxyDied]), 30_000, 'vchan-socket-proxy to connect');
+    const channelClosed = closed(channel);
+
+    // proxy stdin -> vchan (left ring) -> us, and us -> vchan (right) -> proxy stdout
+    const toServer: StreamSpec = { seed: 401, total: PROXY_TO_SERVER, maxChunk: 5000 };
+    const toClient: StreamSpec = { seed: 402, total: PROXY_TO_CLIENT, maxChunk: 70_000 };
+    const started = performance.now();
+    const [sentHere, atStdout, sentToStdin, receivedHere] = await within(
+      Promise.all([sendSeeded(channel, toClient), receiveChecked(proxy.stdout!, toClient), sendSeeded(proxy.stdin!, toServer), receiveChecked(channel, toServer)]),
+      EXCHANGE_MS,
+      'the exchange through vchan-socket-proxy',
+    );
+    const seconds = (performance.now() - started) / 1000;
+    // End of its stdin: the proxy closes the vchan and exits; we see the client go.
+    proxy.stdin!.end();
+    const exitCode = await within(tracked.exited, CLOSE_MS, 'vchan-socket-proxy to exit after the end of its input');
+    await within(channelClosed, CLOSE_MS, 'our channel to close after the proxy left');
+
+    const ok =
+      exitCode === 0 && atStdout.bytes === toClient.total && atStdout.firstMismatch === -1 && atStdout.fnv === sentHere.fnv &&
+      receivedHere.bytes === toServer.total && receivedHere.firstMismatch === -1 && receivedHere.fnv === sentToStdin.fnv;
+    matrix.push({ scenario: 'our server + vchan-socket-proxy client', rings: '64K/64K', toServer: toServer.total, toClient: toClient.total, seconds, ok });
+
+    expect(atStdout).toEqual({ bytes: toClient.total, fnv: sentHere.fnv, firstMismatch: -1, short: false });
+    expect(receivedHere).toEqual({ bytes: toServer.total, fnv: sentToStdin.fnv, firstMismatch: -1, short: false });
+    expect(exitCode).toBe(0);
+  }, 150_000);
+});
