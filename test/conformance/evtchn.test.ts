@@ -106,12 +106,14 @@ describe('evtchn', () => {
     await expect(peer.call('waitEvent', { id: peerChannel, port: peerPort, timeoutMs: SETTLE_MS })).rejects.toThrow(/no event/);
   });
 
-  it('restricts a handle to one domain, once, and never to dom0', () => {
+  it('restricts a handle to binding interdomain with one domain, once, and never to dom0', () => {
+    const offered = local.bindUnbound(OTHER); // bound before the restriction: it stays
     expect(() => local.restrictDomain(0)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     local.restrictDomain(OTHER);
+    expect(local.ports).toEqual([offered]);
+    expect(() => local.bindUnbound(OTHER)).toThrow(expect.objectContaining({ code: 'EACCES' }));
     expect(() => local.bindUnbound(PEER)).toThrow(expect.objectContaining({ code: 'EACCES' }));
     expect(() => local.bindInterdomain(PEER, 1)).toThrow(expect.objectContaining({ code: 'EACCES' }));
-    expect(local.bindUnbound(OTHER)).toBeGreaterThan(0);
     expect(() => local.restrictDomain(PEER)).toThrow(expect.objectContaining({ code: 'EACCES' }));
   });
 

@@ -59,8 +59,9 @@ export abstract class EventChannel extends EventEmitter<EventChannelEvents> {
   /** Throws away events that were queued and not yet emitted. */
   abstract reset(): void;
   /**
-   * From now on this handle may only bind to or from `domid` (EACCES otherwise). Once per handle
-   * (EACCES after), and not to dom0 (EINVAL), as Linux allows.
+   * From now on this handle may only bind interdomain to `domid`: binding to another domain, or
+   * offering a port with bindUnbound, fails with EACCES (ports bound before stay). Once per
+   * handle (EACCES after), and not to dom0 (EINVAL), as Linux allows.
    */
   abstract restrictDomain(domid: number): void;
   /** Unbinds every port and closes the handle (idempotent). */

@@ -60,9 +60,10 @@ export function createServerLink(options: {
   try {
     const events = openEventChannel(options.devices);
     cleanup.add(() => events.close());
-    restrictTo(events, options.clientDomid);
-    // Bound before the page is shared: its unmap notification needs a bound port.
+    // Bound before the page is shared: its unmap notification needs a bound port. Restricted
+    // after: Linux lets a restricted handle bind interdomain only, not offer unbound ports.
     const port = events.bindUnbound(options.clientDomid);
+    restrictTo(events, options.clientDomid);
     const gntalloc = openGntalloc(options.devices);
     cleanup.add(() => gntalloc.close());
     const page0 = gntalloc.share(options.clientDomid, 1);

@@ -84,6 +84,7 @@ export class VchanServer extends EventEmitter<ServerEvents> {
       this.xenstore = this.options.xenstore ?? (await openXenStore(xenstoreOptions(this.options)));
       const self = await this.xenstore.ownDomid();
       const path = this.options.path ?? conventionalPath(self, this.options.domid, this.options.name ?? 'vchan');
+      warnIfTooLongForLibxenvchan(path);
       this.shared = createServerLink({
         clientDomid: this.options.domid,
         leftMin: this.options.readMin ?? 65536,
@@ -168,6 +169,19 @@ export class VchanServer extends EventEmitter<ServerEvents> {
     }
     void this.close();
   }
+}
+
+/**
+ * libxenvchan (4.17) builds "<path>/event-channel" in a 64-byte buffer and silently truncates it,
+ * so a C peer cannot use a longer path. We can; we only warn, once per path.
+ */
+const LIBXENVCHAN_KEY_BUFFER = 64;
+function warnIfTooLongForLibxenvchan(path: string): void {
+  if (`${path}/event-channel`.length < LIBXENVCHAN_KEY_BUFFER) return;
+  process.emitWarning(
+    `The vchan path ${path} is ${path.length} characters; a libxenvchan peer can only use paths up to ${LIBXENVCHAN_KEY_BUFFER - 15} (shorten the name if one will connect).`,
+    { code: 'XEN_VCHAN_LONG_PATH' },
+  );
 }
 
 /** Writes ring-ref and event-channel in one transaction, readable by the client only. */

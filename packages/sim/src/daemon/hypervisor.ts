@@ -271,7 +271,8 @@ export class Hypervisor {
 
   op_evtchn_bindUnbound(client: Client, request: Requests['evtchn.bindUnbound']): Replies['evtchn.bindUnbound'] {
     const handle = this.handleOf(client, request.handle, 'evtchn');
-    this.checkRestriction(handle, request.remoteDomain);
+    // As Linux: a restricted handle may only bind interdomain, never offer a port.
+    if (handle.restrictedTo !== null) throw new ControlFailure('EACCES', `this handle is restricted to domain ${handle.restrictedTo}: it may not offer ports`);
     const domain = this.domain(handle.domid);
     const port = this.freePort(domain);
     domain.ports.write(port, { state: PortState.Unbound, remoteDomain: request.remoteDomain, remotePort: 0, owner: handle.id });
