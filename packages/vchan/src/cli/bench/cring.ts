@@ -1,0 +1,102 @@
+/**
+ * The C shared-memory ring (bench/shm-ring.c at the top of the repository): built from source
+ * with the machine's C compiler the first time it is needed, into bench/build/, and run once per
+ * measurement. It forks itself into a producer and a consumer.
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export const C_SOURCE_NAME = 'shm-ring.c';
+const FLAGS = ['-O2', '-std=c11', '-Wall'];
+
+export interface CThroughput {
+  bytes: number;
+  sent: number;
+  measuredBytes: number;
+  seconds: number;
+  verified: boolean;
+  consumerNotifies: number;
+  consumerSleeps: number;
+}
+
+export interface CLatency {
+  roundTrips: number;
+  p50Us: number;
+  p99Us: number;
+  meanUs: number;
+  minUs: number;
+  verified: boolean;
+}
+
+/** bench/shm-ring.c, looked for above this module (the repository checkout). */
+export function findCSource(): string | null {
+  if (process.env.XEN_VCHAN_BENCH_C_SOURCE) return process.env.XEN_VCHAN_BENCH_C_SOURCE;
+  let directory = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const candidate = path.join(directory, 'bench', C_SOURCE_NAME);
+    if (existsSync(candidate)) return candidate;
+    const parent = path.dirname(directory);
+    if (parent === directory) return null;
+    directory = parent;
+  }
+}
+
+export class CRingError extends Error {}
+
+/**
+ * Compiles the ring unless a binary of this very source and compiler is already there; returns
+ * its path. The binary's name carries a hash of both, so an edit of the source rebuilds it.
+ */
+export async function buildCRing(source: string): Promise<{ binary: string; built: boolean; compiler: string }> {
+  const compiler = process.env.CC || 'cc';
+  const text = readFileSync(source);
+  const hash = createHash('sha256').update(text).update(compiler).update(FLAGS.join(' ')).digest('hex').slice(0, 12);
+  const directory = path.join(path.dirname(source), 'build');
+  const binary = path.join(directory, `shm-ring-${hash}`);
+  if (existsSync(binary)) return { binary, built: false, compiler };
+  mkdirSync(directory, { recursive: true });
+  const temporary = `${binary}.${process.pid}.tmp`;
+  try {
+    await run(compiler, [...FLAGS, '-o', temporary, source], { timeout: 120_000 });
+    renameSync(temporary, binary);
+    // Builds of older sources are of no more use.
+    for (const entry of readdirSync(directory)) {
+      if (/^shm-ring-[0-9a-f]{12}$/.test(entry) && path.join(directory, entry) !== binary) rmSync(path.join(directory, entry), { force: true });
+    }
+  } catch (error) {
+    rmSync(temporary, { force: true });
+    const { code, stderr } = error as { code?: string; stderr?: string };
+    if (code === 'ENOENT') {
+      throw new CRingError(
+        `no C compiler: "${compiler}" was not found. The C ring is built from ${source} at bench time; install one (Debian: apt-get install gcc) or set CC, or run with --no-c-ring to leave the C ring out.`,
+      );
+    }
+    throw new CRingError(`building the C ring failed: ${compiler} ${[...FLAGS, '-o', temporary, source].join(' ')}\n${stderr ?? (error as Error).message}`);
+  }
+  return { binary, built: true, compiler };
+}
+
+async function runC(binary: string, args: string[], seconds: number): Promise<unknown> {
+  try {
+    const { stdout } = await run(binary, args, { timeout: (seconds + 30) * 1000 });
+    return JSON.parse(stdout);
+  } catch (error) {
+    const { code, stderr } = error as { code?: number | string; stderr?: string };
+    const failure = new CRingError(`the C ring (${path.basename(binary)} ${args.join(' ')}) failed${code === 2 ? ': its data did not verify' : ''}: ${(stderr ?? (error as Error).message).trim()}`);
+    throw Object.assign(failure, { code: code === 2 ? 'EBADMSG' : 'ECHILD' });
+  }
+}
+
+export async function cThroughput(binary: string, chunk: number, ring: number, seconds: number, spin: boolean): Promise<CThroughput> {
+  return (await runC(binary, ['throughput', String(chunk), String(ring), String(seconds), spin ? 'spin' : 'wait'], seconds)) as CThroughput;
+}
+
+export async function cLatency(binary: string, size: number, ring: number, seconds: number, spin: boolean): Promise<CLatency> {
+  return (await runC(binary, ['latency', String(size), String(ring), String(seconds), spin ? 'spin' : 'wait'], seconds)) as CLatency;
+}

@@ -1,0 +1,175 @@
+/** What a bench run produces: the rows of its tables, the targets, and how they are computed. */
+import type { VchanStats } from '../../stream.js';
+
+export type Transport = 'vchan' | 'unix' | 'tcp' | 'c-ring' | 'c-ring-spin';
+
+export const TRANSPORTS: readonly { id: Transport; label: string; description: string; color: string }[] = [
+  { id: 'vchan', label: 'vchan', description: 'Node: a Vchan Duplex (this library)', color: '#1f6feb' },
+  { id: 'unix', label: 'unix socket', description: 'Node: net.Socket over a Unix domain socket', color: '#d97706' },
+  { id: 'tcp', label: 'tcp loopback', description: 'Node: net.Socket over TCP on 127.0.0.1', color: '#9333ea' },
+  { id: 'c-ring', label: 'C ring', description: 'C: shared-memory ring, sleeping on an eventfd (bench/shm-ring.c)', color: '#16a34a' },
+  { id: 'c-ring-spin', label: 'C ring (spin)', description: 'C: the same ring, both sides spinning', color: '#6b7280' },
+];
+
+export function transportLabel(id: Transport): string {
+  return TRANSPORTS.find((transport) => transport.id === id)?.label ?? id;
+}
+
+export interface ThroughputRow {
+  transport: Transport;
+  /** Bytes per write(). */
+  chunk: number;
+  /** Ring size each way; null for sockets. */
+  ring: number | null;
+  /** Bytes received and verified per second, over the receiver's clock, in MiB/s. */
+  mibPerSecond: number | null;
+  /** Bytes received and verified (equal to the bytes the sender sent). */
+  bytes: number;
+  /** Bytes after the first piece, over `seconds`. */
+  measuredBytes: number;
+  /** Receiver's clock, first piece to last. */
+  seconds: number;
+  verified: true;
+  /** mibPerSecond over Node-over-a-Unix-socket's at the same chunk. */
+  vsUnix: number | null;
+  /** mibPerSecond over the C ring's (eventfd) at the same chunk and ring (sockets: the largest ring). */
+  vsCRing: number | null;
+  /** Wake-ups (events or eventfd writes) per MiB, both directions; null where not counted. */
+  wakeupsPerMiB: number | null;
+  /** vchan only: each side's counters. */
+  senderStats?: VchanStats;
+  receiverStats?: VchanStats;
+  /** With --repeat: MiB/s of every repeat, in order (the row is the median one). */
+  samples?: (number | null)[];
+  /** C ring only: what the consumer did. */
+  consumer?: { notifies: number; sleeps: number };
+}
+
+export interface LatencyRow {
+  transport: Transport;
+  /** Message size in bytes. */
+  size: number;
+  ring: number | null;
+  roundTrips: number;
+  p50Us: number;
+  p99Us: number;
+  meanUs: number;
+  minUs: number;
+  /** p50 over Node-over-a-Unix-socket's. */
+  vsUnix: number | null;
+  pingStats?: VchanStats;
+}
+
+export interface RpcRow {
+  transport: Transport;
+  sequential: { calls: number; seconds: number; callsPerSecond: number; p50Us: number; p99Us: number };
+  concurrent: { inFlight: number; calls: number; seconds: number; callsPerSecond: number; p50Us: number; p99Us: number };
+}
+
+export interface Target {
+  id: string;
+  description: string;
+  /** The measured ratio, or null when the run did not measure both sides. */
+  ratio: number | null;
+  goal: string;
+  pass: boolean | null;
+  detail: string;
+}
+
+export interface BenchResults {
+  tool: 'vchan bench';
+  version: 1;
+  startedAt: string;
+  wallSeconds: number;
+  machine: { cpus: number; cpuModel: string; node: string; platform: string; kernel: string; hostname: string };
+  setup: {
+    mode: 'sim' | 'xen-local' | 'remote';
+    backend: string;
+    description: string;
+    secondsPerMeasurement: number;
+    repeat: number;
+    chunks: number[];
+    rings: number[];
+    latencySize: number;
+    latencyRing: number;
+    rpcInFlight: number;
+    cRing: boolean;
+    cCompiler?: string;
+  };
+  transports: Transport[];
+  throughput: ThroughputRow[];
+  latency: LatencyRow[];
+  rpc: RpcRow[];
+  targets: Target[];
+}
+
+export const MiB = 1 << 20;
+
+export function formatSize(bytes: number): string {
+  if (bytes >= MiB && bytes % MiB === 0) return `${bytes / MiB} MiB`;
+  if (bytes >= 1024 && bytes % 1024 === 0) return `${bytes / 1024} KiB`;
+  return `${bytes} B`;
+}
+
+/** Fills vsUnix / vsCRing once every row is in. */
+export function addRatios(results: Pick<BenchResults, 'throughput' | 'latency' | 'setup'>): void {
+  const find = (transport: Transport, chunk: number, ring: number | null) =>
+    results.throughput.find((row) => row.transport === transport && row.chunk === chunk && row.ring === ring && row.mibPerSecond !== null);
+  const largestRing = Math.max(...results.setup.rings);
+  for (const row of results.throughput) {
+    const unix = find('unix', row.chunk, null);
+    const cRing = find('c-ring', row.chunk, row.ring ?? largestRing);
+    row.vsUnix = unix && row.mibPerSecond !== null ? row.mibPerSecond / unix.mibPerSecond! : null;
+    row.vsCRing = cRing && row.mibPerSecond !== null ? row.mibPerSecond / cRing.mibPerSecond! : null;
+  }
+  const unixLatency = results.latency.find((row) => row.transport === 'unix');
+  for (const row of results.latency) row.vsUnix = unixLatency ? row.p50Us / unixLatency.p50Us : null;
+}
+
+/** The design's targets, from this run's rows alone. */
+export function computeTargets(results: Pick<BenchResults, 'throughput' | 'latency'>): Target[] {
+  const at = (transport: Transport, chunk: number, ring: number | null) =>
+    results.throughput.find((row) => row.transport === transport && row.chunk === chunk && row.ring === ring)?.mibPerSecond ?? null;
+  const vchan = at('vchan', 65536, MiB);
+  const unix = at('unix', 65536, null);
+  const cRing = at('c-ring', 65536, MiB);
+  const mib = (value: number | null) => (value === null ? 'not measured' : `${value.toFixed(0)} MiB/s`);
+  const targets: Target[] = [];
+  {
+    const ratio = vchan !== null && unix !== null ? vchan / unix : null;
+    targets.push({
+      id: 'throughput-vs-unix',
+      description: 'vchan, 64 KiB writes over 1 MiB rings, vs Node over a Unix socket',
+      ratio,
+      goal: '>= 3x',
+      pass: ratio === null ? null : ratio >= 3,
+      detail: `${mib(vchan)} vs ${mib(unix)}`,
+    });
+  }
+  {
+    const ratio = vchan !== null && cRing !== null ? vchan / cRing : null;
+    targets.push({
+      id: 'throughput-vs-c-ring',
+      description: 'vchan, 64 KiB writes over 1 MiB rings, vs the C ring',
+      ratio,
+      goal: '>= 0.6x',
+      pass: ratio === null ? null : ratio >= 0.6,
+      detail: `${mib(vchan)} vs ${mib(cRing)}`,
+    });
+  }
+  {
+    const vchanRtt = results.latency.find((row) => row.transport === 'vchan')?.p50Us ?? null;
+    const unixRtt = results.latency.find((row) => row.transport === 'unix')?.p50Us ?? null;
+    const ratio = vchanRtt !== null && unixRtt !== null ? vchanRtt / unixRtt : null;
+    const us = (value: number | null) => (value === null ? 'not measured' : `${value.toFixed(1)} µs`);
+    targets.push({
+      id: 'round-trip-vs-unix',
+      description: 'vchan, 64-byte round trip (median), vs Node over a Unix socket',
+      ratio,
+      goal: '<= 0.5x',
+      pass: ratio === null ? null : ratio <= 0.5,
+      detail: `${us(vchanRtt)} vs ${us(unixRtt)}`,
+    });
+  }
+  return targets;
+}

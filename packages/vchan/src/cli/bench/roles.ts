@@ -1,0 +1,260 @@
+/**
+ * What each end of a measurement does with its stream. The same code runs over a vchan, a Unix
+ * socket and TCP, so the only difference between the rows of the table is the transport.
+ */
+import type { Duplex } from 'node:stream';
+import { RpcPeer } from '../../rpc.js';
+import { PERIOD, type Pattern, Verifier } from './pattern.js';
+
+export interface SendResult {
+  /** Bytes handed to write() and flushed (the stream finished). */
+  sent: number;
+  writes: number;
+}
+
+export interface ReceiveResult {
+  /** Bytes received and verified against the pattern. */
+  bytes: number;
+  /** Bytes received after the first piece: what `seconds` measures. */
+  measuredBytes: number;
+  /** Receiver's clock, from the first piece to the last. */
+  seconds: number;
+  pieces: number;
+}
+
+export interface LatencyResult {
+  roundTrips: number;
+  p50Us: number;
+  p99Us: number;
+  meanUs: number;
+  minUs: number;
+}
+
+export interface RpcResult {
+  /** One call in flight at a time. */
+  sequential: { calls: number; seconds: number; callsPerSecond: number; p50Us: number; p99Us: number };
+  /** `inFlight` calls in flight at all times. */
+  concurrent: { inFlight: number; calls: number; seconds: number; callsPerSecond: number; p50Us: number; p99Us: number };
+}
+
+/** Round trips (or calls) discarded at the start, while code warms up. */
+const WARMUP = 100;
+const MAX_SAMPLES = 1 << 20;
+
+function waitFor(stream: Duplex, event: 'drain' | 'finish'): Promise<void> {
+  if (event === 'finish' && stream.writableFinished) return Promise.resolve();
+  // A destroyed stream has said 'close' already and never says anything again.
+  if (stream.destroyed) return Promise.reject(stream.errored ?? new Error(`the stream was destroyed while waiting for '${event}'`));
+  return new Promise((resolve, reject) => {
+    const done = (error?: Error | null) => {
+      stream.off(event, onEvent);
+      stream.off('close', onClose);
+      stream.off('error', done);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onEvent = () => done();
+    const onClose = () => done(stream.errored ?? new Error(`the stream closed while waiting for '${event}'`));
+    stream.on(event, onEvent);
+    stream.on('close', onClose);
+    stream.on('error', done);
+  });
+}
+
+/** Writes `chunk`-byte pieces of the pattern for `seconds`, honouring backpressure, then ends. */
+export async function send(stream: Duplex, pattern: Pattern, chunk: number, seconds: number): Promise<SendResult> {
+  const deadline = performance.now() + seconds * 1000;
+  // Small writes: look at the clock every so often only.
+  const batch = Math.max(1, Math.floor(65536 / chunk));
+  let sent = 0;
+  let writes = 0;
+  let offset = 0;
+  for (;;) {
+    for (let i = 0; i < batch; i++) {
+      const piece = pattern.slice(offset, chunk);
+      offset = (offset + chunk) % PERIOD;
+      sent += chunk;
+      writes++;
+      if (!stream.write(piece)) await waitFor(stream, 'drain');
+    }
+    if (performance.now() >= deadline) break;
+  }
+  const finished = waitFor(stream, 'finish');
+  stream.end();
+  await finished;
+  return { sent, writes };
+}
+
+/** Reads until the end, checking every byte against the pattern. */
+export function receive(stream: Duplex, pattern: Pattern): Promise<ReceiveResult> {
+  return new Promise((resolve, reject) => {
+    const verifier = new Verifier(pattern);
+    let first = 0;
+    let last = 0;
+    let firstPiece = 0;
+    let pieces = 0;
+    let settled = false;
+    const fail = (error: Error) => {
+      if (settled) return;
+      settled = true;
+      reject(error);
+    };
+    stream.on('data', (piece: Buffer) => {
+      const now = performance.now();
+      if (pieces === 0) {
+        first = now;
+        firstPiece = piece.length;
+      }
+      last = now;
+      pieces++;
+      if (!verifier.check(piece)) {
+        const error = Object.assign(new Error(verifier.failure!), { code: 'EBADMSG' });
+        fail(error);
+        stream.destroy(error);
+      }
+    });
+    stream.once('end', () => {
+      if (settled) return;
+      settled = true;
+      resolve({ bytes: verifier.verified, measuredBytes: verifier.verified - firstPiece, seconds: (last - first) / 1000, pieces });
+    });
+    stream.once('error', fail);
+    stream.once('close', () => fail(new Error(`the stream closed after ${verifier.verified} bytes, before its end`)));
+  });
+}
+
+function summarize(samples: Float64Array, count: number): { p50Us: number; p99Us: number; meanUs: number; minUs: number } {
+  if (count === 0) return { p50Us: NaN, p99Us: NaN, meanUs: NaN, minUs: NaN };
+  const sorted = samples.slice(0, count).sort();
+  let sum = 0;
+  for (const sample of sorted) sum += sample;
+  return {
+    p50Us: sorted[Math.floor(count / 2)]! * 1000,
+    p99Us: sorted[Math.floor((count - 1) * 0.99)]! * 1000,
+    meanUs: (sum / count) * 1000,
+    minUs: sorted[0]! * 1000,
+  };
+}
+
+/** Echoes whatever arrives until the peer ends. */
+export function pong(stream: Duplex): Promise<Record<string, never>> {
+  return new Promise((resolve, reject) => {
+    stream.on('data', (piece: Buffer) => stream.write(piece));
+    stream.once('error', reject);
+    stream.once('close', () => resolve({}));
+  });
+}
+
+/** `size`-byte messages, one in flight, each checked when it comes back; for `seconds`. */
+export function ping(stream: Duplex, size: number, seconds: number): Promise<LatencyResult> {
+  return new Promise((resolve, reject) => {
+    const samples = new Float64Array(MAX_SAMPLES);
+    let count = 0;
+    let sequence = 0;
+    let message = Buffer.alloc(0);
+    let got = 0;
+    let started = 0;
+    let deadline = Infinity;
+    let done = false;
+    const next = () => {
+      message = Buffer.allocUnsafe(size).fill(sequence & 0xff);
+      if (size >= 4) message.writeUInt32LE(sequence >>> 0, 0);
+      got = 0;
+      started = performance.now();
+      stream.write(message);
+    };
+    const finish = (error?: Error) => {
+      if (done) return;
+      done = true;
+      stream.off('data', onData);
+      if (error) {
+        reject(error);
+        return;
+      }
+      const result = { roundTrips: count, ...summarize(samples, count) };
+      waitFor(stream, 'finish').then(() => resolve(result), reject);
+      stream.end();
+    };
+    const onData = (piece: Buffer) => {
+      if (got + piece.length > size || !piece.equals(message.subarray(got, got + piece.length))) {
+        finish(Object.assign(new Error(`the echo of message ${sequence} differs from what was sent`), { code: 'EBADMSG' }));
+        return;
+      }
+      got += piece.length;
+      if (got < size) return;
+      const now = performance.now();
+      if (sequence === WARMUP) deadline = now + seconds * 1000;
+      if (sequence >= WARMUP && count < MAX_SAMPLES) samples[count++] = now - started;
+      sequence++;
+      if (now >= deadline) finish();
+      else next();
+    };
+    stream.on('data', onData);
+    stream.once('error', (error) => finish(error));
+    stream.once('close', () => finish(new Error('the stream closed in the middle of the round trips')));
+    next();
+  });
+}
+
+/** Serves `echo` until the peer ends. */
+export function rpcServe(stream: Duplex): Promise<Record<string, never>> {
+  return new Promise((resolve) => {
+    new RpcPeer(stream, { handlers: { echo: (params) => params } });
+    stream.once('close', () => resolve({}));
+  });
+}
+
+/** Calls `echo` one at a time for half of `seconds`, then with `inFlight` calls in flight for the other half. */
+export async function rpcCall(stream: Duplex, seconds: number, inFlight: number): Promise<RpcResult> {
+  const rpc = new RpcPeer(stream, { timeout: 0 });
+  let id = 0;
+  const call = async () => {
+    const n = id++;
+    const reply = (await rpc.call('echo', { n, text: 'ping' })) as { n?: number };
+    if (reply?.n !== n) throw Object.assign(new Error(`call ${n} came back as ${JSON.stringify(reply)}`), { code: 'EBADMSG' });
+  };
+  for (let i = 0; i < WARMUP; i++) await call();
+
+  const samples = new Float64Array(MAX_SAMPLES);
+  let count = 0;
+  let started = performance.now();
+  let deadline = started + (seconds / 2) * 1000;
+  for (;;) {
+    const before = performance.now();
+    if (before >= deadline && count > 0) break;
+    await call();
+    if (count < MAX_SAMPLES) samples[count++] = performance.now() - before;
+  }
+  const sequentialSeconds = (performance.now() - started) / 1000;
+  const sequential = { calls: count, seconds: sequentialSeconds, callsPerSecond: count / sequentialSeconds, ...pick(summarize(samples, count)) };
+
+  const concurrentSamples = new Float64Array(MAX_SAMPLES);
+  let calls = 0;
+  started = performance.now();
+  deadline = started + (seconds / 2) * 1000;
+  const lane = async () => {
+    while (performance.now() < deadline || calls === 0) {
+      const before = performance.now();
+      await call();
+      if (calls < MAX_SAMPLES) concurrentSamples[calls] = performance.now() - before;
+      calls++;
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, lane));
+  const concurrentSeconds = (performance.now() - started) / 1000;
+  const concurrent = {
+    inFlight,
+    calls,
+    seconds: concurrentSeconds,
+    callsPerSecond: calls / concurrentSeconds,
+    ...pick(summarize(concurrentSamples, Math.min(calls, MAX_SAMPLES))),
+  };
+  const finished = waitFor(stream, 'finish');
+  rpc.close();
+  await finished;
+  return { sequential, concurrent };
+}
+
+function pick(summary: { p50Us: number; p99Us: number }): { p50Us: number; p99Us: number } {
+  return { p50Us: summary.p50Us, p99Us: summary.p99Us };
+}

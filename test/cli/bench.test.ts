@@ -1,0 +1,117 @@
+// `vchan bench`, run as the real binary: a quick sweep must measure every transport, verify what
+// it counts, and write the JSON and the chart. No timing is asserted here: the targets are for
+// `pnpm bench` to report, never for unit tests to enforce.
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const bin = path.join(root, 'packages/vchan/bin/vchan.js');
+const scratch = mkdtempSync(path.join(os.tmpdir(), 'vchan-bench-test-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+const env = () => ({ ...process.env, XEN_VCHAN_BACKEND: 'sim' });
+
+const vchan = (args: string[], timeout = 25_000) =>
+  promisify(execFile)(process.execPath, [bin, ...args], { timeout, env: env(), cwd: scratch }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+  );
+
+interface Results {
+  setup: { mode: string; chunks: number[]; rings: number[] };
+  transports: string[];
+  throughput: { transport: string; chunk: number; ring: number | null; mibPerSecond: number | null; bytes: number; verified: boolean }[];
+  latency: { transport: string; roundTrips: number; p50Us: number; p99Us: number }[];
+  rpc: { transport: string; sequential: { calls: number }; concurrent: { calls: number } }[];
+  targets: { id: string; pass: boolean | null; ratio: number | null }[];
+}
+
+const ALL = ['vchan', 'unix', 'tcp', 'c-ring', 'c-ring-spin'];
+
+describe('vchan bench', () => {
+  it('runs a quick sweep of every transport and writes the table, the JSON and the chart', { timeout: 30_000 }, async () => {
+    const json = path.join(scratch, 'out', 'bench.json');
+    const chart = path.join(scratch, 'out', 'bench.html');
+    const { code, stdout, stderr } = await vchan(['bench', '--quick', '--json', json, '--chart', chart]);
+    expect(stderr).not.toMatch(/vchan bench: .*(failed|error)/i);
+    expect(code).toBe(0);
+
+    const results = JSON.parse(readFileSync(json, 'utf8')) as Results;
+    expect(results.setup.mode).toBe('sim');
+    expect(results.transports.sort()).toEqual([...ALL].sort());
+    // Every transport at every chunk (and every ring, for the rings), all of it verified.
+    for (const transport of ALL) {
+      for (const chunk of results.setup.chunks) {
+        const rings = transport === 'unix' || transport === 'tcp' ? [null] : results.setup.rings;
+        for (const ring of rings) {
+          const row = results.throughput.find((candidate) => candidate.transport === transport && candidate.chunk === chunk && candidate.ring === ring);
+          expect(row, `${transport} ${chunk} ${ring}`).toBeDefined();
+          expect(row!.verified).toBe(true);
+          expect(row!.bytes).toBeGreaterThan(0);
+        }
+      }
+      const latency = results.latency.find((row) => row.transport === transport);
+      expect(latency, `${transport} latency`).toBeDefined();
+      expect(latency!.roundTrips).toBeGreaterThan(0);
+      expect(latency!.p99Us).toBeGreaterThanOrEqual(latency!.p50Us);
+    }
+    expect(results.rpc.map((row) => row.transport).sort()).toEqual(['unix', 'vchan']);
+    for (const row of results.rpc) expect(row.sequential.calls).toBeGreaterThan(0);
+    // The targets are computed and shown, whatever they say on this machine.
+    expect(results.targets.map((target) => target.id)).toEqual(['throughput-vs-unix', 'throughput-vs-c-ring', 'round-trip-vs-unix']);
+    for (const target of results.targets) expect(target.ratio).toBeGreaterThan(0);
+
+    expect(existsSync(chart)).toBe(true);
+    expect(statSync(chart).size).toBeGreaterThan(0);
+    const html = readFileSync(chart, 'utf8');
+    expect(html).toMatch(/<svg/);
+    expect(html).not.toMatch(/<script/); // readable without network or scripts
+
+    expect(stdout).toMatch(/Throughput/);
+    expect(stdout).toMatch(/Round trip/);
+    expect(stdout).toMatch(/RPC/);
+    expect(stdout).toMatch(/(PASS|MISS) +vchan, 64 KiB writes/);
+    expect(stdout).toMatch(/wall time/);
+  });
+
+  it('measures the vchan against `vchan bench --serve` in the other domain', { timeout: 30_000 }, async () => {
+    const name = `bench-serve-${process.pid}`;
+    const serving = spawn(process.execPath, [bin, 'bench', '--serve', '--once', '--domain', '2', '--sim-domid', '1', '--name', name], {
+      env: env(),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const served = new Promise<number>((resolve) => serving.once('exit', (code) => resolve(code ?? 1)));
+    try {
+      // Waits for the server's publication itself (connect's XenStore watch).
+      const json = path.join(scratch, 'remote.json');
+      const { code, stderr } = await vchan([
+        'bench', '--domain', '1', '--sim-domid', '2', '--name', name,
+        '--chunks', '64KiB', '--rings', '64KiB', '--seconds', '0.1', '--no-c-ring',
+        '--json', json, '--chart', path.join(scratch, 'remote.html'),
+      ]);
+      expect(stderr).not.toMatch(/vchan bench: .*(failed|error)/i);
+      expect(code).toBe(0);
+      const results = JSON.parse(readFileSync(json, 'utf8')) as Results;
+      expect(results.setup.mode).toBe('remote');
+      expect(results.transports.sort()).toEqual(['tcp', 'unix', 'vchan']);
+      expect(results.throughput.find((row) => row.transport === 'vchan')?.bytes).toBeGreaterThan(0);
+      expect(await served).toBe(0);
+    } finally {
+      serving.kill();
+    }
+  });
+
+  it('exits 2 on a bad command line', async () => {
+    const cases = [['--chunks', '12x'], ['--rings', '3000'], ['--rings', '2MiB'], ['--seconds', 'soon'], ['--repeat', '0'], ['--frobnicate'], ['--once'], ['--serve']];
+    const outcomes = await Promise.all(cases.map((args) => vchan(['bench', ...args])));
+    outcomes.forEach(({ code, stderr }, index) => {
+      expect(code, cases[index]!.join(' ')).toBe(2);
+      expect(stderr).toMatch(/--help/);
+    });
+  });
+});
