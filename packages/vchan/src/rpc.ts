@@ -70,7 +70,8 @@ export class RpcPeer extends EventEmitter<{ close: [error: Error | null] }> {
   private readonly codec: Codec;
   private readonly handlers = new Map<string, Handler>();
   private readonly pending = new Map<number, PendingCall>();
-  private readonly serving = new Map<number, AbortController>();
+  /** Calls being served, each with a way to get (and so create) its AbortController. */
+  private readonly serving = new Map<number, () => AbortController>();
   private readonly defaultTimeout: number;
   private nextId = 1;
   private closed: Error | null | undefined;
@@ -161,7 +162,7 @@ export class RpcPeer extends EventEmitter<{ close: [error: Error | null] }> {
         this.settle(message.id, new RemoteError(message.error.code, message.error.message, message.error.name));
         return;
       case 'cancel':
-        this.serving.get(message.id)?.abort(new XenVchanError('ABORT_ERR', 'The caller cancelled this call.'));
+        this.serving.get(message.id)?.().abort(new XenVchanError('ABORT_ERR', 'The caller cancelled this call.'));
         return;
       default:
         this.messages.stream.destroy(new XenVchanError('EPROTO', 'An RPC message of unknown type arrived.'));
@@ -170,12 +171,21 @@ export class RpcPeer extends EventEmitter<{ close: [error: Error | null] }> {
 
   private async serve(message: Extract<Wire, { type: 'call' }>): Promise<void> {
     const handler = this.handlers.get(message.method);
-    const controller = new AbortController();
-    this.serving.set(message.id, controller);
+    // Most handlers never look at their signal: the controller is made only when one does, or
+    // when a cancel or a close has to be passed on.
+    let controller: AbortController | null = null;
+    const control = () => (controller ??= new AbortController());
+    const context = {
+      method: message.method,
+      get signal() {
+        return control().signal;
+      },
+    };
+    this.serving.set(message.id, control);
     let reply: Wire;
     try {
       if (!handler) throw new XenVchanError('ERR_RPC_NO_METHOD', `No method ${JSON.stringify(message.method)} is served here.`);
-      const value = await handler(message.params, { signal: controller.signal, method: message.method });
+      const value = await handler(message.params, context);
       reply = { type: 'result', id: message.id, value };
     } catch (error) {
       const { code, message: text, name } = error as { code?: unknown; message?: unknown; name?: unknown };
@@ -191,7 +201,7 @@ export class RpcPeer extends EventEmitter<{ close: [error: Error | null] }> {
     } finally {
       this.serving.delete(message.id);
     }
-    if (controller.signal.aborted || this.closed !== undefined) return;
+    if ((controller as AbortController | null)?.signal.aborted || this.closed !== undefined) return;
     await this.post(reply).catch(() => {});
   }
 
@@ -199,7 +209,7 @@ export class RpcPeer extends EventEmitter<{ close: [error: Error | null] }> {
     if (this.closed !== undefined) return;
     this.closed = error;
     for (const id of [...this.pending.keys()]) this.settle(id, this.closedError());
-    for (const controller of this.serving.values()) controller.abort(this.closedError());
+    for (const control of this.serving.values()) control().abort(this.closedError());
     this.emit('close', error);
   }
 

@@ -26,7 +26,54 @@ interface PendingWrite {
 }
 
 /** Largest Buffer handed to a reader at once. */
-const MAX_READ_CHUNK = 64 * 1024;
+const MAX_READ_CHUNK = 256 * 1024;
+/** Default stream buffers: large enough that a 1 MiB ring is kept busy by 64 KiB writes. */
+const DEFAULT_HIGH_WATER_MARK = 256 * 1024;
+
+/**
+ * Before sleeping on the event channel, a side may busy-wait on the ring for up to this long (ms).
+ * A wake-up through the event channel costs tens of microseconds (a syscall and the peer's event
+ * loop); a peer that answers within a few microseconds is caught by polling the index instead, and
+ * then need not send an event at all. After a few spins in a row that the peer did not answer in
+ * time, a side stops spinning, and tries once again every so many sleeps.
+ */
+const SPIN_MS = 0.05;
+const SPIN_GIVE_UP_AFTER = 3;
+const SPIN_RETRY_EVERY = 32;
+
+/** Whether one direction's waits are worth spinning for, judged by how recent spins went. */
+class SpinPolicy {
+  private misses = 0;
+  private sleepsSinceRetry = 0;
+
+  get worthIt(): boolean {
+    return this.misses < SPIN_GIVE_UP_AFTER;
+  }
+
+  /** Spins for `probe` to reach `needed`; returns the last value seen. */
+  spin(probe: () => number, needed: number): number {
+    let value = probe();
+    if (value >= needed || !this.worthIt) return value;
+    const deadline = performance.now() + SPIN_MS;
+    for (let turn = 1; ; turn++) {
+      value = probe();
+      if (value >= needed) {
+        this.misses = 0;
+        return value;
+      }
+      if ((turn & 31) === 0 && performance.now() > deadline) {
+        this.misses++;
+        return value;
+      }
+    }
+  }
+
+  slept(): void {
+    if (this.worthIt || ++this.sleepsSinceRetry < SPIN_RETRY_EVERY) return;
+    this.sleepsSinceRetry = 0;
+    this.misses = SPIN_GIVE_UP_AFTER - 1; // one more try
+  }
+}
 
 /** Chunks queued by send(): they go into the ring in one piece or wait until they can. */
 const wholeMessages = new WeakSet<Uint8Array>();
@@ -36,16 +83,31 @@ const wholeMessages = new WeakSet<Uint8Array>();
  * out of the ring it reads; one event channel wakes both directions and tells of the peer's close.
  * Every event is only a hint: each wake-up re-reads the shared state, and every value the peer
  * controls is validated (a violation destroys the stream with EPROTO).
+ *
+ * Events are batched: the peer is told about moved indices when half a ring has moved, or when
+ * this side is about to wait or stop, never later. A peer that asked to be woken is therefore
+ * always woken before this side could need it to act.
  */
 export class Vchan extends Duplex {
   private link: VchanLink | null;
   private pending: PendingWrite | null = null;
   private wantsData = false;
   private ended = false;
+  private spinScheduled = false;
+  private readonly readSpin = new SpinPolicy();
+  private readonly writeSpin = new SpinPolicy();
+  /** Bytes consumed / produced since the peer was last told. */
+  private consumedUntold = 0;
+  private producedUntold = 0;
   private readonly counters: VchanStats = { bytesRead: 0, bytesWritten: 0, eventsSent: 0, eventsReceived: 0, writeStalls: 0, readStalls: 0 };
 
   constructor(link: VchanLink, options: DuplexOptions = {}) {
-    super({ ...options, allowHalfOpen: false });
+    super({
+      readableHighWaterMark: DEFAULT_HIGH_WATER_MARK,
+      writableHighWaterMark: DEFAULT_HIGH_WATER_MARK,
+      ...options,
+      allowHalfOpen: false,
+    });
     this.link = link;
     link.events.on('event', this.onEvent);
     // Anything that happened before we listened (data, a close) is picked up now.
@@ -181,9 +243,23 @@ export class Vchan extends Duplex {
     }
   }
 
-  private notifyPeer(): void {
-    this.link!.events.notify(this.link!.port);
+  private notifyPeer(link: VchanLink): void {
+    link.events.notify(link.port);
     this.counters.eventsSent++;
+  }
+
+  /** Tells a writer waiting for space that we consumed, if it asked. */
+  private tellConsumed(link: VchanLink): void {
+    if (this.consumedUntold === 0) return;
+    this.consumedUntold = 0;
+    if (link.control.takeWakeRequest(NOTIFY_READ)) this.notifyPeer(link);
+  }
+
+  /** Tells a reader waiting for data that we produced, if it asked. */
+  private tellProduced(link: VchanLink): void {
+    if (this.producedUntold === 0) return;
+    this.producedUntold = 0;
+    if (link.control.takeWakeRequest(NOTIFY_WRITE)) this.notifyPeer(link);
   }
 
   private pull(): void {
@@ -195,26 +271,57 @@ export class Vchan extends Duplex {
       const peerGone = this.peerLive(link) === LIVE_GONE;
       let ready = link.reader.available();
       if (ready === 0) {
+        this.tellConsumed(link);
         if (peerGone) {
           this.ended = true;
           this.push(null);
           return;
         }
         if (!this.wantsData) return;
-        link.control.requestWake(NOTIFY_WRITE);
-        ready = link.reader.available(); // it may have been written before our request was seen
-        if (ready === 0) {
-          this.counters.readStalls++;
+        if (this.readSpin.worthIt) {
+          // Spin only after the caller's own reaction to what it just read (often a write the
+          // peer answers) has run: polling before it would wait for an answer not yet asked for.
+          if (!this.spinScheduled) {
+            this.spinScheduled = true;
+            setImmediate(this.spinForData);
+          }
           return;
         }
+        if (this.sleepForData(link)) return;
+        ready = link.reader.available();
       }
-      if (!this.wantsData) return;
+      if (!this.wantsData) {
+        this.tellConsumed(link);
+        return;
+      }
       const buffer = Buffer.allocUnsafe(Math.min(ready, MAX_READ_CHUNK));
       const count = link.reader.readInto(buffer, ready);
       this.counters.bytesRead += count;
-      if (link.control.takeWakeRequest(NOTIFY_READ)) this.notifyPeer();
+      this.consumedUntold += count;
+      if (this.consumedUntold >= link.reader.size / 2) this.tellConsumed(link);
       this.wantsData = this.push(buffer);
     }
+  }
+
+  private readonly spinForData = () => {
+    this.spinScheduled = false;
+    const link = this.link;
+    if (!link || this.ended || !this.wantsData) return;
+    this.guard(() => {
+      if (this.readSpin.spin(() => link.reader.available(), 1) > 0 || !this.sleepForData(link)) this.pull();
+    });
+  };
+
+  /**
+   * Asks the peer for an event when it writes, then looks once more (it may have written before it
+   * saw the request). True if the ring is still empty and we now sleep until the event.
+   */
+  private sleepForData(link: VchanLink): boolean {
+    link.control.requestWake(NOTIFY_WRITE);
+    if (link.reader.available() > 0) return false;
+    this.counters.readStalls++;
+    this.readSpin.slept();
+    return true;
   }
 
   private flush(): void {
@@ -229,25 +336,34 @@ export class Vchan extends Duplex {
         return;
       }
       const chunk = pending.chunks[pending.chunk]!;
-      let free = link.writer.space();
       const whole = pending.offset === 0 && wholeMessages.has(chunk);
-      if (free === 0 || (whole && free < chunk.length)) {
-        link.control.requestWake(NOTIFY_READ);
-        free = link.writer.space(); // it may have been consumed before our request was seen
-        if (free === 0 || (whole && free < chunk.length)) {
-          this.counters.writeStalls++;
-          return;
+      const needed = whole ? chunk.length : 1;
+      let free = link.writer.space();
+      if (free < needed) {
+        // The reader must know about what is in the ring before we wait for it to make room.
+        this.tellProduced(link);
+        free = this.writeSpin.spin(() => link.writer.space(), needed);
+        if (free < needed) {
+          link.control.requestWake(NOTIFY_READ);
+          free = link.writer.space(); // it may have been consumed before our request was seen
+          if (free < needed) {
+            this.counters.writeStalls++;
+            this.writeSpin.slept();
+            return;
+          }
         }
       }
       const count = link.writer.writeFrom(chunk.subarray(pending.offset), free);
       this.counters.bytesWritten += count;
-      if (link.control.takeWakeRequest(NOTIFY_WRITE)) this.notifyPeer();
+      this.producedUntold += count;
+      if (this.producedUntold >= link.writer.size / 2) this.tellProduced(link);
       pending.offset += count;
       if (pending.offset === chunk.length) {
         pending.chunk++;
         pending.offset = 0;
       }
     }
+    this.tellProduced(link);
     this.pending = null;
     pending.callback();
   }
