@@ -3,6 +3,9 @@
 //
 // Stream: xorshift32 seeded with `seed` (0 becomes 0x9e3779b9); for each chunk,
 // size = min(left, 1 + next() % maxChunk), then each byte = next() & 0xff.
+// Messages (vchan-peer --messages): the chunks of such a stream with maxChunk = the ring the sender
+// writes, except that the first message fills that ring exactly (no size drawn for it); see
+// messageSequence().
 // (The same generator as test/support/stream-data.mjs, which hashes with sha256 instead.)
 import type { Readable, Writable } from 'node:stream';
 
@@ -33,10 +36,14 @@ export class SeededStream {
     return x;
   }
 
-  /** The next chunk as the sender writes it, or null at the end. */
-  nextChunk(): Buffer | null {
+  /**
+   * The next chunk as the sender writes it, or null at the end. With `size`, the chunk has that
+   * size (at most what is left) and no size is drawn: vchan-peer's message mode does this for its
+   * first message, which fills the ring exactly.
+   */
+  nextChunk(size?: number): Buffer | null {
     if (this.totalLeft === 0) return null;
-    const size = Math.min(this.totalLeft, 1 + (this.next() % this.spec.maxChunk));
+    size = Math.min(this.totalLeft, size ?? 1 + (this.next() % this.spec.maxChunk));
     const chunk = Buffer.allocUnsafe(size);
     for (let i = 0; i < size; i++) chunk[i] = this.next() & 0xff;
     this.totalLeft -= size;
@@ -75,6 +82,15 @@ export class Fnv64 {
   hex(): string {
     return (this.hi >>> 0).toString(16).padStart(8, '0') + (this.lo >>> 0).toString(16).padStart(8, '0');
   }
+}
+
+/**
+ * The messages one side of vchan-peer's message mode sends: `count` of them, the first exactly
+ * `ringSize` bytes, the rest 1..ringSize, drawn from the stream of `seed`.
+ */
+export function* messageSequence(seed: number, ringSize: number, count: number): Generator<Buffer> {
+  const stream = new SeededStream({ seed, total: Number.MAX_SAFE_INTEGER, maxChunk: ringSize });
+  for (let i = 0; i < count; i++) yield stream.nextChunk(i === 0 ? ringSize : undefined)!;
 }
 
 /** The hash of a whole seeded stream, as its receiver should compute it. */

@@ -2,10 +2,13 @@
 //  - our server + a libxenvchan client, and a libxenvchan server + our client, for four ring
 //    configurations; the C end is test/interop/vchan-peer.c, linked against Debian's libxenvchan;
 //  - Xen's vchan-socket-proxy as the vchan server (our client on one side, a Unix socket on the
-//    other) and as the vchan client (our server on one side, its stdin/stdout on the other).
-// Every exchange moves seeded data both ways at once, in random chunk sizes, and both ends check
-// it (64-bit FNV-1a, and byte by byte against the regenerated stream). A matrix of the results
-// is printed at the end for the CI log. Needs the harness (bash test/xen/run.sh): it fails, not
+//    other) and as the vchan client (our server on one side, its stdin/stdout on the other);
+//  - messages: our send()/recv() against libxenvchan_send/libxenvchan_recv (all of a message or
+//    nothing, exactly the size asked for), both roles, and send() refusing a message larger than
+//    the ring (EMSGSIZE) against a C peer.
+// Every stream exchange moves seeded data both ways at once, in random chunk sizes, and both ends
+// check it (64-bit FNV-1a, and byte by byte against the regenerated stream). A matrix of the
+// results is printed at the end for the CI log. Needs the harness (bash test/xen/run.sh): it fails, not
 // skips, anywhere else.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
@@ -15,7 +18,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { chooseOrders, connect, conventionalPath, createServer, type Vchan, type VchanServer } from '@xen-vchan/vchan';
-import { expectedFnv, receiveChecked, sendSeeded, type Received, type Sent, type StreamSpec } from '../interop/seeded.js';
+import { expectedFnv, Fnv64, messageSequence, receiveChecked, sendSeeded, type Received, type Sent, type StreamSpec } from '../interop/seeded.js';
 import { requireDom0 } from './dom0.js';
 
 /** Everything runs in dom0: the server's domain and the client's are both 0. */
@@ -155,9 +158,29 @@ interface PeerResult {
   totalMs: number;
 }
 
+/** What vchan-peer --messages reports. */
+interface MessagePeerResult {
+  mode: 'messages';
+  role: 'server' | 'client';
+  ok: boolean;
+  messagesSent: number;
+  messagesReceived: number;
+  sent: number;
+  sentFnv: string;
+  largestSent: number;
+  received: number;
+  receivedFnv: string;
+  firstMismatch: number;
+  badMessage: number;
+  readOrder: number;
+  writeOrder: number;
+  sendMs: number;
+  totalMs: number;
+}
+
 /** Runs vchan-peer; `send` is the stream it writes, `recv` the one it must receive. */
 function startPeer(send: StreamSpec, recv: StreamSpec, mode: string[]) {
-  const args = [
+  return spawnPeer<PeerResult>([
     `--send=${send.total}`,
     `--send-seed=${send.seed}`,
     `--send-chunk=${send.maxChunk}`,
@@ -165,17 +188,26 @@ function startPeer(send: StreamSpec, recv: StreamSpec, mode: string[]) {
     `--recv-seed=${recv.seed}`,
     `--recv-chunk=${recv.maxChunk}`,
     `--read-chunk=${Math.max(1500, Math.floor(recv.maxChunk / 3))}`,
-    `--timeout=${Math.round(EXCHANGE_MS / 1000) + 10}`,
     ...mode,
-  ];
+  ]);
+}
+
+/** Runs vchan-peer in message mode: it sends `count` messages from `sendSeed`, then receives `count` from `recvSeed`. */
+function startMessagePeer(count: number, sendSeed: number, recvSeed: number, mode: string[]) {
+  return spawnPeer<MessagePeerResult>([`--messages=${count}`, `--send-seed=${sendSeed}`, `--recv-seed=${recvSeed}`, ...mode]);
+}
+
+function spawnPeer<R>(argsAndMode: string[]) {
+  const mode = argsAndMode.filter((arg) => !arg.startsWith('--'));
+  const args = [`--timeout=${Math.round(EXCHANGE_MS / 1000) + 10}`, ...argsAndMode];
   const child = spawn(peerPath, args, {
     env: { ...process.env, LD_LIBRARY_PATH: xenLibraries },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const { exited, stderr } = track(child, 'vchan-peer');
   const lines: string[] = [];
-  let resolveResult!: (result: PeerResult) => void;
-  const result = new Promise<PeerResult>((resolve, reject) => {
+  let resolveResult!: (result: R) => void;
+  const result = new Promise<R>((resolve, reject) => {
     resolveResult = resolve;
     void exited.then((code) =>
       reject(new Error(`vchan-peer ${mode.join(' ')} exited with ${code} before its result; stdout: ${lines.join(' | ')}; stderr: ${stderr().trim()}`)),
@@ -184,7 +216,7 @@ function startPeer(send: StreamSpec, recv: StreamSpec, mode: string[]) {
   result.catch(() => {}); // awaited by the test; this only keeps an early exit from counting as unhandled
   createInterface({ input: child.stdout! }).on('line', (line) => {
     lines.push(line);
-    if (line.startsWith('RESULT ')) resolveResult(JSON.parse(line.slice('RESULT '.length)) as PeerResult);
+    if (line.startsWith('RESULT ')) resolveResult(JSON.parse(line.slice('RESULT '.length)) as R);
   });
   // A peer that dies before connecting must fail the test, not leave it waiting.
   const failed = exited.then((code) => Promise.reject(new Error(`vchan-peer exited with ${code}: ${stderr().trim()}`)));
@@ -226,6 +258,82 @@ async function exchange(channel: Vchan, out: StreamSpec, into: StreamSpec, peerD
     ([sent, received]) => [sent, received] as const,
   );
   return { sent, received, seconds: (performance.now() - started) / 1000 };
+}
+
+/** Our end of a message exchange, as vchan-peer --messages sees it. */
+interface MessageRun {
+  sent: { messages: number; bytes: number; fnv: string; largest: number };
+  received: { messages: number; bytes: number; fnv: string; firstMismatch: number; badMessage: number; wrongSize: number };
+  seconds: number;
+}
+
+/**
+ * Sends `count` messages of `outSeed` with send() while it receives `count` of `inSeed` with
+ * recv() (each of exactly the size the sequence predicts), both at once, one call at a time each.
+ */
+async function exchangeMessages(channel: Vchan, count: number, outSeed: number, inSeed: number, peerDone: Promise<unknown>): Promise<MessageRun> {
+  const started = performance.now();
+  const sending = (async () => {
+    const hash = new Fnv64();
+    let bytes = 0;
+    let largest = 0;
+    let messages = 0;
+    for (const message of messageSequence(outSeed, channel.writeRingSize, count)) {
+      await channel.send(message);
+      hash.update(message);
+      bytes += message.length;
+      largest = Math.max(largest, message.length);
+      messages++;
+    }
+    return { messages, bytes, fnv: hash.hex(), largest };
+  })();
+  const receiving = (async () => {
+    const hash = new Fnv64();
+    let bytes = 0;
+    let messages = 0;
+    let firstMismatch = -1;
+    let badMessage = -1;
+    let wrongSize = -1;
+    for (const expected of messageSequence(inSeed, channel.readRingSize, count)) {
+      const message = await channel.recv(expected.length);
+      if (message.length !== expected.length && wrongSize < 0) wrongSize = messages;
+      if (!message.equals(expected) && firstMismatch < 0) {
+        let at = 0;
+        while (at < message.length && message[at] === expected[at]) at++;
+        firstMismatch = bytes + at;
+        badMessage = messages;
+      }
+      hash.update(message);
+      bytes += message.length;
+      messages++;
+    }
+    return { messages, bytes, fnv: hash.hex(), firstMismatch, badMessage, wrongSize };
+  })();
+  const [sent, received] = await within(Promise.all([sending, receiving, peerDone]), EXCHANGE_MS, 'the message exchange');
+  return { sent, received, seconds: (performance.now() - started) / 1000 };
+}
+
+/** The bytes and FNV-1a of a message sequence, as its receiver should see them. */
+function sequenceDigest(seed: number, ringSize: number, count: number): { bytes: number; fnv: string } {
+  const hash = new Fnv64();
+  let bytes = 0;
+  for (const message of messageSequence(seed, ringSize, count)) {
+    hash.update(message);
+    bytes += message.length;
+  }
+  return { bytes, fnv: hash.hex() };
+}
+
+/**
+ * Before a message exchange: a message one byte larger than the ring is refused at once
+ * (EMSGSIZE, nothing written: the peer's checks of what follows would see any stray byte), and so
+ * is a recv() of more than the ring this side reads.
+ */
+async function expectOversizedRefused(channel: Vchan): Promise<void> {
+  const written = channel.stats().bytesWritten;
+  await expect(within(channel.send(Buffer.alloc(channel.writeRingSize + 1, 0xee)), 5_000, 'send() of an oversized message to settle')).rejects.toMatchObject({ code: 'EMSGSIZE' });
+  await expect(within(channel.recv(channel.readRingSize + 1), 5_000, 'recv() of an oversized message to settle')).rejects.toMatchObject({ code: 'EMSGSIZE' });
+  expect(channel.stats().bytesWritten).toBe(written);
 }
 
 /**
@@ -420,5 +528,89 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     expect(atStdout).toEqual({ bytes: toClient.total, fnv: sentHere.fnv, firstMismatch: -1, short: false });
     expect(receivedHere).toEqual({ bytes: toServer.total, fnv: sentToStdin.fnv, firstMismatch: -1, short: false });
     expect(exitCode).toBe(0);
+  }, 150_000);
+
+  // libxenvchan_send / libxenvchan_recv against our send() / recv(). MESSAGES each way; message
+  // sizes 1..ring of the sender's write ring, the first one the whole ring.
+  const MESSAGE_CONFIGS: [number, number][] = [
+    [4096, 4096],
+    [65536, 65536],
+    [4096, 65536],
+  ];
+  const MESSAGES = 40;
+
+  it.each(MESSAGE_CONFIGS)('messages: our server, libxenvchan client (send/recv), rings for (%i, %i)', async (leftMin, rightMin) => {
+    const orders = chooseOrders(leftMin, rightMin);
+    const [left, right] = [2 ** orders.left, 2 ** orders.right];
+    const toServerSeed = 500 + orders.left * 32 + orders.right; // the client's messages (left ring)
+    const toClientSeed = toServerSeed + 1000; // ours (right ring)
+    const { server, channel: accepted } = await listen({ name: shortName(`m-cli-${leftMin}-${rightMin}`), readMin: leftMin, writeMin: rightMin });
+    const peer = startMessagePeer(MESSAGES, toServerSeed, toClientSeed, ['client', String(DOM0), server.path!]);
+    const channel = await explained(within(Promise.race([accepted, peer.failed]), 30_000, 'the libxenvchan client to connect'), peer.said);
+    const channelClosed = closed(channel);
+    expect({ write: channel.writeRingSize, read: channel.readRingSize }).toEqual({ write: right, read: left });
+    await expectOversizedRefused(channel);
+    const run = await explained(exchangeMessages(channel, MESSAGES, toClientSeed, toServerSeed, peer.result), peer.said);
+    const c = await peer.result;
+    const exitCode = await within(peer.exited, CLOSE_MS, 'vchan-peer to exit');
+    // Nothing more came, and a recv() after the peer's close fails as libxenvchan_recv does
+    // (nobody reads the stream otherwise, so this is also what lets it end and close).
+    const afterClose = await within(channel.recv(1).then(() => 'resolved', (error: { code?: string }) => error.code), CLOSE_MS, 'recv() after the close to settle');
+    await within(channelClosed, CLOSE_MS, 'our channel to close after the client left');
+
+    const toServer = sequenceDigest(toServerSeed, left, MESSAGES);
+    const ok =
+      c.ok && exitCode === 0 && afterClose === 'ECONNRESET' && c.messagesReceived === MESSAGES && c.receivedFnv === run.sent.fnv &&
+      run.received.messages === MESSAGES && run.received.firstMismatch === -1 && run.received.fnv === c.sentFnv && c.sentFnv === toServer.fnv;
+    matrix.push({ scenario: 'messages: our server + libxenvchan client', rings: `${ringLabel(orders.left)}/${ringLabel(orders.right)}`, toServer: toServer.bytes, toClient: run.sent.bytes, seconds: run.seconds, ok });
+
+    expect(afterClose).toBe('ECONNRESET');
+    expect(c).toMatchObject({ mode: 'messages', role: 'client', ok: true, messagesSent: MESSAGES, messagesReceived: MESSAGES, firstMismatch: -1, readOrder: orders.right, writeOrder: orders.left, largestSent: left });
+    expect(exitCode).toBe(0);
+    expect({ bytes: c.received, fnv: c.receivedFnv }).toEqual({ bytes: run.sent.bytes, fnv: run.sent.fnv });
+    expect(run.received).toEqual({ messages: MESSAGES, bytes: toServer.bytes, fnv: toServer.fnv, firstMismatch: -1, badMessage: -1, wrongSize: -1 });
+    expect({ bytes: c.sent, fnv: c.sentFnv }).toEqual(toServer);
+    expect(run.sent.largest).toBe(right);
+  }, 150_000);
+
+  it.each(MESSAGE_CONFIGS)('messages: libxenvchan server, our client (send/recv), rings for (%i, %i)', async (leftMin, rightMin) => {
+    const orders = chooseOrders(leftMin, rightMin);
+    const [left, right] = [2 ** orders.left, 2 ** orders.right];
+    const toClientSeed = 600 + orders.left * 32 + orders.right; // the server's messages (right ring)
+    const toServerSeed = toClientSeed + 1000; // ours (left ring)
+    const name = shortName(`m-srv-${leftMin}-${rightMin}`);
+    const path = conventionalPath(DOM0, DOM0, name);
+    cleanups.push(() => xenstoreRemove(path));
+    const peer = startMessagePeer(MESSAGES, toClientSeed, toServerSeed, ['server', String(DOM0), path, String(leftMin), String(rightMin)]);
+    const channel = await explained(
+      within(Promise.race([connect({ domid: DOM0, name, timeout: 30_000 }), peer.failed]), 35_000, 'to connect to the libxenvchan server'),
+      peer.said,
+    );
+    cleanups.push(() => channel.destroy());
+    const channelClosed = closed(channel);
+    expect({ write: channel.writeRingSize, read: channel.readRingSize }).toEqual({ write: left, read: right });
+    await expectOversizedRefused(channel);
+    const run = await explained(exchangeMessages(channel, MESSAGES, toServerSeed, toClientSeed, peer.result), peer.said);
+    const c = await peer.result;
+    const exitCode = await within(peer.exited, CLOSE_MS, 'vchan-peer to exit');
+    // Nothing more came, and a recv() after the peer's close fails as libxenvchan_recv does
+    // (nobody reads the stream otherwise, so this is also what lets it end and close).
+    const afterClose = await within(channel.recv(1).then(() => 'resolved', (error: { code?: string }) => error.code), CLOSE_MS, 'recv() after the close to settle');
+    await within(channelClosed, CLOSE_MS, 'our channel to close after the server left');
+
+    const toClient = sequenceDigest(toClientSeed, right, MESSAGES);
+    const ok =
+      c.ok && exitCode === 0 && afterClose === 'ECONNRESET' && c.messagesReceived === MESSAGES && c.receivedFnv === run.sent.fnv &&
+      run.received.messages === MESSAGES && run.received.firstMismatch === -1 && run.received.fnv === c.sentFnv && c.sentFnv === toClient.fnv;
+    matrix.push({ scenario: 'messages: libxenvchan server + our client', rings: `${ringLabel(orders.left)}/${ringLabel(orders.right)}`, toServer: run.sent.bytes, toClient: toClient.bytes, seconds: run.seconds, ok });
+
+    expect(afterClose).toBe('ECONNRESET');
+    expect(c).toMatchObject({ mode: 'messages', role: 'server', ok: true, messagesSent: MESSAGES, messagesReceived: MESSAGES, firstMismatch: -1, readOrder: orders.left, writeOrder: orders.right, largestSent: right });
+    expect(exitCode).toBe(0);
+    expect({ bytes: c.received, fnv: c.receivedFnv }).toEqual({ bytes: run.sent.bytes, fnv: run.sent.fnv });
+    expect(run.received).toEqual({ messages: MESSAGES, bytes: toClient.bytes, fnv: toClient.fnv, firstMismatch: -1, badMessage: -1, wrongSize: -1 });
+    expect({ bytes: c.sent, fnv: c.sentFnv }).toEqual(toClient);
+    expect(run.sent.largest).toBe(left);
+    expect(xenstoreExists(path)).toBe(false);
   }, 150_000);
 });

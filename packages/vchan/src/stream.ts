@@ -139,6 +139,9 @@ export class Vchan extends Duplex {
    * fit, so it is refused with EMSGSIZE (where libxenvchan would return 0 forever).
    */
   send(message: Uint8Array): Promise<void> {
+    if (!this.link || this.writableEnded) {
+      return Promise.reject(new XenVchanError('EPIPE', 'The vchan is closed; nothing more can be sent on it.'));
+    }
     const size = this.writeRingSize;
     if (message.length > size) {
       return Promise.reject(
@@ -164,7 +167,9 @@ export class Vchan extends Duplex {
     if (size === 0) return Buffer.alloc(0);
     for (;;) {
       const chunk = this.read(size) as Buffer | null;
-      if (chunk) return chunk;
+      // At the end Node hands back whatever is left, even if short: that is not a message.
+      if (chunk && chunk.length === size) return chunk;
+      if (chunk) throw new XenVchanError('ECONNRESET', `The vchan closed after ${chunk.length} of the ${size} bytes asked for.`);
       if (this.readableEnded || this.destroyed) {
         throw new XenVchanError('ECONNRESET', `The vchan closed before ${size} bytes arrived.`);
       }

@@ -1,0 +1,194 @@
+// The Node twin of vchan-peer.c's bulk mode, for test/xen/bench.test.ts: one process plays one
+// end of a one-way transfer through the public vchan API, as its parent asks over IPC
+// (child_process.fork). Same data as the C peer: a 1048573-byte xorshift32 pattern (seed
+// `seed`, one byte per step) repeated to `bytes`, written in `writeChunk` pieces; the receiver
+// compares each piece with the pattern at its offset (Buffer#equals, a memcmp, as the C side
+// does) and times from the first byte's arrival to the last's.
+//
+// Requests (one at a time or several; each answered with { id, result } or { id, error }):
+//   { id, op: 'send', domid, name, ring, bytes, seed, writeChunk }
+//       serves `name` with both rings of `ring` bytes; answers { id, listening: { path, address } }
+//       once published, then, once the client has read everything and closed, { id, result }.
+//   { id, op: 'recv', domid, name, bytes, seed, timeout }
+//       connects, reads and checks `bytes` bytes, closes, answers the result.
+//   { id, op: 'exit' }
+import { performance } from 'node:perf_hooks';
+import { connect, createServer } from '@xen-vchan/vchan';
+
+export const PATTERN_SIZE = 1048573;
+
+/** The pattern twice over: any window of up to PATTERN_SIZE bytes is contiguous. */
+export function makePattern(seed) {
+  const pattern = Buffer.allocUnsafe(2 * PATTERN_SIZE);
+  let x = seed >>> 0 || 0x9e3779b9;
+  for (let i = 0; i < PATTERN_SIZE; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    pattern[i] = x & 0xff;
+  }
+  pattern.copy(pattern, PATTERN_SIZE, 0, PATTERN_SIZE);
+  return pattern;
+}
+
+const patterns = new Map();
+function patternFor(seed) {
+  if (!patterns.has(seed)) patterns.set(seed, makePattern(seed));
+  return patterns.get(seed);
+}
+
+function waitFor(emitter, event) {
+  return new Promise((resolve, reject) => {
+    const done = (error) => {
+      emitter.off(event, onEvent);
+      emitter.off('close', onClose);
+      emitter.off('error', onError);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onEvent = () => done();
+    const onClose = () => done(event === 'close' ? undefined : new Error(`the vchan closed while waiting for '${event}'`));
+    const onError = (error) => done(error);
+    emitter.on(event, onEvent);
+    emitter.on('close', onClose);
+    emitter.on('error', onError);
+  });
+}
+
+/** Serves one client, writes `bytes` pattern bytes, waits for the client to close. */
+async function send({ domid, name, ring, bytes, seed, writeChunk }, listening) {
+  if (writeChunk > PATTERN_SIZE) throw new Error(`writeChunk must be at most ${PATTERN_SIZE}`);
+  const pattern = patternFor(seed);
+  const server = createServer({ domid, name, readMin: ring, writeMin: ring });
+  try {
+    const accepted = new Promise((resolve) => server.once('channel', resolve));
+    await server.listen();
+    listening({ path: server.path, address: server.address() });
+    const channel = await accepted;
+    const rings = { readRing: channel.readRingSize, writeRing: channel.writeRingSize };
+    const closed = new Promise((resolve) => channel.once('close', resolve));
+    let error = null;
+    channel.on('error', (failure) => (error ??= failure));
+    // Reading nothing, but flowing: the peer's close then ends the stream and closes it.
+    channel.resume();
+    const startedAt = performance.now();
+    let onLastWrite = () => {};
+    let sent = 0;
+    let lastWrite = Promise.resolve();
+    while (sent < bytes) {
+      const size = Math.min(writeChunk, bytes - sent);
+      const offset = sent % PATTERN_SIZE;
+      sent += size;
+      const last = sent === bytes;
+      // Every byte is in the ring once the last write's callback has run.
+      if (last) lastWrite = new Promise((resolve, reject) => (onLastWrite = (failure) => (failure ? reject(failure) : resolve())));
+      if (!channel.write(pattern.subarray(offset, offset + size), last ? (failure) => onLastWrite(failure) : undefined)) {
+        if (!last) await waitFor(channel, 'drain');
+      }
+    }
+    await lastWrite;
+    const writtenAt = performance.now();
+    await closed; // the receiver closes once it has read everything
+    if (error) throw error;
+    return {
+      direction: 'send',
+      ok: true,
+      bytes,
+      sent,
+      ...rings,
+      writeMs: writtenAt - startedAt,
+      totalMs: performance.now() - startedAt,
+      stats: channel.stats(),
+    };
+  } finally {
+    await server.close();
+  }
+}
+
+/** Connects, reads `bytes` bytes and checks them against the pattern, then closes. */
+async function recv({ domid, name, bytes, seed, timeout = 30_000 }) {
+  const pattern = patternFor(seed);
+  const channel = await connect({ domid, name, timeout });
+  const connectedAt = performance.now();
+  const rings = { readRing: channel.readRingSize, writeRing: channel.writeRingSize };
+  let received = 0;
+  let firstMismatch = -1;
+  let reads = 0;
+  let firstRead = 0;
+  let firstAt = 0;
+  let lastAt = 0;
+  const outcome = await new Promise((resolve, reject) => {
+    const onData = (chunk) => {
+      const now = performance.now();
+      if (reads++ === 0) {
+        firstAt = now;
+        firstRead = chunk.length;
+      }
+      if (firstMismatch < 0) {
+        // Chunks are at most 64 KiB, far below the pattern's length, and never overshoot: the
+        // sender writes exactly `bytes`. Compare with memcmp, then find the byte if it differs.
+        const offset = received % PATTERN_SIZE;
+        const length = Math.min(chunk.length, PATTERN_SIZE);
+        if (!chunk.subarray(0, length).equals(pattern.subarray(offset, offset + length)) || length < chunk.length) {
+          for (let i = 0; i < chunk.length; i++) {
+            if (chunk[i] !== pattern[(received + i) % PATTERN_SIZE]) {
+              firstMismatch = received + i;
+              break;
+            }
+          }
+        }
+      }
+      received += chunk.length;
+      if (received >= bytes) {
+        lastAt = now;
+        channel.off('data', onData);
+        resolve('complete');
+      }
+    };
+    channel.on('data', onData);
+    channel.once('end', () => resolve('ended early'));
+    channel.once('error', reject);
+  });
+  const stats = channel.stats();
+  const closed = new Promise((resolve) => channel.once('close', resolve));
+  channel.destroy(); // all read: closing loses nothing, and lets the sender go
+  await closed;
+  const ms = lastAt - firstAt;
+  return {
+    direction: 'recv',
+    ok: outcome === 'complete' && received === bytes && firstMismatch === -1,
+    outcome,
+    bytes,
+    received,
+    firstMismatch,
+    reads,
+    firstRead,
+    ...rings,
+    ms,
+    totalMs: (lastAt || performance.now()) - connectedAt,
+    mibps: ms > 0 ? (received - firstRead) / 2 ** 20 / (ms / 1000) : 0,
+    stats,
+  };
+}
+
+if (process.send) {
+  const reply = (message) => process.send(message);
+  process.on('message', (request) => {
+    const { id, op } = request;
+    const fail = (error) => reply({ id, error: { message: error?.stack ?? String(error), code: error?.code } });
+    if (op === 'exit') {
+      reply({ id, result: 'bye' });
+      setImmediate(() => process.exit(0));
+    } else if (op === 'send') {
+      send(request, (listening) => reply({ id, listening })).then((result) => reply({ id, result }), fail);
+    } else if (op === 'recv') {
+      recv(request).then((result) => reply({ id, result }), fail);
+    } else {
+      fail(new Error(`unknown op ${op}`));
+    }
+  });
+  process.on('disconnect', () => process.exit(0));
+  reply({ ready: true });
+}
