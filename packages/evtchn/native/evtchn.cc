@@ -38,19 +38,6 @@ static_assert(kNotify == 0x00044504, "IOCTL_EVTCHN_NOTIFY");
 static_assert(kReset == 0x00004505, "IOCTL_EVTCHN_RESET");
 static_assert(kRestrictDomid == 0x00024506, "IOCTL_EVTCHN_RESTRICT_DOMID");
 
-// open(path) -> fd, non-blocking so that reading never stalls the event loop
-Napi::Value Open(const Napi::CallbackInfo& info) {
-  std::string path = info[0].As<Napi::String>();
-  int fd = open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return ThrowErrno(info.Env(), errno, "open");
-  return Napi::Number::New(info.Env(), fd);
-}
-
-Napi::Value Close(const Napi::CallbackInfo& info) {
-  if (close(ToFd(info[0])) < 0) return ThrowErrno(info.Env(), errno, "close");
-  return info.Env().Undefined();
-}
-
 Napi::Value PortResult(Napi::Env env, int result, const char* syscall) {
   if (result < 0) return ThrowErrno(env, errno, syscall);
   return Napi::Number::New(env, result);
@@ -115,8 +102,8 @@ Napi::Value Unmask(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("open", Napi::Function::New(env, Open));
-  exports.Set("close", Napi::Function::New(env, Close));
+  exports.Set("open", Napi::Function::New(env, OpenDevice<O_RDWR | O_NONBLOCK>));
+  exports.Set("close", Napi::Function::New(env, CloseFd));
   exports.Set("bindInterdomain", Napi::Function::New(env, BindInterdomainPort));
   exports.Set("bindUnbound", Napi::Function::New(env, BindUnbound));
   exports.Set("unbind", Napi::Function::New(env, Unbind));

@@ -35,19 +35,6 @@ static_assert(kAllocGref == 0x00184705, "IOCTL_GNTALLOC_ALLOC_GREF");
 static_assert(kDeallocGref == 0x00104706, "IOCTL_GNTALLOC_DEALLOC_GREF");
 static_assert(kSetUnmapNotify == 0x00104707, "IOCTL_GNTALLOC_SET_UNMAP_NOTIFY");
 
-// open(path) -> fd
-Napi::Value Open(const Napi::CallbackInfo& info) {
-  std::string path = info[0].As<Napi::String>();
-  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return ThrowErrno(info.Env(), errno, "open");
-  return Napi::Number::New(info.Env(), fd);
-}
-
-Napi::Value Close(const Napi::CallbackInfo& info) {
-  if (close(ToFd(info[0])) < 0) return ThrowErrno(info.Env(), errno, "close");
-  return info.Env().Undefined();
-}
-
 // allocGref(fd, domid, count, writable) -> { index, refs }
 Napi::Value AllocGrefs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -96,8 +83,8 @@ Napi::Value Munmap(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("open", Napi::Function::New(env, Open));
-  exports.Set("close", Napi::Function::New(env, Close));
+  exports.Set("open", Napi::Function::New(env, OpenDevice<O_RDWR>));
+  exports.Set("close", Napi::Function::New(env, CloseFd));
   exports.Set("allocGref", Napi::Function::New(env, AllocGrefs));
   exports.Set("deallocGref", Napi::Function::New(env, DeallocGrefs));
   exports.Set("setUnmapNotify", Napi::Function::New(env, SetUnmapNotify));

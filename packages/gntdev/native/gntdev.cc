@@ -62,18 +62,6 @@ static_assert(sizeof(CopySegment) == 24, "struct gntdev_grant_copy_segment");
 constexpr uint16_t kCopySourceIsRef = 1;
 constexpr uint16_t kCopyDestIsRef = 2;
 
-Napi::Value Open(const Napi::CallbackInfo& info) {
-  std::string path = info[0].As<Napi::String>();
-  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return ThrowErrno(info.Env(), errno, "open");
-  return Napi::Number::New(info.Env(), fd);
-}
-
-Napi::Value Close(const Napi::CallbackInfo& info) {
-  if (close(ToFd(info[0])) < 0) return ThrowErrno(info.Env(), errno, "close");
-  return info.Env().Undefined();
-}
-
 // mapGrantRef(fd, domids[], refs[]) -> index (the mmap offset of the reserved slots)
 Napi::Value MapGrantRefs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -156,8 +144,8 @@ Napi::Value Munmap(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("open", Napi::Function::New(env, Open));
-  exports.Set("close", Napi::Function::New(env, Close));
+  exports.Set("open", Napi::Function::New(env, OpenDevice<O_RDWR>));
+  exports.Set("close", Napi::Function::New(env, CloseFd));
   exports.Set("mapGrantRef", Napi::Function::New(env, MapGrantRefs));
   exports.Set("unmapGrantRef", Napi::Function::New(env, UnmapGrantRefs));
   exports.Set("setUnmapNotify", Napi::Function::New(env, SetUnmapNotify));

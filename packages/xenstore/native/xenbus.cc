@@ -14,19 +14,6 @@ namespace {
 // of one, so any size works and this one drains a typical burst in one call.
 constexpr size_t kReadChunk = 16384;
 
-// open(path) -> fd, non-blocking so that reading never stalls the event loop
-Napi::Value Open(const Napi::CallbackInfo& info) {
-  std::string path = info[0].As<Napi::String>();
-  int fd = open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return ThrowErrno(info.Env(), errno, "open");
-  return Napi::Number::New(info.Env(), fd);
-}
-
-Napi::Value Close(const Napi::CallbackInfo& info) {
-  if (close(ToFd(info[0])) < 0) return ThrowErrno(info.Env(), errno, "close");
-  return info.Env().Undefined();
-}
-
 // read(fd) -> Buffer of what the driver has queued; empty when nothing is (EAGAIN)
 Napi::Value Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -53,8 +40,8 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("open", Napi::Function::New(env, Open));
-  exports.Set("close", Napi::Function::New(env, Close));
+  exports.Set("open", Napi::Function::New(env, OpenDevice<O_RDWR | O_NONBLOCK>));
+  exports.Set("close", Napi::Function::New(env, CloseFd));
   exports.Set("read", Napi::Function::New(env, Read));
   exports.Set("write", Napi::Function::New(env, Write));
   exports.Set("Poller", Poller::Define(env));

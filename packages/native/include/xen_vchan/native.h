@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <fcntl.h>
 #include <string>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -85,5 +86,21 @@ inline Napi::Value MapShared(Napi::Env env, int fd, size_t length, uint64_t offs
 
 inline uint32_t ToU32(const Napi::Value& value) { return value.As<Napi::Number>().Uint32Value(); }
 inline int ToFd(const Napi::Value& value) { return value.As<Napi::Number>().Int32Value(); }
+
+// open(path) -> fd, with the flags a device needs (always close-on-exec: children of a Node
+// process must not keep our grants, ports or XenStore connection alive).
+template <int Flags>
+Napi::Value OpenDevice(const Napi::CallbackInfo& info) {
+  std::string path = info[0].As<Napi::String>();
+  int fd = open(path.c_str(), Flags | O_CLOEXEC);
+  if (fd < 0) return ThrowErrno(info.Env(), errno, "open");
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// close(fd)
+inline Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  if (close(ToFd(info[0])) < 0) return ThrowErrno(info.Env(), errno, "close");
+  return info.Env().Undefined();
+}
 
 }  // namespace xen_vchan
