@@ -46,12 +46,25 @@ describe('sim daemon', () => {
     rmSync(directory, { recursive: true, force: true });
   });
 
-  it('keeps its state folder private to the user', () => {
-    runNode(directory, holdResources('process.exit(0);'));
-    expect(statSync(directory).mode & 0o777).toBe(0o700);
-    for (const entry of readdirSync(directory, { recursive: true, withFileTypes: true })) {
-      const mode = statSync(path.join(entry.parentPath, entry.name)).mode;
-      expect({ name: entry.name, other: mode & 0o077 }).toEqual({ name: entry.name, other: 0 });
+  it('keeps its state folder private to the user', async () => {
+    // Checked while a process holds pages, a port and a wake-up FIFO, so every kind of file exists.
+    const child = spawn(process.execPath, ['--input-type=module', '-e', holdResources('')], {
+      cwd: root,
+      env: { ...process.env, XEN_VCHAN_SIM_DIR: directory, XEN_VCHAN_BACKEND: 'sim' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await new Promise((resolve) => child.stdout!.once('data', resolve));
+    try {
+      expect(statSync(directory).mode & 0o777).toBe(0o700);
+      const entries = readdirSync(directory, { recursive: true, withFileTypes: true });
+      expect(entries.map((entry) => entry.name)).toEqual(expect.arrayContaining(['daemon.sock', 'pages', 'ports', 'wake']));
+      for (const entry of entries) {
+        const mode = statSync(path.join(entry.parentPath, entry.name)).mode;
+        expect({ name: entry.name, other: mode & 0o077 }).toEqual({ name: entry.name, other: 0 });
+      }
+    } finally {
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.on('exit', resolve));
     }
   });
 
