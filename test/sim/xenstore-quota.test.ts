@@ -35,4 +35,31 @@ describe('vchan on a full XenStore', () => {
       xenstore.close();
     }
   });
+
+  it('reports too many open transactions clearly and recovers when they end', async () => {
+    const xenstore = await openXenStore({ domid: SELF });
+    const open = [];
+    try {
+      for (;;) {
+        const started = await xenstore.startTransaction().catch((error: { code?: string }) => error);
+        if (!('commit' in started)) {
+          expect(started).toMatchObject({ code: 'ENOSPC' });
+          break;
+        }
+        open.push(started);
+      }
+      expect(open).toHaveLength(10);
+      server = createServer({ domid: PEER, name: 'transactions', simDomid: SELF });
+      const failed = await server.listen().then(() => null, (caught: { code?: string; message: string }) => caught);
+      expect(failed?.code).toBe('ENOSPC');
+      expect(failed?.message).toMatch(/transaction/i);
+      server = null;
+      for (const transaction of open.splice(0)) await transaction.abort();
+      server = createServer({ domid: PEER, name: 'transactions', simDomid: SELF });
+      await server.listen();
+    } finally {
+      for (const transaction of open) await transaction.abort().catch(() => {});
+      xenstore.close();
+    }
+  });
 });

@@ -55,6 +55,12 @@ const commands = {
       (sha256) => new Promise((resolve) => channels.get(id).write(Buffer.alloc(0), () => resolve({ sha256, inRing: channels.get(id).stats().bytesWritten }))),
     ),
   pause: ({ id }) => channels.get(id).pause(),
+  // Starts closing the channel and dies before the close can complete.
+  endAndDie: ({ id, how }) => {
+    channels.get(id).end();
+    if (how === 'SIGKILL') process.kill(process.pid, 'SIGKILL');
+    else process.exit(0);
+  },
   recvExact: ({ id, size }) => channels.get(id).recv(size),
   // Serves one client: every framed message that arrives is sent straight back.
   echoMessages: async ({ domid, name, readMin, writeMin, maxMessageSize }) => {

@@ -1,6 +1,7 @@
 // The crash matrix: either side dies (SIGKILL or a normal exit) at each phase. The survivor must
 // notice promptly, lose no byte the dead side had put into the ring, and leak nothing.
-import { afterEach, describe, expect, it } from 'vitest';
+import { readdirSync } from 'node:fs';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { connect, createServer, type Vchan, type VchanServer } from '@xen-vchan/vchan';
 import { SimConnection } from '@xen-vchan/sim';
@@ -13,12 +14,28 @@ const simDomid = backend === 'sim' ? SELF : undefined;
 const deaths = ['SIGKILL', 'exit'] as const;
 let peer: Peer | null = null;
 let server: VchanServer | null = null;
+const openFds = () => readdirSync('/proc/self/fd').length;
+let fdsBefore = 0;
+
+beforeAll(async () => {
+  // Once per process: the link to the simulation, its tables and caches, so they are in the baseline.
+  const warmup = createServer({ domid: PEER, name: 'warmup', simDomid });
+  await warmup.listen();
+  await warmup.close();
+});
+
+beforeEach(() => {
+  fdsBefore = openFds();
+});
 
 afterEach(async () => {
   await server?.close();
   server = null;
   await peer?.stop();
   peer = null;
+  // Nothing of a case may stay open in this process: channels, devices, XenStore connections, FIFOs.
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  expect(openFds()).toBeLessThanOrEqual(fdsBefore);
 });
 
 async function die(how: (typeof deaths)[number]): Promise<number> {
@@ -90,6 +107,20 @@ describe.each(deaths)('crash matrix (%s)', (how) => {
     expect((await closed) - diedAt).toBeLessThan(PROMPT_MS);
   });
 
+  it('server dies while closing: the client still reads every byte it put into the ring', async () => {
+    const before = simResources();
+    peer = await Peer.start(SELF, 'vchan');
+    await peer.call('serve', { domid: PEER, name: `closing-${how}`, writeMin: 65536 });
+    const channel = await connect({ domid: SELF, name: `closing-${how}`, simDomid: backend === 'sim' ? PEER : undefined });
+    channel.pause();
+    const id = await peer.call<number>('nextChannel');
+    const { sha256 } = await peer.call<{ sha256: string }>('writeIntoRing', { id, total: 40_000, seed: 5 });
+    void peer.call('endAndDie', { id, how }).catch(() => {});
+    await peer.exited;
+    expect(await receiveAll(channel)).toEqual({ bytes: 40_000, sha256 });
+    expect(simResources()).toEqual(before);
+  });
+
   it('client dies during the handshake: the server notices and goes on waiting for a client', async () => {
     server = createServer({ domid: PEER, name: `handshake-${how}`, simDomid, readMin: 0, writeMin: 0 });
     await server.listen();
@@ -113,6 +144,19 @@ describe.each(deaths)('crash matrix (%s)', (how) => {
 });
 
 describe('crash matrix: before connect', () => {
+  it('a client that dies before connecting leaves the server waiting, with nothing leaked', async () => {
+    server = createServer({ domid: PEER, name: 'early-client', simDomid });
+    await server.listen();
+    const before = simResources();
+    peer = await Peer.start(PEER, 'vchan');
+    await peer.kill('SIGKILL');
+    expect(simResources()).toEqual(before);
+    const channel = new Promise<Vchan>((resolve) => server!.once('channel', resolve));
+    const client = await connect({ domid: SELF, name: 'early-client', simDomid: backend === 'sim' ? PEER : undefined });
+    await channel;
+    client.destroy();
+  });
+
   it('a client that finds a dead server gets a clear error at once, not a hang', async () => {
     peer = await Peer.start(SELF, 'vchan');
     await peer.call('serve', { domid: PEER, name: 'dead-server' });

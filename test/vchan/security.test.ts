@@ -87,4 +87,27 @@ describe('vchan security', () => {
       gntalloc.close();
     }
   });
+
+  it('opens channels until the grants run out, fails the next one clearly, and recovers', async () => {
+    const gntalloc = openGntalloc({ domid: SELF });
+    const restore = setGntallocLimit(gntalloc, 12);
+    const servers: VchanServer[] = [];
+    try {
+      let failure: { code?: string; message: string } | null = null;
+      while (!failure && servers.length < 20) {
+        const next = createServer({ domid: PEER, name: `many-${servers.length}`, simDomid, readMin: 0, writeMin: 0 });
+        failure = await next.listen().then(() => (servers.push(next), null), (caught) => caught);
+      }
+      expect(failure).toMatchObject({ code: 'ENOSPC' });
+      expect(failure!.message).toMatch(/limit/);
+      expect(servers.length).toBeGreaterThan(0);
+      for (const open of servers.splice(0)) await open.close();
+      server = createServer({ domid: PEER, name: 'many-again', simDomid, readMin: 0, writeMin: 0 });
+      await server.listen();
+    } finally {
+      for (const open of servers) await open.close();
+      restore();
+      gntalloc.close();
+    }
+  });
 });

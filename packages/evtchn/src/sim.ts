@@ -46,6 +46,7 @@ export class SimEventChannel extends EventChannel {
 
   unbind(port: number): void {
     this.checkPort(port);
+    if (this.bound.has(port)) this.router.closing(this.domid, port);
     this.call('evtchn unbind', 'evtchn.unbind', { port });
     this.bound.delete(port);
     this.masked.delete(port);
@@ -87,6 +88,7 @@ export class SimEventChannel extends EventChannel {
     if (this.closed) return;
     this.closed = true;
     this.stopPolling();
+    for (const port of this.bound) this.router.closing(this.domid, port);
     closeSync(this.wakeupFd);
     this.bound.clear();
     try {

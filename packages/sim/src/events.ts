@@ -10,6 +10,8 @@ export class EventRouter {
   private static readonly routers = new Map<string, EventRouter>();
   private readonly tables = new Map<number, PortTable>();
   private readonly wakeups: WakeupSender;
+  /** The peer handle each of our ports last signalled, so its FIFO can be closed with the port. */
+  private readonly peerHandles = new Map<string, number>();
 
   private constructor(private readonly files: SimFiles) {
     this.wakeups = new WakeupSender(files.wakeup);
@@ -26,7 +28,20 @@ export class EventRouter {
 
   /** EVTCHNOP_send from (domid, port). */
   send(domid: number, port: number): void {
-    signalPort((id) => this.table(id), this.wakeups, domid, port);
+    const handle = signalPort((id) => this.table(id), this.wakeups, domid, port);
+    if (handle !== null) this.peerHandles.set(`${domid}:${port}`, handle);
+  }
+
+  /**
+   * (domid, port) is about to be closed: close our cached FIFO to its peer's handle, which
+   * nothing here will signal through this port again (the cache would otherwise keep it open).
+   */
+  closing(domid: number, port: number): void {
+    const key = `${domid}:${port}`;
+    const handle = this.peerHandles.get(key);
+    if (handle === undefined) return;
+    this.peerHandles.delete(key);
+    this.wakeups.forget(handle);
   }
 
   /** The owner of (domid, port) took its wake-up; the next send must wake it again. */

@@ -135,12 +135,14 @@ export class WakeupSender {
 /**
  * Sends an event from (domid, port) to its peer, as EVTCHNOP_send does: nothing happens unless
  * the port is connected; the peer's PENDING bit coalesces repeated sends into one wake-up.
+ * Returns the handle that owns the peer port (null if there is none).
  */
-export function signalPort(tables: (domid: number) => PortTable, wakeups: WakeupSender, domid: number, port: number): void {
+export function signalPort(tables: (domid: number) => PortTable, wakeups: WakeupSender, domid: number, port: number): number | null {
   const local = tables(domid).read(port);
-  if (local.state !== PortState.Interdomain) return;
+  if (local.state !== PortState.Interdomain) return null;
   const peerTable = tables(local.remoteDomain);
   const peer = peerTable.read(local.remotePort);
-  if (peer.state !== PortState.Interdomain || peer.remoteDomain !== domid || peer.remotePort !== port) return;
+  if (peer.state !== PortState.Interdomain || peer.remoteDomain !== domid || peer.remotePort !== port) return null;
   if (peerTable.markPending(local.remotePort)) wakeups.wake(peer.owner, local.remotePort);
+  return peer.owner;
 }
