@@ -9,6 +9,8 @@ import { serveCommands } from '../support/agent-loop.mjs';
 
 const simDomid = Number(process.env.XEN_VCHAN_SIM_DOMID ?? 0);
 let link = null;
+/** What this peer published as a server, removed again on close (a domain's XenStore quota is finite). */
+let published = null;
 
 const OFFSET = { leftCons: 0, leftProd: 4, rightCons: 8, rightProd: 12, leftOrder: 16, rightOrder: 18, clientLive: 20, serverLive: 21, clientNotify: 22, serverNotify: 23 };
 
@@ -52,6 +54,7 @@ const commands = {
       await tx.setPermissions(`${path}/event-channel`, perms);
     });
     xenstore.close();
+    published = path;
     return { side: 'server', readSize: link.reader.size, writeSize: link.writer.size };
   },
   /** Writes `count` seeded scribbles, one event each; returns what was written. */
@@ -95,9 +98,15 @@ const commands = {
     new Uint8Array(link.control.buffer)[OFFSET[field]] = value;
     link.events.notify(link.port);
   },
-  close: () => {
+  close: async () => {
     link?.close(false);
     link = null;
+    if (published) {
+      const xenstore = await openXenStore({ domid: simDomid });
+      await xenstore.rm(published).catch(() => {});
+      xenstore.close();
+      published = null;
+    }
   },
 };
 
