@@ -19,9 +19,10 @@ import { arch, cpus, release } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { chooseOrders, conventionalPath } from '@xen-vchan/vchan';
 import { requireDom0 } from './dom0.js';
+import { onCleanup, xenstoreRemove } from './cleanup.js';
 
 const DOM0 = 0;
 const peerPath = process.env.XEN_VCHAN_INTEROP_PEER ?? '';
@@ -118,20 +119,6 @@ interface Row {
 }
 
 const rows: Row[] = [];
-let cleanups: (() => unknown)[] = [];
-
-afterEach(async () => {
-  const pending = cleanups.reverse();
-  cleanups = [];
-  for (const cleanup of pending) {
-    try {
-      await cleanup();
-    } catch {
-      // best effort: a failed test already says what went wrong
-    }
-  }
-});
-
 function ringLabel(bytes: number): string {
   return bytes >= MiB ? `${bytes / MiB}M` : `${bytes / 1024}K`;
 }
@@ -217,14 +204,6 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-function xenstoreRemove(path: string): void {
-  try {
-    execFileSync('xenstore-rm', [path], { stdio: 'ignore' });
-  } catch {
-    // already gone
-  }
-}
-
 // ---- (a) two libxenvchan peers --------------------------------------------------------------
 
 /** Runs vchan-peer in bulk mode; resolves with its RESULT once it exited 0. */
@@ -237,7 +216,7 @@ function startPeer(args: string[], what: string) {
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (text: string) => (stderr += text));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
-  cleanups.push(async () => {
+  onCleanup(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL');
       await exited;
@@ -267,7 +246,7 @@ function startPeer(args: string[], what: string) {
 
 async function runC(ring: number, bytes: number, seed: number) {
   const path = conventionalPath(DOM0, DOM0, `bc-${ring}`);
-  cleanups.push(() => xenstoreRemove(path));
+  onCleanup(() => xenstoreRemove(path));
   const server = startPeer(
     [`--bulk-send=${bytes}`, `--bulk-seed=${seed}`, `--write-chunk=${CHUNK}`, 'server', String(DOM0), path, String(ring), String(ring)],
     'vchan-peer server',
@@ -344,7 +323,7 @@ async function nodeHelpers() {
 async function runNode(ring: number, bytes: number, seed: number) {
   const { sender, receiver } = await nodeHelpers();
   const name = `bn-${ring}`;
-  cleanups.push(() => xenstoreRemove(conventionalPath(DOM0, DOM0, name)));
+  onCleanup(() => xenstoreRemove(conventionalPath(DOM0, DOM0, name)));
   let onListening!: () => void;
   const listening = new Promise<void>((resolve) => (onListening = resolve));
   const sent = sender.call<NodeSenderResult>({ op: 'send', domid: DOM0, name, ring, bytes, seed, writeChunk: CHUNK }, () => onListening());

@@ -16,10 +16,11 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { chooseOrders, connect, conventionalPath, createServer, type Vchan, type VchanServer } from '@xen-vchan/vchan';
 import { expectedFnv, Fnv64, messageSequence, receiveChecked, sendSeeded, type Received, type Sent, type StreamSpec } from '../interop/seeded.js';
 import { requireDom0 } from './dom0.js';
+import { onCleanup, xenstoreRemove } from './cleanup.js';
 
 /** Everything runs in dom0: the server's domain and the client's are both 0. */
 const DOM0 = 0;
@@ -41,20 +42,6 @@ interface Row {
   ok: boolean;
 }
 const matrix: Row[] = [];
-let cleanups: (() => unknown)[] = [];
-
-afterEach(async () => {
-  const pending = cleanups.reverse();
-  cleanups = [];
-  for (const cleanup of pending) {
-    try {
-      await cleanup();
-    } catch {
-      // best effort: a failed test already says what went wrong
-    }
-  }
-});
-
 afterAll(() => {
   if (matrix.length === 0) return;
   const header = ['scenario', 'rings L/R', 'to server', 'to client', 'seconds', 'MiB/s', 'ok'];
@@ -96,14 +83,6 @@ function closed(stream: NodeJS.EventEmitter & { destroyed?: boolean; closed?: bo
   return new Promise((resolve) => stream.once('close', () => resolve()));
 }
 
-function xenstoreRemove(path: string): void {
-  try {
-    execFileSync('xenstore-rm', [path], { stdio: 'ignore' });
-  } catch {
-    // already gone
-  }
-}
-
 function xenstoreExists(path: string): boolean {
   try {
     execFileSync('xenstore-exists', [path], { stdio: 'ignore' });
@@ -118,10 +97,10 @@ async function listen(options: { name?: string; readMin?: number; writeMin?: num
   let deliver!: (channel: Vchan) => void;
   const channel = new Promise<Vchan>((resolve) => (deliver = resolve));
   const server = createServer({ domid: DOM0, ...options }, (accepted) => {
-    cleanups.push(() => accepted.destroy());
+    onCleanup(() => accepted.destroy());
     deliver(accepted);
   });
-  cleanups.push(() => server.close());
+  onCleanup(() => server.close());
   await server.listen();
   return { server, channel };
 }
@@ -132,7 +111,7 @@ function track(child: ChildProcess, what: string): { exited: Promise<number | nu
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (text: string) => (stderr += text));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
-  cleanups.push(async () => {
+  onCleanup(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL');
       await exited;
@@ -412,14 +391,14 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     const toClient: StreamSpec = { seed: seed + 1, total: 3 * 2 ** orders.right + 17, maxChunk: chunkFor(2 ** orders.right) };
     const name = shortName(`c-server-${leftMin}`);
     const path = conventionalPath(DOM0, DOM0, name);
-    cleanups.push(() => xenstoreRemove(path));
+    onCleanup(() => xenstoreRemove(path));
 
     const peer = startPeer(toClient, toServer, ['server', String(DOM0), path, String(leftMin), String(rightMin)]);
     const channel = await explained(
       within(Promise.race([connect({ domid: DOM0, name, timeout: 30_000 }), peer.failed]), 35_000, 'to connect to the libxenvchan server'),
       peer.said,
     );
-    cleanups.push(() => channel.destroy());
+    onCleanup(() => channel.destroy());
     const channelClosed = closed(channel);
     const run = await explained(exchange(channel, toServer, toClient, peer.result), peer.said);
     const c = await peer.result;
@@ -458,19 +437,19 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     const unix = net.createServer();
     const accepted = new Promise<net.Socket>((resolve) => unix.once('connection', resolve));
     await new Promise<void>((resolve) => unix.listen(socketPath, resolve));
-    cleanups.push(() => new Promise((resolve) => unix.close(resolve)));
-    cleanups.push(() => rmSync(socketPath, { force: true }));
-    cleanups.push(() => xenstoreRemove(path)); // the proxy never leaves by itself, and is killed
+    onCleanup(() => new Promise((resolve) => unix.close(resolve)));
+    onCleanup(() => rmSync(socketPath, { force: true }));
+    onCleanup(() => xenstoreRemove(path)); // the proxy never leaves by itself, and is killed
 
     const proxy = spawn('vchan-socket-proxy', ['--mode=server', String(DOM0), path, socketPath], { stdio: ['ignore', 'ignore', 'pipe'] });
     const tracked = track(proxy, 'vchan-socket-proxy');
     const proxyDied = tracked.exited.then((code) => Promise.reject(new Error(`vchan-socket-proxy exited with ${code}: ${tracked.stderr()}`)));
     proxyDied.catch(() => {});
     const channel = await within(Promise.race([connect({ domid: DOM0, path, timeout: 30_000 }), proxyDied]), 35_000, 'to connect to vchan-socket-proxy');
-    cleanups.push(() => channel.destroy());
+    onCleanup(() => channel.destroy());
     // The proxy connects to the socket once a vchan client is there.
     const socket = await within(Promise.race([accepted, proxyDied]), 30_000, 'vchan-socket-proxy to connect to the Unix socket');
-    cleanups.push(() => socket.destroy());
+    onCleanup(() => socket.destroy());
 
     // our client -> vchan (left ring) -> proxy -> socket, and socket -> proxy -> vchan (right) -> us
     const toServer: StreamSpec = { seed: 301, total: PROXY_TO_SERVER, maxChunk: 5000 };
@@ -580,13 +559,13 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     const toServerSeed = toClientSeed + 1000; // ours (left ring)
     const name = shortName(`m-srv-${leftMin}-${rightMin}`);
     const path = conventionalPath(DOM0, DOM0, name);
-    cleanups.push(() => xenstoreRemove(path));
+    onCleanup(() => xenstoreRemove(path));
     const peer = startMessagePeer(MESSAGES, toClientSeed, toServerSeed, ['server', String(DOM0), path, String(leftMin), String(rightMin)]);
     const channel = await explained(
       within(Promise.race([connect({ domid: DOM0, name, timeout: 30_000 }), peer.failed]), 35_000, 'to connect to the libxenvchan server'),
       peer.said,
     );
-    cleanups.push(() => channel.destroy());
+    onCleanup(() => channel.destroy());
     const channelClosed = closed(channel);
     expect({ write: channel.writeRingSize, read: channel.readRingSize }).toEqual({ write: left, read: right });
     await expectOversizedRefused(channel);

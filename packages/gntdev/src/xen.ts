@@ -1,4 +1,4 @@
-import { explained, invalidArgument, loadAddon, PAGE_SIZE } from '@xen-vchan/native';
+import { explained, invalidArgument, loadAddon, PAGE_SIZE, sleepSync } from '@xen-vchan/native';
 import { badCopyArgument, checkMapArguments, checkNotifyOffset, gntdevAdvice } from './checks.js';
 import { GNTDEV_DEVICE, GrantStatus, type CopySegment, type GrantMapping, type Gntdev, type UnmapNotifyOptions } from './interface.js';
 
@@ -25,10 +25,6 @@ const closeFd = new FinalizationRegistry<number>((fd) => {
     /* already closed */
   }
 });
-
-function sleepSync(milliseconds: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, milliseconds);
-}
 
 class XenGrantMapping implements GrantMapping {
   released = false;

@@ -1,17 +1,13 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { XenVchanError } from '@xen-vchan/native';
+import { sleepSync, XenVchanError } from '@xen-vchan/native';
 import { addon } from './addon.js';
 import { ensureSimDirectory, simDirectory, simFiles, type SimFiles } from './paths.js';
 import { encodeFrame, PROTOCOL_VERSION, type Operation, type Replies, type Reply, type Requests } from './protocol.js';
 
 const DAEMON_START_TIMEOUT_MS = 10_000;
 const daemonEntry = fileURLToPath(new URL('./daemon/main.js', import.meta.url));
-
-function sleepSync(milliseconds: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, milliseconds);
-}
 
 /**
  * This process's link to the sim daemon, one per state folder. Calls block like the ioctls they

@@ -41,10 +41,6 @@ export class ControlPage {
     Atomics.store(this.words, ControlOffset.grants / 4 + index, ref | 0);
   }
 
-  get ownLive(): number {
-    return Atomics.load(this.bytes, this.side === 'server' ? ControlOffset.serverLive : ControlOffset.clientLive);
-  }
-
   get peerLive(): number {
     return Atomics.load(this.bytes, this.side === 'server' ? ControlOffset.clientLive : ControlOffset.serverLive);
   }
@@ -92,8 +88,4 @@ export class ControlPage {
   static readonly LEFT_PROD = ControlOffset.leftProd / 4;
   static readonly RIGHT_CONS = ControlOffset.rightCons / 4;
   static readonly RIGHT_PROD = ControlOffset.rightProd / 4;
-
-  isPeerGone(): boolean {
-    return this.peerLive === LIVE_GONE;
-  }
 }

@@ -66,11 +66,6 @@ export class RingWriter extends RingEnd {
     return this.size - this.fill(false);
   }
 
-  /** Bytes written and not yet consumed by the peer. */
-  unconsumed(): number {
-    return this.fill(false);
-  }
-
   /** Copies up to `free` bytes of `source` into the ring and publishes them; returns how many. */
   writeFrom(source: Uint8Array, free: number): number {
     const count = Math.min(free, source.length);
