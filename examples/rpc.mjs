@@ -1,15 +1,43 @@
 #!/usr/bin/env node
 // RPC between two domains: domain 1 serves a small key-value service over a vchan, domain 2
 // calls it, including a call that fails on the server and one that times out.
-// Runs on the simulation (XEN_VCHAN_BACKEND=xen to run it in a Xen dom0).
+// Runs on the simulation (XEN_VCHAN_BACKEND=xen to run it in a Xen dom0, both ends in dom0).
+//
+// Between two real domains, run each half in its own domain:
+//   node examples/rpc.mjs service --caller 5            (in the service's domain, e.g. dom0)
+//   node examples/rpc.mjs caller --service 0 --name kv  (in domain 5)
+// The service serves one caller and exits when that caller is done.
 import { fork } from 'node:child_process';
+import { parseArgs } from 'node:util';
 import { connect, createServer, RpcPeer } from '@xen-vchan/vchan';
+import { openXenStore } from '@xen-vchan/xenstore';
 
 const onXen = process.env.XEN_VCHAN_BACKEND === 'xen';
-const [SERVICE, CALLER] = onXen ? [0, 0] : [1, 2];
-const NAME = `kv-${process.pid}`;
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: { caller: { type: 'string' }, service: { type: 'string' }, name: { type: 'string' } },
+});
+const role = positionals[0] ?? 'both';
+/** On Xen this domain's own id (the two halves may run in different domains). */
+async function ownDomid() {
+  const xenstore = await openXenStore();
+  try {
+    return await xenstore.ownDomid();
+  } finally {
+    xenstore.close();
+  }
+}
+const self = onXen && role !== 'both' ? await ownDomid() : 0;
+const [SERVICE, CALLER] = !onXen
+  ? [1, 2]
+  : role === 'service'
+    ? [self, Number(values.caller ?? 0)]
+    : role === 'caller'
+      ? [Number(values.service ?? 0), self]
+      : [0, 0];
+const NAME = values.name ?? (role === 'both' ? `kv-${process.pid}` : 'kv');
 
-async function service() {
+async function service({ forkCaller }) {
   const store = new Map();
   const server = createServer({ domid: CALLER, name: NAME, simDomid: SERVICE }, (channel) => {
     new RpcPeer(channel, {
@@ -29,14 +57,19 @@ async function service() {
   });
   await server.listen();
   console.log(`[domain ${SERVICE}] serving "${NAME}" at ${server.path}`);
-  const caller = fork(new URL(import.meta.url), ['--caller', NAME], { env: { ...process.env, XEN_VCHAN_SIM_DOMID: String(CALLER) } });
+  if (!forkCaller) {
+    // Without persist the server closes with its one channel, once the caller has gone.
+    await new Promise((resolve) => server.once('close', resolve));
+    return;
+  }
+  const caller = fork(new URL(import.meta.url), ['caller', '--name', NAME], { env: { ...process.env, XEN_VCHAN_SIM_DOMID: String(CALLER) } });
   const code = await new Promise((resolve) => caller.on('exit', resolve));
   await server.close();
   process.exitCode = code;
 }
 
 async function caller(name) {
-  const rpc = new RpcPeer(await connect({ domid: SERVICE, name, simDomid: CALLER }));
+  const rpc = new RpcPeer(await connect({ domid: SERVICE, name, simDomid: CALLER, timeout: 60_000 }));
   const log = (text) => console.log(`[domain ${CALLER}] ${text}`);
   await Promise.all([rpc.call('set', { key: 'colour', value: 'teal' }), rpc.call('set', { key: 'size', value: 42 })]);
   log(`keys: ${JSON.stringify(await rpc.call('keys'))}`);
@@ -51,5 +84,6 @@ async function caller(name) {
   rpc.close();
 }
 
-if (process.argv[2] === '--caller') await caller(process.argv[3]);
-else await service();
+if (role === 'caller') await caller(NAME);
+else if (role === 'service') await service({ forkCaller: false });
+else await service({ forkCaller: true });

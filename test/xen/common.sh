@@ -23,6 +23,12 @@ XEN_INTEROP_PEER=$XEN_CACHE/interop/vchan-peer
 XEN_HYPERVISOR_ELF=$XEN_IMAGES/xen.elf
 XEN_DOM0_KERNEL=$XEN_IMAGES/vmlinux   # ELF, or the bzImage if it could not be unpacked
 XEN_DOM0_INITRD=$XEN_IMAGES/dom0-initrd.cpio.gz
+# The second guest (a PV domU that dom0 starts with xl): it boots the same kernel with this
+# initramfs (busybox, the Xen modules, node and the libraries of node and the libxenvchan peer),
+# followed by a small archive of the project that the tests make in dom0 before each start
+# (test/xen/domu/image.sh). Uncompressed: unpacking a gzip'd node under TCG costs seconds.
+XEN_DOMU_BASE_INITRD=$XEN_IMAGES/domu-base.cpio
+XEN_DOMU_MODULES="xen-evtchn xen-gntdev xen-gntalloc xenfs"
 
 # Xen's own packages come from the Debian 12 archive; the hypervisor is pinned to the 4.17
 # series because that is what bookworm ships and what the tests were written against.

@@ -24,6 +24,10 @@ trap 'rm -rf "$results"' EXIT
 
 # The Xen benchmark writes its JSON where the project is shared (bench-results/ by default).
 bench_env=(-e "XEN_VCHAN_BENCH_JSON=${XEN_VCHAN_BENCH_JSON:-bench-results/xen-bench.json}")
+# Knobs of the bench and the two-domain tests, passed on when set.
+for name in XEN_VCHAN_BENCH_MIB XEN_VCHAN_BENCH_REPS XEN_VCHAN_DOMAINS_MIB; do
+  [ -n "${!name:-}" ] && bench_env+=(-e "$name=${!name}")
+done
 bash "$XEN_HARNESS_DIR/run-in-dom0.sh" -w "$results" -e XEN_VCHAN_BACKEND=xen "${bench_env[@]}" -- \
   "$vitest_bin" run --config test/xen/vitest.xen.config.ts \
   --reporter=verbose --reporter=json --outputFile.json="$results/vitest.json" "$@"

@@ -33,6 +33,7 @@ host_tools_present() {
 }
 outputs_present() {
   [ -s "$XEN_HYPERVISOR_ELF" ] && [ -s "$XEN_DOM0_KERNEL" ] && [ -s "$XEN_DOM0_INITRD" ] &&
+    [ -s "$XEN_DOMU_BASE_INITRD" ] &&
     [ -d "$XEN_TOOLS_BIN" ]
 }
 
@@ -152,34 +153,33 @@ if [ $force = 1 ] || [ "$(cat "$XEN_ROOT/.unpacked" 2>/dev/null)" != "$unpack_ke
   echo "$unpack_key" > "$XEN_ROOT/.unpacked"
 fi
 
-# --- dom0 initramfs -----------------------------------------------------------------------
-# It holds only what must exist before the 9p shares are up: busybox, the modules, xenstored
-# (which runs outside the chroot), the xenstore client and the libraries of those.
-stage=$(mktemp -d "$XEN_CACHE/initrd-stage.XXXXXX")
-trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root,job,sysroot}
-mkdir -p "$stage"/var/{lib/xenstored,log/xen} "$stage/lib/modules/$kver"
-ln -s ../run "$stage/var/run"
-
-cp "$XEN_ROOT/bin/busybox" "$stage/bin/busybox"
-for applet in $("$stage/bin/busybox" --list); do
-  [ -e "$stage/bin/$applet" ] || ln -s busybox "$stage/bin/$applet"
-done
-
-for m in $XEN_DOM0_MODULES; do
-  modprobe -d "$XEN_ROOT" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" { print $2 }'
-done | sort -u | while read -r ko; do
-  rel=${ko#"$XEN_ROOT"/}
-  mkdir -p "$stage/$(dirname "$rel")"
-  cp "$ko" "$stage/$rel"
-done
-cp "$XEN_ROOT/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$stage/lib/modules/$kver/"
-depmod -b "$stage" "$kver"
-
-# Copy an executable to the same path in the initramfs, with the shared libraries it needs.
-# Libraries found in the unpacked tree take precedence over the host's (libxenstore etc.).
+# --- initramfs helpers ----------------------------------------------------------------------
+# Busybox with every applet as a link, in $1/bin.
+stage_busybox() {
+  mkdir -p "$1/bin"
+  cp "$XEN_ROOT/bin/busybox" "$1/bin/busybox"
+  for applet in $("$1/bin/busybox" --list); do
+    [ -e "$1/bin/$applet" ] || ln -s busybox "$1/bin/$applet"
+  done
+}
+# The modules $2 (and what they depend on) of the pinned kernel, in stage $1, with depmod run.
+stage_modules() {
+  local m ko rel
+  mkdir -p "$1/lib/modules/$kver"
+  for m in $2; do
+    modprobe -d "$XEN_ROOT" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" { print $2 }'
+  done | sort -u | while read -r ko; do
+    rel=${ko#"$XEN_ROOT"/}
+    mkdir -p "$1/$(dirname "$rel")"
+    cp "$ko" "$1/$rel"
+  done
+  cp "$XEN_ROOT/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$1/lib/modules/$kver/"
+  depmod -b "$1" "$kver"
+}
+# Copy executable $2 to path $3 in stage $1, with the shared libraries it needs. Libraries found
+# in the unpacked tree take precedence over the host's (libxenstore etc.).
 copy_with_libs() {
-  local src=$1 dst=$2 lib rel
+  local stage=$1 src=$2 dst=$3 lib rel
   mkdir -p "$stage/$(dirname "$dst")"
   cp -L "$src" "$stage/$dst"
   file -L "$src" | grep -q 'dynamically linked' || return 0
@@ -191,22 +191,58 @@ copy_with_libs() {
     cp -L "$lib" "$stage/$rel"
   done
 }
-copy_with_libs "$XEN_ROOT/usr/lib/xen-4.17/bin/xenstored" /usr/lib/xen-4.17/bin/xenstored
-for tool in xenstore xenstore-read xenstore-write xenstore-ls xenstore-list xenstore-rm \
-            xenstore-exists xenstore-chmod xenstore-watch; do
-  [ -e "$XEN_ROOT/usr/bin/$tool" ] && copy_with_libs "$XEN_ROOT/usr/bin/$tool" "/usr/bin/$tool"
+stages=()
+trap 'rm -rf "${stages[@]}"' EXIT
+# Sets $stage to a new staging folder with the skeleton both guests share.
+new_stage() {
+  stage=$(mktemp -d "$XEN_CACHE/initrd-stage.XXXXXX")
+  stages+=("$stage")
+  mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root}
+  echo "root:x:0:0:root:/root:/bin/sh" > "$stage/etc/passwd"
+  echo "root:x:0:" > "$stage/etc/group"
+  stage_busybox "$stage"
+}
+xenstore_tools="xenstore xenstore-read xenstore-write xenstore-ls xenstore-list xenstore-rm
+                xenstore-exists xenstore-chmod xenstore-watch"
+
+# --- dom0 initramfs -----------------------------------------------------------------------
+# It holds only what must exist before the 9p shares are up: busybox, the modules, xenstored
+# (which runs outside the chroot), the xenstore client and the libraries of those.
+new_stage
+mkdir -p "$stage"/{job,sysroot} "$stage"/var/{lib/xenstored,log/xen}
+ln -s ../run "$stage/var/run"
+stage_modules "$stage" "$XEN_DOM0_MODULES"
+copy_with_libs "$stage" "$XEN_ROOT/usr/lib/xen-4.17/bin/xenstored" /usr/lib/xen-4.17/bin/xenstored
+for tool in $xenstore_tools; do
+  [ -e "$XEN_ROOT/usr/bin/$tool" ] && copy_with_libs "$stage" "$XEN_ROOT/usr/bin/$tool" "/usr/bin/$tool"
 done
 # glibc dlopen()s libgcc_s for thread cancellation/unwinding; ldd cannot see that.
-copy_with_libs /lib/x86_64-linux-gnu/libgcc_s.so.1 /lib/x86_64-linux-gnu/libgcc_s.so.1
-
+copy_with_libs "$stage" /lib/x86_64-linux-gnu/libgcc_s.so.1 /lib/x86_64-linux-gnu/libgcc_s.so.1
 cp "$XEN_HARNESS_DIR/dom0-init.sh" "$stage/init"
 chmod 755 "$stage/init"
-echo "root:x:0:0:root:/root:/bin/sh" > "$stage/etc/passwd"
-echo "root:x:0:" > "$stage/etc/group"
 (cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$XEN_DOM0_INITRD.new"
 mv "$XEN_DOM0_INITRD.new" "$XEN_DOM0_INITRD"
+
+# --- domU base initramfs ------------------------------------------------------------------
+# What every second guest has before the project's own archive is laid over it: busybox, the
+# guest-side Xen modules, the xenstore tools, node, and the libraries of the libxenvchan peer.
+# /init comes with the project's archive (test/xen/domu/init.sh), so it can change per run.
+build_interop_peer
+new_stage
+stage_modules "$stage" "$XEN_DOMU_MODULES"
+for tool in $xenstore_tools; do
+  [ -e "$XEN_ROOT/usr/bin/$tool" ] && copy_with_libs "$stage" "$XEN_ROOT/usr/bin/$tool" "/usr/bin/$tool"
+done
+copy_with_libs "$stage" "$(readlink -f "$(command -v node)")" /usr/bin/node
+copy_with_libs "$stage" /lib/x86_64-linux-gnu/libgcc_s.so.1 /lib/x86_64-linux-gnu/libgcc_s.so.1
+# The peer itself comes with the project's archive; its libraries (libxenvchan and the Xen
+# libraries under it) go where the peer's usual LD_LIBRARY_PATH points, as in dom0.
+copy_with_libs "$stage" "$XEN_INTEROP_PEER" /tmp/vchan-peer
+rm "$stage/tmp/vchan-peer"
+(cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet) > "$XEN_DOMU_BASE_INITRD.new"
+mv "$XEN_DOMU_BASE_INITRD.new" "$XEN_DOMU_BASE_INITRD"
 
 mkdir -p "$XEN_LOGS"
 build_interop_peer
 stamp_key > "$XEN_STAMP"
-xen_log "setup: done in $(xen_secs "$t0" "$(xen_now)") s (initramfs $(du -h "$XEN_DOM0_INITRD" | cut -f1), cache $XEN_CACHE)"
+xen_log "setup: done in $(xen_secs "$t0" "$(xen_now)") s (initramfs $(du -h "$XEN_DOM0_INITRD" | cut -f1), domU base $(du -h "$XEN_DOMU_BASE_INITRD" | cut -f1), cache $XEN_CACHE)"

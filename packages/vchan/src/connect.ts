@@ -1,6 +1,7 @@
 import { XenVchanError } from '@xen-vchan/native';
 import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
 import { connectClientLink } from './links.js';
+import { PeerDomainWatch } from './peer-domain.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
 import { checkDomid, conventionalPath, parseXenStoreNumber } from './paths.js';
 import { Vchan } from './stream.js';
@@ -33,9 +34,18 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
     const self = await xenstore.ownDomid();
     const path = options.path ?? conventionalPath(serverDomid, self, options.name ?? 'vchan');
     const { ringRef, port } = await waitForServer(xenstore, path, timeout, options.signal);
+    // Our own XenStore connection stays open while it watches for the server's domain, and goes
+    // with the link (whichever way the channel ends).
+    let watch: PeerDomainWatch | null = null;
+    let linkClosed = false;
+    const onClose = () => {
+      linkClosed = true;
+      watch?.close();
+      if (!options.xenstore) xenstore.close();
+    };
     let link;
     try {
-      link = connectClientLink({ serverDomid, ringRef, port, devices: deviceOptions(options) });
+      link = connectClientLink({ serverDomid, ringRef, port, devices: deviceOptions(options), onClose });
     } catch (error) {
       // Xen refuses a grant or a port that is gone: the keys outlived their server.
       if ((error as { code?: string }).code !== 'EINVAL') throw error;
@@ -45,8 +55,16 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
         { cause: error },
       );
     }
-    if (!options.xenstore) xenstore.close();
-    return new Vchan(link);
+    const channel = new Vchan(link);
+    try {
+      watch = await PeerDomainWatch.start(xenstore, self, serverDomid, (error) => channel.peerDomainGone(error));
+    } catch (error) {
+      channel.destroy();
+      throw error;
+    }
+    if (!watch && !options.xenstore) xenstore.close();
+    if (linkClosed) watch?.close();
+    return channel;
   } catch (error) {
     if (!options.xenstore) xenstore.close();
     throw error;

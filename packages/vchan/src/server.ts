@@ -6,6 +6,7 @@ import { createServerLink, type ServerLink } from './links.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
 import { sayGoodbye } from './link.js';
 import { checkDomid, conventionalPath } from './paths.js';
+import { PeerDomainWatch } from './peer-domain.js';
 import { Vchan } from './stream.js';
 
 export interface ServerOptions extends BackendOptions {
@@ -53,6 +54,9 @@ export class VchanServer extends EventEmitter<ServerEvents> {
   private ownsXenStore = false;
   private channel: Vchan | null = null;
   private publishedPath: string | null = null;
+  private selfDomid = 0;
+  /** Watches the connected client's domain (see PeerDomainWatch); ends with the channel. */
+  private clientWatch: Promise<PeerDomainWatch | null> | null = null;
 
   constructor(private readonly options: ServerOptions) {
     super();
@@ -83,6 +87,7 @@ export class VchanServer extends EventEmitter<ServerEvents> {
       this.ownsXenStore = !this.options.xenstore;
       this.xenstore = this.options.xenstore ?? (await openXenStore(xenstoreOptions(this.options)));
       const self = await this.xenstore.ownDomid();
+      this.selfDomid = self;
       const path = this.options.path ?? conventionalPath(self, this.options.domid, this.options.name ?? 'vchan');
       warnIfTooLongForLibxenvchan(path);
       this.shared = createServerLink({
@@ -110,6 +115,7 @@ export class VchanServer extends EventEmitter<ServerEvents> {
     this.state = 'closed';
     const channel = this.channel;
     this.channel = null;
+    this.unwatchClientDomain();
     channel?.destroy();
     const shared = this.shared;
     this.shared = null;
@@ -154,12 +160,31 @@ export class VchanServer extends EventEmitter<ServerEvents> {
       close: (peerGone: boolean) => this.channelClosed(channel, peerGone, persist),
     });
     this.channel = channel;
+    this.watchClientDomain(channel);
     this.emit('channel', channel);
+  }
+
+  /** A client whose whole domain is destroyed cannot say goodbye; see PeerDomainWatch. */
+  private watchClientDomain(channel: Vchan): void {
+    if (!this.xenstore) return;
+    this.clientWatch = PeerDomainWatch.start(this.xenstore, this.selfDomid, this.options.domid, (error) => channel.peerDomainGone(error)).catch(
+      (error: Error) => {
+        // Serving goes on; only the watching failed.
+        if (this.state !== 'closed') this.emit('error', error);
+        return null;
+      },
+    );
+  }
+
+  private unwatchClientDomain(): void {
+    void this.clientWatch?.then((watch) => watch?.close());
+    this.clientWatch = null;
   }
 
   private channelClosed(channel: Vchan, peerGone: boolean, persist: boolean): void {
     if (this.channel !== channel) return;
     this.channel = null;
+    this.unwatchClientDomain();
     if (persist && peerGone && this.state === 'connected') {
       // Only the client left: keep the pages, the port and the keys for the next one.
       this.state = 'waiting';

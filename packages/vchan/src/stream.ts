@@ -93,6 +93,8 @@ export class Vchan extends Duplex {
   private pending: PendingWrite | null = null;
   private wantsData = false;
   private ended = false;
+  /** Set when the peer's domain is gone without closing (see PeerDomainWatch). */
+  private vanished: XenVchanError | null = null;
   private spinScheduled = false;
   private readonly readSpin = new SpinPolicy();
   private readonly writeSpin = new SpinPolicy();
@@ -187,6 +189,16 @@ export class Vchan extends Duplex {
     }
   }
 
+  /**
+   * @internal The peer's domain no longer exists and nobody cleared its live byte: what it put into
+   * the ring is still read, then the stream fails with `error` (writes fail with it at once).
+   */
+  peerDomainGone(error: XenVchanError): void {
+    if (!this.link || this.vanished) return;
+    this.vanished = error;
+    this.service();
+  }
+
   override _read(): void {
     this.wantsData = true;
     this.guard(() => this.pull());
@@ -202,9 +214,16 @@ export class Vchan extends Duplex {
     this.guard(() => this.flush());
   }
 
-  /** Everything written is in the ring by now; close the channel (the peer drains it). */
+  /**
+   * Everything written is in the ring by now; close the channel (the peer drains it). A vchan has
+   * no half-close, so the readable side ends too, after what was already taken from the ring.
+   */
   override _final(callback: (error?: Error | null) => void): void {
     this.closeLink();
+    if (!this.ended) {
+      this.ended = true;
+      this.push(null);
+    }
     callback();
   }
 
@@ -227,7 +246,7 @@ export class Vchan extends Duplex {
   private service(): void {
     this.guard(() => {
       this.flush();
-      if (this.link && (this.wantsData || this.peerLive(this.link) === LIVE_GONE)) this.pull();
+      if (this.link && (this.wantsData || this.vanished || this.peerLive(this.link) === LIVE_GONE)) this.pull();
     });
   }
 
@@ -273,11 +292,15 @@ export class Vchan extends Duplex {
     // push() may run user code that closes the stream; stop as soon as the link is gone.
     while (this.link === link) {
       // Liveness first, then the index: data written before the peer closed is still read.
-      const peerGone = this.peerLive(link) === LIVE_GONE;
+      const closedByPeer = this.peerLive(link) === LIVE_GONE;
       let ready = link.reader.available();
       if (ready === 0) {
         this.tellConsumed(link);
-        if (peerGone) {
+        if (this.vanished && !closedByPeer) {
+          this.destroy(this.vanished);
+          return;
+        }
+        if (closedByPeer) {
           this.ended = true;
           this.push(null);
           return;
@@ -335,9 +358,9 @@ export class Vchan extends Duplex {
     if (!link || !pending) return;
     while (pending.chunk < pending.chunks.length) {
       if (this.link !== link) return;
-      if (this.peerLive(link) === LIVE_GONE) {
+      if (this.vanished || this.peerLive(link) === LIVE_GONE) {
         this.pending = null;
-        pending.callback(new XenVchanError('EPIPE', 'The peer closed the vchan; the data not yet written was not sent.'));
+        pending.callback(this.vanished ?? new XenVchanError('EPIPE', 'The peer closed the vchan; the data not yet written was not sent.'));
         return;
       }
       const chunk = pending.chunks[pending.chunk]!;
@@ -379,7 +402,7 @@ export class Vchan extends Duplex {
     if (!link) return;
     this.link = null;
     link.events.off('event', this.onEvent);
-    link.close(link.control.peerLive === LIVE_GONE);
+    link.close(this.vanished !== null || link.control.peerLive === LIVE_GONE);
   }
 }
 

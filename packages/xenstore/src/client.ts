@@ -34,6 +34,20 @@ export class XenStore extends NodeOperations {
     return path ?? '';
   }
 
+  /**
+   * Whether xenstored knows `domid` as a live domain (IS_DOMAIN_INTRODUCED). False once the domain
+   * is dying or gone. Only privileged domains may ask (xenstored answers EACCES to others, since
+   * XSA-115); the simulation answers ENOSYS.
+   */
+  async isDomainIntroduced(domid: number): Promise<boolean> {
+    if (!Number.isInteger(domid) || domid < 0 || domid > MAX_PERMISSION_DOMID) {
+      throw invalidArgument(`domid must be an integer from 0 to ${MAX_PERMISSION_DOMID}, got ${domid}`);
+    }
+    const [answer] = splitXsStrings(await this.send(XsType.IS_DOMAIN_INTRODUCED, 'isDomainIntroduced', String(domid), xsStrings(String(domid))));
+    if (answer !== 'T' && answer !== 'F') throw new XenVchanError('EPROTO', `XenStore answered IS_DOMAIN_INTRODUCED with "${answer}", not T or F.`);
+    return answer === 'T';
+  }
+
   /** This domain's id, from its `domid` node (which the toolstack, or the simulation, writes). */
   async ownDomid(): Promise<number> {
     const text = await this.read('domid');

@@ -1,0 +1,103 @@
+// One end of a checksummed stream between two domains, through the public vchan API; the
+// two-domain tests run one in dom0 and one in the guest.
+//
+//   node stream.mjs server|client --peer DOMID --name NAME (--send BYTES --seed N | --recv BYTES)
+//                   [--ring BYTES] [--chunk BYTES] [--timeout MS]
+//
+// The server serves --peer with both rings of --ring bytes; the client connects to the server in
+// domain --peer. The sender writes BYTES of a seeded xorshift pattern in --chunk writes (with
+// backpressure) and then ends the stream; the receiver reads until the end. Each prints its
+// progress lines and, last, `RESULT {"bytes":..,"sha256":..,"seconds":..,"mibps":..}` over the
+// bytes it sent or received. Exit status 0 when the byte count is right.
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { parseArgs } from 'node:util';
+import { connect, createServer } from '@xen-vchan/vchan';
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    peer: { type: 'string' },
+    name: { type: 'string', default: 'stream' },
+    send: { type: 'string' },
+    recv: { type: 'string' },
+    seed: { type: 'string', default: '1' },
+    ring: { type: 'string', default: '65536' },
+    chunk: { type: 'string', default: '65536' },
+    timeout: { type: 'string', default: '120000' },
+  },
+});
+const role = positionals[0];
+if ((role !== 'server' && role !== 'client') || values.peer === undefined || (values.send === undefined) === (values.recv === undefined)) {
+  console.error('usage: stream.mjs server|client --peer DOMID --name NAME (--send BYTES --seed N | --recv BYTES) [--ring BYTES] [--chunk BYTES]');
+  process.exit(2);
+}
+const peer = Number(values.peer);
+const ring = Number(values.ring);
+const chunk = Number(values.chunk);
+
+/** 1 MiB + 3 of seeded bytes, twice over, so any window up to 1 MiB is contiguous. */
+function pattern(seed) {
+  const size = 1048579;
+  const bytes = Buffer.allocUnsafe(2 * size);
+  let x = seed >>> 0 || 0x9e3779b9;
+  for (let i = 0; i < size; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    bytes[i] = x & 0xff;
+  }
+  bytes.copy(bytes, size, 0, size);
+  return { bytes, size };
+}
+
+async function open() {
+  if (role === 'client') return connect({ domid: peer, name: values.name, timeout: Number(values.timeout) });
+  const server = createServer({ domid: peer, name: values.name, readMin: ring, writeMin: ring });
+  const accepted = once(server, 'channel');
+  await server.listen();
+  console.log(`LISTENING ${server.path}`);
+  const [channel] = await accepted;
+  return channel;
+}
+
+async function send(channel, total, seed) {
+  const { bytes, size } = pattern(seed);
+  const hash = createHash('sha256');
+  let sent = 0;
+  // Nothing comes the other way, but reading lets a close by the peer end the stream at once.
+  channel.resume();
+  while (sent < total) {
+    const at = sent % size;
+    const piece = bytes.subarray(at, at + Math.min(chunk, total - sent));
+    hash.update(piece);
+    sent += piece.length;
+    if (!channel.write(piece)) await once(channel, 'drain');
+  }
+  // 'finish': every byte is in the ring and our side has closed; the peer drains the ring.
+  channel.end();
+  await once(channel, 'finish');
+  channel.destroy();
+  return { bytes: sent, sha256: hash.digest('hex') };
+}
+
+async function receive(channel) {
+  const hash = createHash('sha256');
+  let received = 0;
+  for await (const piece of channel) {
+    hash.update(piece);
+    received += piece.length;
+  }
+  return { bytes: received, sha256: hash.digest('hex') };
+}
+
+const channel = await open();
+console.log(`CONNECTED ${role} rings ${channel.readRingSize}/${channel.writeRingSize}`);
+const started = performance.now();
+const result = values.send !== undefined ? await send(channel, Number(values.send), Number(values.seed)) : await receive(channel);
+const seconds = (performance.now() - started) / 1000;
+console.log(`RESULT ${JSON.stringify({ ...result, seconds, mibps: result.bytes / 2 ** 20 / seconds, stats: channel.stats() })}`);
+const expected = Number(values.send ?? values.recv);
+process.exitCode = result.bytes === expected ? 0 : 1;

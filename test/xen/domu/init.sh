@@ -1,0 +1,33 @@
+#!/bin/sh
+# PID 1 of the second guest (a PV domU that dom0 starts with xl; see test/xen/domu.ts).
+# The project's archive (image.sh) put this file here, the project at its host path and
+# /etc/xen-vchan-domu (the settings image.sh wrote: PROJECT, PEER). We load the guest-side Xen
+# drivers and hand over to the job agent (agent.mjs), which takes its jobs from XenStore. When the
+# agent ends, the guest powers off; dom0 destroys it anyway when the tests are done.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+say() { echo "domu-init: $*"; }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/shm /dev/pts /tmp /var/tmp /root
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+ip link set lo up
+for m in xen-evtchn xen-gntdev xen-gntalloc xenfs; do
+  modprobe "$m" || say "modprobe $m failed"
+done
+mkdir -p /proc/xen
+mount -t xenfs xenfs /proc/xen || say "cannot mount xenfs"
+. /etc/xen-vchan-domu
+say "drivers up at uptime $(uptime_s) s: $(ls /dev/xen | tr '\n' ' ')"
+
+cd "$PROJECT" || say "no project at $PROJECT"
+env -i HOME=/root PATH="$PATH" LANG=C.UTF-8 TERM=dumb \
+  XEN_VCHAN_BACKEND=xen XEN_VCHAN_IN_DOMU=1 XEN_VCHAN_INTEROP_PEER="$PEER" \
+  XEN_VCHAN_XEN_ROOT=/ \
+  /usr/bin/node "$PROJECT/test/xen/domu/agent.mjs"
+say "agent exited with status $? at uptime $(uptime_s) s; powering off"
+sync
+poweroff -f
