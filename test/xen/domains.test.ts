@@ -6,6 +6,7 @@
 // for the tests after it, so the order of the tests in this file matters.
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { openGntdev } from '@xen-vchan/gntdev';
@@ -234,6 +235,28 @@ describe('two domains: dom0 and a PV guest', () => {
       report.push(`rpc: service in ${serviceIn}: 2000 concurrent calls at ${rate![1]} calls/s`);
     }
   }, 240_000);
+
+  test("the vchan command's proxy in the guest works with Xen's vchan-socket-proxy in dom0", async () => {
+    // guest socket -> `vchan proxy --role client` -> vchan -> vchan-socket-proxy (the vchan server,
+    // in dom0) -> a Unix socket here that echoes -> and all the way back.
+    const socketPath = `/tmp/vsp-${process.pid}.sock`;
+    const echo = net.createServer((socket) => socket.pipe(socket).on('error', () => {}));
+    await new Promise<void>((resolve) => echo.listen(socketPath, resolve));
+    onCleanup(() => new Promise((resolve) => echo.close(resolve)));
+    const path = `/local/domain/0/data/vchan/${guest.domid}/vsp`;
+    const proxy = spawnHere(['vchan-socket-proxy', '--mode=server', String(guest.domid), path, socketPath]);
+    // It serves one client after another and never leaves by itself, nor removes its keys.
+    onCleanup(() => proxy.kill());
+    onCleanup(() => xenstoreRemove(path));
+    await until('vchan-socket-proxy to publish', async () => (await readOrNull(`${path}/event-channel`)) !== null, 30_000);
+    const job = guest.spawn(guest.node('test/xen/domains/proxy-client.mjs', ['--domain', '0', '--path', path, '--bytes', String(256 * 1024)]));
+    const outcome = resultOf<{ bytes: number; echoed: number; same: boolean; proxyExit: number }>(
+      await within(job.done, 120_000, 'the proxy exchange', proxy.output),
+      'vchan proxy in the guest',
+    );
+    expect(outcome).toEqual({ bytes: 256 * 1024, echoed: 256 * 1024, same: true, proxyExit: 0 });
+    report.push(`proxy: vchan proxy (guest, client) <-> vchan-socket-proxy (dom0, server): ${outcome.bytes} bytes echoed intact, the proxy exited 0`);
+  }, 180_000);
 
   test('vchan bench between the domains, with libxenvchan C peers as the reference in the same boot', async () => {
     const rings = [4096, MiB];
