@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import { connect, createServer } from '@xen-vchan/vchan';
+import { makePattern, PATTERN_SIZE } from '../../interop/bulk-node.mjs';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -36,23 +37,6 @@ const peer = Number(values.peer);
 const ring = Number(values.ring);
 const chunk = Number(values.chunk);
 
-/** 1 MiB + 3 of seeded bytes, twice over, so any window up to 1 MiB is contiguous. */
-function pattern(seed) {
-  const size = 1048579;
-  const bytes = Buffer.allocUnsafe(2 * size);
-  let x = seed >>> 0 || 0x9e3779b9;
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    bytes[i] = x & 0xff;
-  }
-  bytes.copy(bytes, size, 0, size);
-  return { bytes, size };
-}
-
 async function open() {
   if (role === 'client') return connect({ domid: peer, name: values.name, timeout: Number(values.timeout) });
   const server = createServer({ domid: peer, name: values.name, readMin: ring, writeMin: ring });
@@ -64,7 +48,9 @@ async function open() {
 }
 
 async function send(channel, total, seed) {
-  const { bytes, size } = pattern(seed);
+  // The pattern twice over: any window of up to PATTERN_SIZE bytes is contiguous.
+  const bytes = makePattern(seed);
+  const size = PATTERN_SIZE;
   const hash = createHash('sha256');
   let sent = 0;
   // Nothing comes the other way, but reading lets a close by the peer end the stream at once.
