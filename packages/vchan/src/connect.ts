@@ -57,10 +57,13 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
     }
     const channel = new Vchan(link);
     try {
-      watch = await PeerDomainWatch.start(xenstore, self, serverDomid, (error) => channel.peerDomainGone(error));
+      if (!linkClosed) watch = await PeerDomainWatch.start(xenstore, self, serverDomid, (error) => channel.peerDomainGone(error));
     } catch (error) {
-      channel.destroy();
-      throw error;
+      // A channel that closed meanwhile took our XenStore connection with it; that is no failure.
+      if (!linkClosed) {
+        channel.destroy();
+        throw error;
+      }
     }
     if (!watch && !options.xenstore) xenstore.close();
     if (linkClosed) watch?.close();

@@ -29,8 +29,8 @@ interface PendingWrite {
  * Largest Buffer handed to a reader at once. Every read copies into a fresh Buffer (the consumer
  * keeps it), and fresh large Buffers are what the reader pays for: memory the allocator has just
  * taken from the kernel page-faults on first touch. Measured between two simulated domains, 64 KiB
- * writes over 1 MiB rings: 256 KiB reads made a page fault every 36 KB moved and ran at 0.8-2.2
- * GiB/s; 32 KiB reads, which malloc serves from memory it reuses, one every 256 KB at 3.6-6.4 GiB/s.
+ * writes over 1 MiB rings: 256 KiB reads made a page fault every 36 KB moved and read 800-2200
+ * MiB/s; 32 KiB reads, which malloc serves from memory it reuses, one every 256 KB and 3600-6400 MiB/s.
  */
 const MAX_READ_CHUNK = 32 * 1024;
 /** Default stream buffers: large enough that a 1 MiB ring is kept busy by 64 KiB writes. */
