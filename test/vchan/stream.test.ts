@@ -107,8 +107,12 @@ describe('vchan', () => {
     const total = 10 * 4096 + 123;
     const receiving = client.call<{ bytes: number; sha256: string }>('receive', { id });
     const sha256 = await sendSeeded(channel, { total, seed: 11, maxChunk: 3000 });
+    const closed = new Promise<void>((resolve) => channel.once('close', resolve));
+    channel.resume(); // nothing comes this way; like any Readable, it ends once read to its end
     channel.end(); // flushes into the ring and closes at once; the client still drains the ring
     expect(await receiving).toEqual({ bytes: total, sha256 });
+    await closed; // no half-close: our side is closed too, and says so
+    expect(channel.readableEnded && channel.writableFinished).toBe(true);
   });
 
   it('closes promptly when the client is killed', async () => {

@@ -34,6 +34,8 @@ describe.each(['socket', 'xenbus'] as const)('real xenstored through %s', (trans
     expect(await xs.ownDomid()).toBe(0);
     expect(await xs.read('name')).toBe('Domain-0');
     expect(await xs.getDomainPath(3)).toBe('/local/domain/3');
+    // What a vchan asks when @releaseDomain fires: no such domain here (two domains: domains.test.ts).
+    expect(await xs.isDomainIntroduced(77)).toBe(false);
   });
 
   it('writes, reads, lists and removes, with the errors xenstored gives', async () => {
