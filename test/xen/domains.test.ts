@@ -308,16 +308,16 @@ describe('two domains: dom0 and a PV guest', () => {
       const before = dom0GrantUse();
       const name = `destroy-${serverIn}`;
       // dom0's end in this process, so its grants and its XenStore handle are ours to count.
+      // The guest's end sends until it is destroyed; its job never reports.
       let channelPromise: Promise<Vchan>;
-      let job: ReturnType<Guest['spawn']>;
       if (serverIn === 'dom0') {
         const server = createServer({ domid: guest.domid, name, readMin: MiB, writeMin: MiB });
         onCleanup(() => server.close());
         channelPromise = new Promise((resolve) => server.once('channel', resolve));
         await server.listen();
-        job = guest.spawn(guest.node('test/xen/domains/stream.mjs', ['client', '--peer', '0', '--name', name, '--send', String(64 * 1024 * MiB), '--seed', '5']));
+        guest.spawn(guest.node('test/xen/domains/stream.mjs', ['client', '--peer', '0', '--name', name, '--send', String(64 * 1024 * MiB), '--seed', '5']));
       } else {
-        job = guest.spawn(guest.node('test/xen/domains/stream.mjs', ['server', '--peer', '0', '--name', name, '--ring', String(MiB), '--send', String(64 * 1024 * MiB), '--seed', '5']));
+        guest.spawn(guest.node('test/xen/domains/stream.mjs', ['server', '--peer', '0', '--name', name, '--ring', String(MiB), '--send', String(64 * 1024 * MiB), '--seed', '5']));
         channelPromise = connect({ domid: guest.domid, name, timeout: 120_000 });
       }
       const channel = await channelPromise;
