@@ -13,7 +13,9 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/shm /dev/pts /tmp /var/tmp /root
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# The root is already a RAM filesystem; a tmpfs over /tmp would hide a project that lives under
+# /tmp (a CI clone may), since the project was unpacked at its own path.
+chmod 1777 /tmp /var/tmp
 ip link set lo up
 for m in xen-evtchn xen-gntdev xen-gntalloc xenfs; do
   modprobe "$m" || say "modprobe $m failed"
