@@ -6,7 +6,7 @@
 #   -w DIR          also share host DIR read-write at the same path (repeatable)
 #   -r DIR          also share host DIR read-only at the same path (repeatable)
 #   -C DIR          working directory in dom0 (default: the project root)
-#   -t SECONDS      kill the guest after this long (default $XEN_VCHAN_XEN_TIMEOUT or 900)
+#   -t SECONDS      kill the guest after this long (default $XEN_VCHAN_XEN_TIMEOUT or 2400)
 #   -q              do not stream the output; print it when the guest is done
 #   --no-xenstored  do not start xenstored
 # example: bash test/xen/run-in-dom0.sh -- node -e 'console.log(require("fs").readdirSync("/dev/xen"))'
@@ -18,7 +18,7 @@
 # reported a status (crash, panic, bad setup), 2 a usage or setup error.
 #
 # Tunables (environment): XEN_VCHAN_QEMU_MEM (MiB, 3072), XEN_VCHAN_DOM0_MEM (2048M),
-# XEN_VCHAN_QEMU_SMP (2), XEN_VCHAN_XEN_TIMEOUT (900), XEN_VCHAN_XEN_VERBOSE=1 for full kernel
+# XEN_VCHAN_QEMU_SMP (2), XEN_VCHAN_XEN_TIMEOUT (2400), XEN_VCHAN_XEN_VERBOSE=1 for full kernel
 # messages in the serial log, XEN_VCHAN_XEN_CMDLINE / XEN_VCHAN_DOM0_CMDLINE (extra options for
 # Xen / the dom0 kernel), XEN_VCHAN_9P_RW_CACHE (9p cache mode of the read-write shares:
 # loose by default, none to see host-side changes at once at about half the speed),
@@ -27,7 +27,7 @@ set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 job_env=() shares=() workdir=$XEN_PROJECT_ROOT live=1 xenstored=1
-timeout_s=${XEN_VCHAN_XEN_TIMEOUT:-900}
+timeout_s=${XEN_VCHAN_XEN_TIMEOUT:-2400}
 while [ $# -gt 0 ]; do
   case $1 in
     -e) [[ ${2:-} =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || xen_die "-e wants NAME=VALUE"
