@@ -135,15 +135,12 @@ describe('two domains: dom0 and a PV guest', () => {
         const serverArgs = (peer: number) => ['server', '--peer', String(peer), '--name', name, '--ring', String(ring), '--send', String(STREAM_BYTES), '--seed', '7'];
         const clientArgs = (peer: number) => ['client', '--peer', String(peer), '--name', name, '--recv', String(STREAM_BYTES), '--timeout', '120000'];
         const started = performance.now();
-        let serverJob: Promise<JobResult>;
-        let clientJob: Promise<JobResult>;
-        if (serverIn === 'dom0') {
-          serverJob = spawnHere(dom0Node('test/xen/domains/stream.mjs', serverArgs(guest.domid))).done;
-          clientJob = guest.spawn(guest.node('test/xen/domains/stream.mjs', clientArgs(0)), { timeout: 900_000 }).done;
-        } else {
-          serverJob = guest.spawn(guest.node('test/xen/domains/stream.mjs', serverArgs(0)), { timeout: 900_000 }).done;
-          clientJob = spawnHere(dom0Node('test/xen/domains/stream.mjs', clientArgs(guest.domid))).done;
-        }
+        // The end here and the end in the guest; a failed test must not leave either holding grants.
+        const here = spawnHere(dom0Node('test/xen/domains/stream.mjs', serverIn === 'dom0' ? serverArgs(guest.domid) : clientArgs(guest.domid)));
+        const there = guest.spawn(guest.node('test/xen/domains/stream.mjs', serverIn === 'dom0' ? clientArgs(0) : serverArgs(0)), { timeout: 900_000 });
+        onCleanup(() => here.kill());
+        onCleanup(() => there.kill());
+        const [serverJob, clientJob] = serverIn === 'dom0' ? [here.done, there.done] : [there.done, here.done];
         const [sent, received] = await within(Promise.all([
           serverJob.then((job) => resultOf<StreamResult>(job, `the server in ${serverIn}`)),
           clientJob.then((job) => resultOf<StreamResult>(job, 'the client')),

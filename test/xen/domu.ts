@@ -22,6 +22,7 @@ export interface JobResult {
 }
 
 function cache(): string {
+  if (process.env.XEN_VCHAN_XEN_CACHE) return process.env.XEN_VCHAN_XEN_CACHE;
   const root = process.env.XEN_VCHAN_XEN_ROOT;
   if (!root) throw new Error('XEN_VCHAN_XEN_ROOT is not set: the two-domain tests run in the harness dom0 (bash test/xen/run.sh)');
   return dirname(root);
@@ -83,9 +84,15 @@ export class Guest {
       ].join('\n'),
     );
     await run('xl', ['create', config], { timeout: 120_000 });
-    const { stdout } = await run('xl', ['domid', options.name]);
-    const domid = Number(stdout.trim());
-    const xenstore = await openXenStore({ transport: 'socket' });
+    let domid: number;
+    let xenstore: XenStore;
+    try {
+      domid = Number((await run('xl', ['domid', options.name])).stdout.trim());
+      xenstore = await openXenStore({ transport: 'socket' });
+    } catch (error) {
+      await run('xl', ['destroy', options.name]).catch(() => {});
+      throw error;
+    }
     const guest = new Guest(options.name, domid, xenstore);
     try {
       await guest.waitFor('ready', options.bootTimeout ?? 120_000);

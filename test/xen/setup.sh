@@ -24,8 +24,9 @@ flock -w 1800 9 || xen_die "timed out waiting for the setup lock $XEN_CACHE/setu
 # What the outputs depend on: the scripts that make them. The kernel version is pinned in
 # the cache on first use, so a newer Debian kernel does not force a rebuild.
 stamp_key() {
-  cat "$XEN_HARNESS_DIR/setup.sh" "$XEN_HARNESS_DIR/common.sh" "$XEN_HARNESS_DIR/dom0-init.sh" \
-    | sha256sum | cut -d' ' -f1
+  # The guest's base image carries the host's node, which must match what the addons were built for.
+  { cat "$XEN_HARNESS_DIR/setup.sh" "$XEN_HARNESS_DIR/common.sh" "$XEN_HARNESS_DIR/dom0-init.sh"
+    node --version; readlink -f "$(command -v node)"; } | sha256sum | cut -d' ' -f1
 }
 host_tools_present() {
   local c

@@ -1,7 +1,7 @@
 import { XenVchanError } from '@xen-vchan/native';
 import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
 import { connectClientLink } from './links.js';
-import { PeerDomainWatch } from './peer-domain.js';
+import { PeerDomainWatch, peerGoneError } from './peer-domain.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
 import { checkDomid, conventionalPath, parseXenStoreNumber } from './paths.js';
 import { Vchan } from './stream.js';
@@ -16,7 +16,10 @@ export interface ConnectOptions extends BackendOptions {
   /** How long to wait for the server to publish, in ms. Default 10 000; 0 = do not wait. */
   timeout?: number;
   signal?: AbortSignal;
-  /** A XenStore connection to use (default: one of its own, closed once connected). */
+  /**
+   * A XenStore connection to use (default: one of its own, closed once connected; on Xen, with the
+   * server in another domain than ours and dom0, kept while the channel watches that domain).
+   */
   xenstore?: XenStore;
 }
 
@@ -35,17 +38,15 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
     const path = options.path ?? conventionalPath(serverDomid, self, options.name ?? 'vchan');
     const { ringRef, port } = await waitForServer(xenstore, path, timeout, options.signal);
     // Our own XenStore connection stays open while it watches for the server's domain, and goes
-    // with the link (whichever way the channel ends).
-    let watch: PeerDomainWatch | null = null;
-    let linkClosed = false;
-    const onClose = () => {
-      linkClosed = true;
-      watch?.close();
+    // with the link.
+    let watch: PeerDomainWatch | 'gone' | null = null;
+    const unwatch = () => {
+      if (watch instanceof PeerDomainWatch) watch.close();
       if (!options.xenstore) xenstore.close();
     };
     let link;
     try {
-      link = connectClientLink({ serverDomid, ringRef, port, devices: deviceOptions(options), onClose });
+      link = connectClientLink({ serverDomid, ringRef, port, devices: deviceOptions(options), onClose: unwatch });
     } catch (error) {
       // Xen refuses a grant or a port that is gone: the keys outlived their server.
       if ((error as { code?: string }).code !== 'EINVAL') throw error;
@@ -55,18 +56,17 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
         { cause: error },
       );
     }
-    const channel = new Vchan(link);
-    try {
-      if (!linkClosed) watch = await PeerDomainWatch.start(xenstore, self, serverDomid, (error) => channel.peerDomainGone(error));
-    } catch (error) {
-      // A channel that closed meanwhile took our XenStore connection with it; that is no failure.
-      if (!linkClosed) {
-        channel.destroy();
-        throw error;
-      }
+    // The Vchan is made last: from its first microtask on it may fail (a hostile page), and only
+    // once we have returned it can the caller be listening for that.
+    let channel: Vchan | null = null;
+    let goneEarly: XenVchanError | null = null;
+    watch = await PeerDomainWatch.start(xenstore, self, serverDomid, (error) => (channel ? channel.peerDomainGone(error) : (goneEarly = error)));
+    if (!(watch instanceof PeerDomainWatch) && !options.xenstore) xenstore.close();
+    if (watch === 'gone' || goneEarly) {
+      link.close(true);
+      throw goneEarly ?? peerGoneError(serverDomid);
     }
-    if (!watch && !options.xenstore) xenstore.close();
-    if (linkClosed) watch?.close();
+    channel = new Vchan(link);
     return channel;
   } catch (error) {
     if (!options.xenstore) xenstore.close();

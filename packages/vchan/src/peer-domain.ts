@@ -8,7 +8,8 @@ import type { Watch, XenStore } from '@xen-vchan/xenstore';
  * fires `@releaseDomain` whenever some domain dies; on each, we ask whether the peer is still there.
  *
  * Only privileged domains (dom0) may ask xenstored about other domains, so an unprivileged domain
- * cannot watch this way; it is warned once per process and relies on the live byte alone.
+ * cannot watch this way; it is warned once per process and relies on the live byte alone. Nor is
+ * dom0 watched: when dom0 goes, so does everything else.
  */
 export class PeerDomainWatch {
   private watch: Watch | null = null;
@@ -21,21 +22,24 @@ export class PeerDomainWatch {
   ) {}
 
   /**
-   * Starts watching when it means something: on Xen, for a peer in another domain. Resolves with
-   * null when there is nothing to watch (the simulation, a vchan within one domain).
+   * Starts watching when it means something and is allowed: on Xen, for a peer in another domain
+   * than ours and dom0, from a privileged domain. Resolves with null when there is nothing to watch,
+   * and with 'gone' when the peer domain does not exist (any more). Never rejects: a watch that
+   * cannot be set only costs the early notice, and says so in a warning.
    */
-  static async start(xenstore: XenStore, self: number, peer: number, onGone: (error: XenVchanError) => void): Promise<PeerDomainWatch | null> {
-    if (xenstore.transport === 'sim' || peer === self) return null;
-    const watcher = new PeerDomainWatch(xenstore, peer, onGone);
+  static async start(xenstore: XenStore, self: number, peer: number, onGone: (error: XenVchanError) => void): Promise<PeerDomainWatch | 'gone' | null> {
+    if (xenstore.transport === 'sim' || peer === self || peer === 0 || unprivileged) return null;
     try {
+      if (!(await xenstore.isDomainIntroduced(peer))) return 'gone';
+      const watcher = new PeerDomainWatch(xenstore, peer, onGone);
       watcher.watch = await xenstore.watch('@releaseDomain');
+      void watcher.follow(watcher.watch);
+      return watcher;
     } catch (error) {
-      if ((error as { code?: string }).code !== 'EACCES') throw error;
-      warnUnwatched(peer);
+      if ((error as { code?: string }).code === 'EACCES') unprivileged = true;
+      warnUnwatched(peer, error as Error);
       return null;
     }
-    void watcher.follow(watcher.watch);
-    return watcher;
   }
 
   close(): void {
@@ -45,7 +49,7 @@ export class PeerDomainWatch {
     void watch?.close().catch(() => {});
   }
 
-  /** The watch fires once when set (the peer may be gone already) and then on every domain's death. */
+  /** The watch fires once when set and then on every domain's death. */
   private async follow(watch: Watch): Promise<void> {
     try {
       for await (const _event of watch) {
@@ -53,26 +57,29 @@ export class PeerDomainWatch {
         if (await this.xenstore.isDomainIntroduced(this.peer)) continue;
         if (this.closed) return;
         this.close();
-        this.onGone(
-          new XenVchanError('ECONNRESET', `The peer domain ${this.peer} is gone (destroyed or crashed) without closing the vchan; what it had not yet put into the ring is lost.`),
-        );
+        this.onGone(peerGoneError(this.peer));
         return;
       }
-    } catch (error) {
-      if (this.closed) return;
+    } catch {
+      // XenStore went away under us (closed with the channel): that ends only the watching.
       this.close();
-      if ((error as { code?: string }).code === 'EACCES') warnUnwatched(this.peer);
-      // Anything else (XenStore closed under us) ends only the watching, not the channel.
     }
   }
 }
 
+export function peerGoneError(peer: number): XenVchanError {
+  return new XenVchanError('ECONNRESET', `The peer domain ${peer} is gone (destroyed or crashed) without closing the vchan; what it had not yet put into the ring is lost.`);
+}
+
+/** Set once xenstored refused to tell us about another domain: it will refuse every time. */
+let unprivileged = false;
 let warned = false;
-function warnUnwatched(peer: number): void {
+function warnUnwatched(peer: number, error: Error): void {
   if (warned) return;
   warned = true;
+  const why = unprivileged ? 'only privileged domains may ask xenstored whether another domain still exists' : `watching failed: ${error.message}`;
   process.emitWarning(
-    `This domain may not ask xenstored whether domain ${peer} still exists (only privileged domains may), so a vchan here will not notice if its peer's domain is destroyed without closing; a close or a crashed process is still seen.`,
+    `A vchan here will not notice if domain ${peer} is destroyed without closing (${why}); a close or a crashed process is still seen.`,
     { code: 'XEN_VCHAN_PEER_UNWATCHED' },
   );
 }

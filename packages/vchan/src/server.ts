@@ -6,7 +6,7 @@ import { createServerLink, type ServerLink } from './links.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
 import { sayGoodbye } from './link.js';
 import { checkDomid, conventionalPath } from './paths.js';
-import { PeerDomainWatch } from './peer-domain.js';
+import { PeerDomainWatch, peerGoneError } from './peer-domain.js';
 import { Vchan } from './stream.js';
 
 export interface ServerOptions extends BackendOptions {
@@ -167,13 +167,10 @@ export class VchanServer extends EventEmitter<ServerEvents> {
   /** A client whose whole domain is destroyed cannot say goodbye; see PeerDomainWatch. */
   private watchClientDomain(channel: Vchan): void {
     if (!this.xenstore) return;
-    this.clientWatch = PeerDomainWatch.start(this.xenstore, this.selfDomid, this.options.domid, (error) => channel.peerDomainGone(error)).catch(
-      (error: Error) => {
-        // Serving goes on; only the watching failed.
-        if (this.state !== 'closed') this.emit('error', error);
-        return null;
-      },
-    );
+    this.clientWatch = PeerDomainWatch.start(this.xenstore, this.selfDomid, this.options.domid, (error) => channel.peerDomainGone(error)).then((watch) => {
+      if (watch === 'gone') channel.peerDomainGone(peerGoneError(this.options.domid));
+      return watch === 'gone' ? null : watch;
+    });
   }
 
   private unwatchClientDomain(): void {

@@ -222,15 +222,38 @@ export class Vchan extends Duplex {
 
   /**
    * Everything written is in the ring by now; close the channel (the peer drains it). A vchan has
-   * no half-close, so the readable side ends too, after what was already taken from the ring.
+   * no half-close, so the readable side ends too, after what the peer had put into the ring.
    */
   override _final(callback: (error?: Error | null) => void): void {
+    this.guard(() => this.takeWhatIsLeft());
+    if (this.destroyed) {
+      callback(); // the peer's nonsense destroyed the stream meanwhile; its error stands
+      return;
+    }
+    const vanished = this.vanished;
     this.closeLink();
+    if (vanished) {
+      callback(vanished);
+      return;
+    }
     if (!this.ended) {
       this.ended = true;
       this.push(null);
     }
     callback();
+  }
+
+  /** Before closing: what the peer already put into the ring is taken too, whatever the buffer holds. */
+  private takeWhatIsLeft(): void {
+    const link = this.link;
+    if (!link || this.ended) return;
+    // push() may run user code that closes the stream; stop as soon as the link is gone.
+    for (let ready = link.reader.available(); ready > 0 && this.link === link; ready = link.reader.available()) {
+      const buffer = Buffer.allocUnsafe(Math.min(ready, MAX_READ_CHUNK));
+      const count = link.reader.readInto(buffer, ready);
+      this.counters.bytesRead += count;
+      this.push(buffer);
+    }
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {

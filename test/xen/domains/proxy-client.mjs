@@ -20,7 +20,15 @@ const proxy = spawn(process.execPath, [vchanBin, 'proxy', '--role', 'client', '-
 });
 const proxyExit = new Promise((resolve) => proxy.on('exit', (code, signal) => resolve(signal ?? code)));
 
-while (!existsSync(socketPath)) await new Promise((resolve) => setTimeout(resolve, 50));
+let proxyGone = false;
+void proxyExit.then(() => (proxyGone = true));
+while (!existsSync(socketPath)) {
+  if (proxyGone) {
+    console.log(`RESULT ${JSON.stringify({ bytes: total, echoed: 0, same: false, proxyExit: await proxyExit })}`);
+    process.exit(1);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 50));
+}
 const socket = net.connect(socketPath);
 await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
 

@@ -14,7 +14,8 @@
 import { spawn } from 'node:child_process';
 import { openXenStore } from '@xen-vchan/xenstore';
 
-/** xenstored 4.17 refuses values over 2048 bytes by default; keep well under with the JSON around. */
+/** xenstored 4.17 refuses guests' values over 2048 bytes by default; records stay under this, encoded. */
+const RECORD_LIMIT = 1900;
 const OUTPUT_TAIL = 1500;
 
 const xenstore = await openXenStore();
@@ -27,11 +28,19 @@ function tail(text) {
   return bytes.length <= OUTPUT_TAIL ? text : bytes.subarray(bytes.length - OUTPUT_TAIL).toString('utf8');
 }
 
+/** Writes a record; an output tail that grows too long once encoded is cut until it fits. */
 async function report(id, key, value) {
+  let record = JSON.stringify(value);
+  while (Buffer.byteLength(record) > RECORD_LIMIT && value.output) {
+    value = { ...value, output: value.output.slice(Math.ceil(value.output.length / 4)) };
+    record = JSON.stringify(value);
+  }
   try {
-    await xenstore.write(`${base}/${key}/${id}`, JSON.stringify(value));
+    await xenstore.write(`${base}/${key}/${id}`, record);
   } catch (error) {
     console.log(`agent: cannot write ${key}/${id}: ${error.message}`);
+    // dom0 waits for done/<n>: it gets one, without the output, rather than a timeout.
+    if (key === 'done') await xenstore.write(`${base}/${key}/${id}`, JSON.stringify({ ...value, output: '' })).catch(() => {});
   }
 }
 
@@ -68,7 +77,12 @@ async function scan() {
       await report(id, 'done', { code: null, signal: null, output: `agent: bad job ${id}: ${error.message}` });
       continue;
     }
-    start(id, request);
+    try {
+      start(id, request);
+    } catch (error) {
+      jobs.set(id, null);
+      await report(id, 'done', { code: null, signal: null, output: `agent: cannot start job ${id}: ${error.message}` });
+    }
   }
   for (const id of await xenstore.directory(`${base}/kill`).catch(() => [])) {
     const child = jobs.get(id);
