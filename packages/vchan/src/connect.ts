@@ -56,17 +56,21 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
         { cause: error },
       );
     }
-    // The Vchan is made last: from its first microtask on it may fail (a hostile page), and only
-    // once we have returned it can the caller be listening for that.
-    let channel: Vchan | null = null;
-    let goneEarly: XenVchanError | null = null;
-    watch = await PeerDomainWatch.start(xenstore, self, serverDomid, (error) => (channel ? channel.peerDomainGone(error) : (goneEarly = error)));
-    if (!(watch instanceof PeerDomainWatch) && !options.xenstore) xenstore.close();
-    if (watch === 'gone' || goneEarly) {
-      link.close(true);
-      throw goneEarly ?? peerGoneError(serverDomid);
+    // The Vchan listens to the port at once: an event that came with nobody listening would leave
+    // the port masked. It may fail from its first microtask on (a hostile page); while we still
+    // wait here, the caller cannot be listening, so such an error rejects connect() instead.
+    const channel = new Vchan(link);
+    let failed: Error | null = null;
+    const onEarlyError = (error: Error) => void (failed ??= error);
+    channel.on('error', onEarlyError);
+    watch = await PeerDomainWatch.start(xenstore, self, serverDomid, (error) => channel.peerDomainGone(error));
+    channel.off('error', onEarlyError);
+    if (!(watch instanceof PeerDomainWatch) || channel.destroyed) unwatch();
+    if (failed) throw failed;
+    if (watch === 'gone') {
+      channel.destroy();
+      throw peerGoneError(serverDomid);
     }
-    channel = new Vchan(link);
     return channel;
   } catch (error) {
     if (!options.xenstore) xenstore.close();
