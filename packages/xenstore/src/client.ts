@@ -6,6 +6,12 @@ import type { TransportKind } from './options.js';
 import { runTransaction, Transaction, type TransactionOptions } from './transaction.js';
 import { Watch } from './watch.js';
 
+function checkDomid(domid: number): void {
+  if (!Number.isInteger(domid) || domid < 0 || domid > MAX_PERMISSION_DOMID) {
+    throw invalidArgument(`domid must be an integer from 0 to ${MAX_PERMISSION_DOMID}, got ${domid}`);
+  }
+}
+
 const closeOnCollect = new FinalizationRegistry<XenStoreConnection>((connection) => connection.close());
 
 /** A connection to XenStore. Open one with openXenStore(); close() it when done. */
@@ -27,9 +33,7 @@ export class XenStore extends NodeOperations {
 
   /** The domain's home, `/local/domain/<domid>`. */
   async getDomainPath(domid: number): Promise<string> {
-    if (!Number.isInteger(domid) || domid < 0 || domid > MAX_PERMISSION_DOMID) {
-      throw invalidArgument(`domid must be an integer from 0 to ${MAX_PERMISSION_DOMID}, got ${domid}`);
-    }
+    checkDomid(domid);
     const [path] = splitXsStrings(await this.send(XsType.GET_DOMAIN_PATH, 'getDomainPath', String(domid), xsStrings(String(domid))));
     return path ?? '';
   }
@@ -40,9 +44,7 @@ export class XenStore extends NodeOperations {
    * XSA-115); the simulation answers ENOSYS.
    */
   async isDomainIntroduced(domid: number): Promise<boolean> {
-    if (!Number.isInteger(domid) || domid < 0 || domid > MAX_PERMISSION_DOMID) {
-      throw invalidArgument(`domid must be an integer from 0 to ${MAX_PERMISSION_DOMID}, got ${domid}`);
-    }
+    checkDomid(domid);
     const [answer] = splitXsStrings(await this.send(XsType.IS_DOMAIN_INTRODUCED, 'isDomainIntroduced', String(domid), xsStrings(String(domid))));
     if (answer !== 'T' && answer !== 'F') throw new XenVchanError('EPROTO', `XenStore answered IS_DOMAIN_INTRODUCED with "${answer}", not T or F.`);
     return answer === 'T';
