@@ -8,6 +8,7 @@ import { renderChart } from './chart.js';
 import { CRingError, findCSource } from './cring.js';
 import { Endpoint } from './endpoint.js';
 import { renderTable } from './report.js';
+import { controlCodec, MAX_CHUNK, MAX_CONTROL_MESSAGE, MAX_RING } from './requests.js';
 import { runBench, type BenchPlan } from './run.js';
 
 const DEFAULT_CHUNKS = '64,4KiB,64KiB,1MiB';
@@ -41,7 +42,9 @@ options:
 between real domains (the vchan rows; the sockets and the C ring still run here):
       --domain ID      the domain running \`vchan bench --serve --domain <this domain>\`
       --serve          serve the vchan measurements of \`vchan bench --domain <this domain>\` run
-                       in domain --domain ID, until interrupted (or once, with --once)
+                       in domain --domain ID, until interrupted (or once, with --once); it
+                       publishes them under its own /local/domain/<self>/data/vchan/<ID>/ only,
+                       and refuses (EPROTO) any request that is not what vchan bench sends
       --once           with --serve: exit after one bench run
 ${channelOptionsHelp.replace('(default vchan)', '(default bench)')}
 
@@ -103,10 +106,10 @@ export const benchCommand: Command = {
     if (values.once) throw new UsageError('--once goes with --serve');
 
     const chunks = parseList(values.chunks ?? (values.quick ? QUICK_CHUNKS : DEFAULT_CHUNKS), '--chunks', (value) =>
-      value >= 1 && value <= 64 * 2 ** 20 ? null : `a chunk is 1 byte to 64 MiB, got ${value}`,
+      value >= 1 && value <= MAX_CHUNK ? null : `a chunk is 1 byte to 64 MiB, got ${value}`,
     );
     const rings = parseList(values.rings ?? (values.quick ? QUICK_RINGS : DEFAULT_RINGS), '--rings', (value) =>
-      value >= 4096 && value <= 2 ** 20 && (value & (value - 1)) === 0 ? null : `a ring is a power of two from 4KiB to 1MiB, got ${value}`,
+      value >= 4096 && value <= MAX_RING && (value & (value - 1)) === 0 ? null : `a ring is a power of two from 4KiB to 1MiB, got ${value}`,
     );
     const seconds = values.seconds !== undefined ? parseSeconds(values.seconds) : values.quick ? 0.1 : 1;
     const cRing = !values['no-c-ring'];
@@ -160,7 +163,12 @@ export const benchCommand: Command = {
   },
 };
 
-/** The other domain's end: a control vchan whose client asks for vchan measurements. */
+/**
+ * The other domain's end: a control vchan whose client asks for vchan measurements. That client
+ * is another domain, trusted with nothing: its requests are checked field by field (requests.ts),
+ * a bad one gets EPROTO and changes nothing, and a channel that breaks the RPC framing is dropped
+ * and the control vchan published again for the next client, unless --once.
+ */
 async function serve(
   client: number,
   name: string,
@@ -168,39 +176,62 @@ async function serve(
   backend: ReturnType<typeof backendOptions>,
   once: boolean,
 ): Promise<number> {
-  const endpoint = new Endpoint();
-  const server = createServer(
-    { domid: client, ...(xenstorePath ? { path: xenstorePath } : { name }), persist: !once, ...backend },
-    (channel) => {
-      process.stderr.write(`vchan bench: domain ${client} connected\n`);
-      const rpc = new RpcPeer(channel, {
-        timeout: 0,
-        handlers: {
-          hello: () => endpoint.handle('hello', {}),
-          // Only vchans to the domain we serve, on our backend, whatever the request says.
-          listen: (request: Record<string, unknown>) =>
-            endpoint.handle('listen', { ...request, transport: 'vchan', peerDomid: client, backend: backend.backend, simDomid: backend.simDomid }),
-          result: (request) => endpoint.handle('result', request),
-          close: (request) => endpoint.handle('close', request),
-        },
-      });
-      rpc.on('close', () => {
-        void endpoint.closeAll();
-        process.stderr.write(`vchan bench: domain ${client} left\n`);
-      });
-    },
-  );
-  await server.listen();
-  process.stderr.write(
-    `vchan bench: serving at ${server.path} for domain ${client}; there, run: vchan bench --domain <this domain> ${xenstorePath ? `--path ${xenstorePath}` : `--name ${name}`}\n`,
-  );
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    server.once('close', stop);
+  const endpoint = new Endpoint({ client, backend: backend.backend, ...(backend.simDomid !== undefined ? { simDomid: backend.simDomid } : {}) });
+  // Only what the bench client calls; each handler passes the request on as it came, to be checked.
+  const served = (op: string) => async (request: unknown) => {
+    try {
+      return await endpoint.handle(op, request);
+    } catch (error) {
+      // The operator should see what the other domain tried; the client gets the error too.
+      if ((error as { code?: string }).code === 'EPROTO') process.stderr.write(`vchan bench: ${op} from domain ${client}: ${(error as Error).message}\n`);
+      throw error;
+    }
+  };
+  let stopping = false;
+  let stop = () => {};
+  const stopped = new Promise<void>((resolve) => {
+    stop = () => {
+      stopping = true;
+      resolve();
+    };
   });
-  await endpoint.closeAll();
-  await server.close();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    for (let round = 1; !stopping; round++) {
+      const server = createServer(
+        { domid: client, ...(xenstorePath ? { path: xenstorePath } : { name }), persist: !once, ...backend },
+        (channel) => {
+          process.stderr.write(`vchan bench: domain ${client} connected\n`);
+          const rpc = new RpcPeer(channel, {
+            timeout: 0,
+            codec: controlCodec,
+            maxMessageSize: MAX_CONTROL_MESSAGE,
+            handlers: { hello: served('hello'), listen: served('listen'), result: served('result'), close: served('close') },
+          });
+          rpc.on('close', (error) => {
+            void endpoint.closeAll();
+            process.stderr.write(`vchan bench: domain ${client} left${error ? ` (${error.message})` : ''}\n`);
+          });
+        },
+      );
+      const closed = new Promise<void>((resolve) => server.once('close', resolve));
+      await server.listen();
+      if (round === 1) {
+        process.stderr.write(
+          `vchan bench: serving at ${server.path} for domain ${client}; there, run: vchan bench --domain <this domain> ${xenstorePath ? `--path ${xenstorePath}` : `--name ${name}`}\n`,
+        );
+      }
+      await Promise.race([closed, stopped]);
+      await endpoint.closeAll();
+      await server.close();
+      // A persistent server closes by itself only when its channel ended from this side, as
+      // RpcPeer ends it on a message it cannot decode: the next client gets a fresh one.
+      if (once) break;
+    }
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
   return EXIT.ok;
 }

@@ -1,7 +1,7 @@
 /**
  * One end of the measurements: it listens or connects over a transport and plays a role on the
  * stream. A forked worker process runs this (worker.ts), and so does `vchan bench --serve` in
- * another domain, driven over a control vchan.
+ * another domain, driven over a control vchan. Every request is checked first (requests.ts).
  */
 import { rmSync } from 'node:fs';
 import net from 'node:net';
@@ -12,6 +12,7 @@ import { connect } from '../../connect.js';
 import { createServer, type VchanServer } from '../../server.js';
 import type { Vchan, VchanStats } from '../../stream.js';
 import { Pattern } from './pattern.js';
+import { checkRequest, MAX_LISTENING, protocolError, type Serving } from './requests.js';
 import * as roles from './roles.js';
 
 export type StreamTransport = 'vchan' | 'unix' | 'tcp';
@@ -38,10 +39,11 @@ export interface ListenRequest {
   role: Role;
   /** vchan: ring size each way (readMin and writeMin). */
   ring?: number;
-  /** vchan: the client domain, and the name or XenStore path to publish at. */
+  /**
+   * vchan: the client domain. Where the server publishes is not the request's to say: always
+   * under its own vchan area for that client, at a name the listener picks (see listen()).
+   */
   peerDomid?: number;
-  name?: string;
-  path?: string;
   backend?: 'auto' | 'xen' | 'sim';
   simDomid?: number;
   /** Largest chunk of the run, so the pattern is sized once. */
@@ -80,58 +82,92 @@ const PATTERN_MINIMUM = 1 << 20;
 
 export class Endpoint {
   private readonly listening = new Map<string, Listening>();
+  /** Listeners being set up, counted with the others; `closed` when close() came meanwhile. */
+  private readonly opening = new Map<string, { closed: boolean }>();
   private pattern: Pattern | null = null;
+  /** Vchans this endpoint published so far: each gets a name of its own (see listen()). */
+  private published = 0;
 
-  async handle(op: string, args: unknown): Promise<unknown> {
-    switch (op) {
+  /**
+   * `serving`: the endpoint of `vchan bench --serve`, whose requests come from that other domain:
+   * it only listens, over vchans to that domain, on its own backend, whatever a request says.
+   */
+  constructor(private readonly serving?: Serving) {}
+
+  /** Runs one request; a malformed one is refused with EPROTO before anything is done. */
+  async handle(op: unknown, args: unknown): Promise<unknown> {
+    const checked = checkRequest(op, args, this.serving);
+    switch (checked.op) {
       case 'hello':
         return { pid: process.pid, node: process.version };
       case 'listen':
-        return this.listen(args as ListenRequest);
+        return this.listen(checked.request);
       case 'connect':
-        return this.connect(args as ConnectRequest);
+        return this.connect(checked.request);
       case 'result':
-        return this.result((args as { key: string }).key);
+        return this.result(checked.key);
       case 'close':
-        return this.close((args as { key: string }).key);
-      default:
-        throw new Error(`unknown endpoint operation ${op}`);
+        return this.close(checked.key);
     }
   }
 
   /** Closes every listener still open. */
   async closeAll(): Promise<void> {
+    for (const opening of this.opening.values()) opening.closed = true;
     await Promise.all([...this.listening.keys()].map((key) => this.close(key)));
   }
 
-  private patternFor(maxChunk = 0, seed = 1): Pattern {
-    const extra = Math.max(PATTERN_MINIMUM, maxChunk);
+  /** The pattern a role sends or checks, if it is one that does; maxChunk is at most MAX_CHUNK (requests.ts). */
+  private patternFor(request: { role: Role; maxChunk?: number; seed?: number }): Pattern | null {
+    const { role, seed = 1 } = request;
+    if (role.role !== 'send' && role.role !== 'receive') return null;
+    const extra = Math.max(PATTERN_MINIMUM, request.maxChunk ?? 0, role.role === 'send' ? role.chunk : 0);
     if (!this.pattern || this.pattern.extra < extra || this.pattern.seed !== seed) this.pattern = new Pattern(extra, seed);
     return this.pattern;
   }
 
   private async listen(request: ListenRequest): Promise<Address> {
-    if (this.listening.has(request.key)) throw new Error(`a measurement ${request.key} is already listening`);
-    const pattern = request.role.role === 'send' ? this.patternFor(request.maxChunk, request.seed) : null;
+    if (this.listening.has(request.key) || this.opening.has(request.key)) throw protocolError(`a measurement ${request.key} is already listening`);
+    // Each listener holds pages, a port and XenStore keys until it is closed: a bounded number,
+    // counted from before the first await, so that requests sent all at once cannot pass it.
+    if (this.listening.size + this.opening.size >= MAX_LISTENING) throw protocolError(`${MAX_LISTENING} measurements are listening already; close one first`);
+    const opening = { closed: false };
+    this.opening.set(request.key, opening);
+    try {
+      return await this.open(request, opening);
+    } finally {
+      this.opening.delete(request.key);
+    }
+  }
+
+  private async open(request: ListenRequest, opening: { closed: boolean }): Promise<Address> {
+    const pattern = this.patternFor(request);
     let accepted: Promise<Duplex>;
     let address: Address;
     let closeServer: () => Promise<void>;
     if (request.transport === 'vchan') {
       const ring = request.ring ?? 65536;
+      // Always the conventional /local/domain/<self>/data/vchan/<client>/<name>, and a name of our
+      // own: closing the server removes that node recursively, so it must be one we made, not
+      // another service's (nor the control vchan's), nor an earlier measurement's still being removed.
+      const name = `bench-${process.pid}-${++this.published}`;
+      const { backend, simDomid } = this.serving ?? request;
       const server: VchanServer = createServer({
-        domid: request.peerDomid ?? 0,
-        ...(request.path ? { path: request.path } : { name: request.name ?? `bench-${request.key}` }),
+        domid: this.serving?.client ?? request.peerDomid ?? 0,
+        name,
         readMin: ring,
         writeMin: ring,
-        ...(request.backend ? { backend: request.backend } : {}),
-        ...(request.simDomid !== undefined ? { simDomid: request.simDomid } : {}),
+        ...(backend ? { backend } : {}),
+        ...(simDomid !== undefined ? { simDomid } : {}),
       });
       accepted = new Promise((resolve, reject) => {
         server.once('channel', resolve);
         server.once('error', reject);
       });
+      // A listen that fails rejects this too, with nobody waiting on it yet: not a crash.
+      accepted.catch(() => {});
       await server.listen();
-      address = request.path ? { path: request.path } : { name: request.name ?? `bench-${request.key}` };
+      address = { name };
       closeServer = () => server.close();
     } else {
       const server = net.createServer();
@@ -139,6 +175,7 @@ export class Endpoint {
         server.once('connection', resolve);
         server.once('error', reject);
       });
+      accepted.catch(() => {});
       if (request.transport === 'unix') {
         const socketPath = path.join(os.tmpdir(), `vchan-bench-${process.pid}-${request.key}.sock`);
         rmSync(socketPath, { force: true });
@@ -149,6 +186,11 @@ export class Endpoint {
         address = { port: (server.address() as net.AddressInfo).port };
       }
       closeServer = () => new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    if (opening.closed) {
+      // Closed (or its client gone) while it was being set up: nobody will ask for it now.
+      await closeServer();
+      throw protocolError(`the measurement ${request.key} was closed before it was listening`);
     }
     let stream: Duplex | null = null;
     const outcome = accepted.then((accepted) => {
@@ -167,12 +209,12 @@ export class Endpoint {
   }
 
   private async connect(request: ConnectRequest): Promise<RoleOutcome> {
-    const pattern = request.role.role === 'receive' ? this.patternFor(request.maxChunk, request.seed) : null;
+    const pattern = this.patternFor(request);
     let stream: Duplex;
     if (request.transport === 'vchan') {
       stream = await connect({
         domid: request.serverDomid ?? 0,
-        ...(request.address.path ? { path: request.address.path } : { name: request.address.name ?? 'vchan' }),
+        name: request.address.name!,
         timeout: 20_000,
         ...(request.backend ? { backend: request.backend } : {}),
         ...(request.simDomid !== undefined ? { simDomid: request.simDomid } : {}),
@@ -195,11 +237,13 @@ export class Endpoint {
 
   private async result(key: string): Promise<RoleOutcome> {
     const listening = this.listening.get(key);
-    if (!listening) throw new Error(`no measurement ${key} is listening here`);
+    if (!listening) throw protocolError(`no measurement ${key} is listening here`);
     return listening.outcome;
   }
 
   private async close(key: string): Promise<void> {
+    const opening = this.opening.get(key);
+    if (opening) opening.closed = true;
     const listening = this.listening.get(key);
     if (!listening) return;
     this.listening.delete(key);

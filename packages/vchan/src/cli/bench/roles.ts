@@ -136,10 +136,17 @@ function summarize(samples: Float64Array, count: number): { p50Us: number; p99Us
   };
 }
 
-/** Echoes whatever arrives until the peer ends. */
+/**
+ * Echoes whatever arrives until the peer ends. The peer may be another domain that writes and
+ * never reads: reading waits while the echo cannot be written, or it would pile up here unbounded.
+ */
 export function pong(stream: Duplex): Promise<Record<string, never>> {
   return new Promise((resolve, reject) => {
-    stream.on('data', (piece: Buffer) => stream.write(piece));
+    stream.on('data', (piece: Buffer) => {
+      if (stream.write(piece)) return;
+      stream.pause();
+      stream.once('drain', () => stream.resume());
+    });
     stream.once('error', reject);
     stream.once('close', () => resolve({}));
   });
@@ -196,17 +203,20 @@ export function ping(stream: Duplex, size: number, seconds: number): Promise<Lat
   });
 }
 
+/** The calls are `{ n, text: 'ping' }`: no reason to buffer MessageChannel's default 64 MiB for one. */
+const MAX_RPC_MESSAGE = 64 * 1024;
+
 /** Serves `echo` until the peer ends. */
 export function rpcServe(stream: Duplex): Promise<Record<string, never>> {
   return new Promise((resolve) => {
-    new RpcPeer(stream, { handlers: { echo: (params) => params } });
+    new RpcPeer(stream, { maxMessageSize: MAX_RPC_MESSAGE, handlers: { echo: (params) => params } });
     stream.once('close', () => resolve({}));
   });
 }
 
 /** Calls `echo` one at a time for half of `seconds`, then with `inFlight` calls in flight for the other half. */
 export async function rpcCall(stream: Duplex, seconds: number, inFlight: number): Promise<RpcResult> {
-  const rpc = new RpcPeer(stream, { timeout: 0 });
+  const rpc = new RpcPeer(stream, { timeout: 0, maxMessageSize: MAX_RPC_MESSAGE });
   let id = 0;
   const call = async () => {
     const n = id++;

@@ -15,6 +15,7 @@ import type { VchanStats } from '../../stream.js';
 import { buildCRing, cLatency, cThroughput } from './cring.js';
 import type { Address, ConnectRequest, ListenRequest, Role, RoleOutcome, StreamTransport } from './endpoint.js';
 import { Progress } from './progress.js';
+import { controlCodec } from './requests.js';
 import {
   addRatios,
   computeTargets,
@@ -163,7 +164,6 @@ export async function runBench(plan: BenchPlan, log: (text: string) => void): Pr
   const started = performance.now();
   const seed = (Math.random() * 0xffffffff) >>> 0 || 1;
   const maxChunk = Math.max(...plan.chunks);
-  const runTag = `${process.pid}`;
 
   // Where each end of a vchan runs, and as which domain.
   const simMode = plan.mode.kind === 'sim';
@@ -259,7 +259,7 @@ export async function runBench(plan: BenchPlan, log: (text: string) => void): Pr
         backend,
         ...(plan.simDomid !== undefined ? { simDomid: plan.simDomid } : {}),
       });
-      remote = new RemoteEndpoint(new RpcPeer(control, { timeout: 0 }));
+      remote = new RemoteEndpoint(new RpcPeer(control, { timeout: 0, codec: controlCodec }));
       await remote.call('hello', {});
       description = `vchan between this domain and domain ${plan.mode.domid} (vchan bench --serve there, backend ${backend}); sockets and the C ring between two processes here`;
     } else if (simMode) {
@@ -275,7 +275,8 @@ export async function runBench(plan: BenchPlan, log: (text: string) => void): Pr
     const measure = async (transport: StreamTransport, listenRole: Role, connectRole: Role, ring?: number): Promise<[RoleOutcome, RoleOutcome]> => {
       const key = `m${++counter}`;
       const listener = transport === 'vchan' ? vchanListener : first;
-      const name = plan.mode.kind === 'remote' ? `${plan.mode.name}-${runTag}-${key}` : `bench-${runTag}-${key}`;
+      // No name or path for a vchan: the listener publishes under its own vchan area for the
+      // client, at a name it picks, and answers with it (a serving domain takes neither from us).
       const listenRequest: ListenRequest = {
         transport,
         key,
@@ -286,7 +287,6 @@ export async function runBench(plan: BenchPlan, log: (text: string) => void): Pr
           ? {
               ring: ring ?? 65536,
               ...(clientDomid !== undefined ? { peerDomid: clientDomid } : {}),
-              ...(plan.mode.kind === 'remote' && plan.mode.path ? { path: `${plan.mode.path}-${runTag}-${key}` } : { name }),
               backend,
               ...(listenerDomid !== undefined && listener !== remote ? { simDomid: listenerDomid } : {}),
             }

@@ -1,26 +1,35 @@
 /**
  * A forked measurement process: `vchan bench` starts two of these (domains 1 and 2 on the
  * simulation) and drives them over Node's IPC channel, one request at a time per measurement.
+ * The endpoint checks each request's fields (requests.ts); a message that is not even a request
+ * is answered with EPROTO if it has an id to answer to, and dropped if not, never thrown.
  */
 import { Endpoint } from './endpoint.js';
 
 interface Request {
   id: number;
-  op: string;
+  op: unknown;
   args: unknown;
 }
 
 const endpoint = new Endpoint();
 
-process.on('message', (message: Request) => {
-  const { id, op, args } = message;
+/** A reply to a parent that has gone is dropped: 'disconnect' ends this process anyway. */
+function reply(message: object): void {
+  if (process.connected) process.send!(message, () => {});
+}
+
+process.on('message', (message: unknown) => {
+  const id = (message as Partial<Request> | null)?.id;
+  if (typeof id !== 'number' || !Number.isSafeInteger(id)) return;
+  const { op, args } = message as Request;
   if (op === 'exit') {
     void endpoint.closeAll().finally(() => process.send!({ id, result: null }, () => process.exit(0)));
     return;
   }
   endpoint.handle(op, args).then(
-    (result) => process.send!({ id, result }),
-    (error: Error & { code?: string }) => process.send!({ id, error: { message: error?.message ?? String(error), code: error?.code } }),
+    (result) => reply({ id, result }),
+    (error: Error & { code?: string }) => reply({ id, error: { message: error?.message ?? String(error), code: error?.code } }),
   );
 });
 
