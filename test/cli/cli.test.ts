@@ -99,6 +99,38 @@ describe('vchan CLI', () => {
     }
   });
 
+  it('proxies: a service that sends and closes at once still delivers everything to a slow reader', async () => {
+    const payload = randomBytes(8 * 1024 * 1024);
+    const service = net.createServer((socket) => socket.end(payload));
+    await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
+    const port = (service.address() as net.AddressInfo).port;
+    const socketPath = path.join(scratch, 'proxy-slow.sock');
+    const exits: Promise<number>[] = [];
+    const start = (args: string[]) => {
+      const child = spawn(process.execPath, [bin, 'proxy', ...args], { env: { ...process.env, XEN_VCHAN_BACKEND: 'sim' }, stdio: ['ignore', 'inherit', 'pipe'] });
+      exits.push(new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1))));
+      return new Promise<void>((resolve) => child.stderr!.on('data', (text: Buffer) => /serving|listening/.test(String(text)) && resolve()));
+    };
+    try {
+      await start(['--role', 'server', '-d', '2', '-n', 'slow', '--sim-domid', '1', '--tcp', String(port), '--once']);
+      await start(['--role', 'client', '-d', '1', '-n', 'slow', '--sim-domid', '2', '--unix', socketPath, '--listen', '--once']);
+      const client = net.connect(socketPath);
+      client.pause(); // the reader is slow: the proxy holds what the socket cannot take yet
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const chunks: Buffer[] = [];
+      await new Promise<void>((resolve) => {
+        client.on('data', (chunk) => chunks.push(chunk));
+        client.on('close', () => resolve());
+        client.resume();
+      });
+      expect(Buffer.concat(chunks).length).toBe(payload.length);
+      expect(Buffer.concat(chunks).equals(payload)).toBe(true);
+      expect(await Promise.all(exits)).toEqual([0, 0]);
+    } finally {
+      service.close();
+    }
+  });
+
   it('sim start, status and stop', async () => {
     const dir = path.join(path.dirname(process.env.XEN_VCHAN_SIM_DIR!), `cli-${process.pid}`);
     try {

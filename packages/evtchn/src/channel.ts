@@ -103,8 +103,26 @@ export abstract class EventChannel extends EventEmitter<EventChannelEvents> {
     if (!Number.isInteger(domid) || domid < 0 || domid > 0x7fef) throw invalidArgument(`domid must be an integer from 0 to 32751, got ${domid}`);
   }
 
+  /**
+   * Every port of the batch is emitted even if a listener throws: the ports are masked until their
+   * listener unmasks them, so stopping at a throw would leave the rest deaf. The first exception
+   * is rethrown once all are out (the poller hands it to Node as an uncaught exception, as a throw
+   * in any EventEmitter listener would be); any further ones follow on the next tick.
+   */
   protected emitEvents(ports: readonly number[]): void {
-    for (const port of ports) this.emit('event', port);
+    let first: { error: unknown } | null = null;
+    for (const port of ports) {
+      try {
+        this.emit('event', port);
+      } catch (error) {
+        if (first) {
+          process.nextTick(() => {
+            throw error;
+          });
+        } else first = { error };
+      }
+    }
+    if (first) throw first.error;
   }
 
   private onReadable(status: number): void {

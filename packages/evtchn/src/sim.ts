@@ -5,6 +5,16 @@ import { EventChannel, evtchnAdvice, restrictAdvice } from './channel.js';
 import type { EventChannelOptions } from './interface.js';
 import { addon } from './native.js';
 
+/** A handle nobody closed and nobody references any more: its FIFO is closed and the daemon told. */
+const releaseOnCollect = new FinalizationRegistry<{ connection: SimConnection; handle: number; wakeupFd: number }>(({ connection, handle, wakeupFd }) => {
+  try {
+    closeSync(wakeupFd);
+    connection.call('close', { handle });
+  } catch {
+    /* the daemon or the fd is gone already */
+  }
+});
+
 /**
  * Event channels on the simulation. Ports live in the simulated hypervisor; wake-ups arrive on a
  * FIFO as the same 4-byte port records /dev/xen/evtchn returns, read by the same native code.
@@ -30,6 +40,7 @@ export class SimEventChannel extends EventChannel {
     this.handle = handle;
     // Read-write, so the FIFO always has a writer and never reports hang-up between events.
     this.wakeupFd = openSync(wakeup, constants.O_RDWR | constants.O_NONBLOCK);
+    releaseOnCollect.register(this, { connection: this.connection, handle, wakeupFd: this.wakeupFd }, this);
     this.startPolling(this.wakeupFd);
   }
 
@@ -88,6 +99,7 @@ export class SimEventChannel extends EventChannel {
     if (this.closed) return;
     this.closed = true;
     this.stopPolling();
+    releaseOnCollect.unregister(this);
     for (const port of this.bound) this.router.closing(this.domid, port);
     closeSync(this.wakeupFd);
     this.bound.clear();

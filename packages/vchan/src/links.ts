@@ -121,7 +121,16 @@ export function connectClientLink(options: {
     const ringMemory = (order: number, writable: boolean): Uint8Array => {
       if (order < PAGE_ORDER) return new Uint8Array(page0.buffer, inPageRingOffset(order), 1 << order);
       const refs = Array.from({ length: ringPages(order) }, () => control.grant(grantIndex++));
-      return new Uint8Array(gntdev.map(options.serverDomid, refs, { writable }).buffer);
+      try {
+        return new Uint8Array(gntdev.map(options.serverDomid, refs, { writable }).buffer);
+      } catch (error) {
+        // Page 0 and the port were fine, so the server is there: the grants it listed are what is
+        // wrong (not granted to us, or read-only where we must write).
+        throw protocolError(
+          `the ${writable ? 'left' : 'right'} ring's grants [${refs.join(', ')}] could not be mapped ${writable ? 'writable' : 'read-only'} (${(error as Error).message})`,
+          error,
+        );
+      }
     };
     // We write the left ring; the right one is the server's to write, so we map it read-only.
     const left = ringMemory(orders.left, true);

@@ -57,6 +57,15 @@ export class RingReader extends RingEnd {
     Atomics.store(this.indices, this.ownWord, this.own | 0);
     return count;
   }
+
+  /**
+   * Persistent server, between two clients: drops what the last client wrote and nobody read, so
+   * the next client's stream starts clean. Takes the producer index as it is, whatever it says.
+   */
+  forgetUnread(): void {
+    this.own = Atomics.load(this.indices, this.peerWord) >>> 0;
+    Atomics.store(this.indices, this.ownWord, this.own | 0);
+  }
 }
 
 /** The end we write: we produce, the peer consumes. */
@@ -78,5 +87,14 @@ export class RingWriter extends RingEnd {
     // Seq-cst store: the data is in the ring before the peer can see the new producer index.
     Atomics.store(this.indices, this.ownWord, this.own | 0);
     return count;
+  }
+
+  /**
+   * Persistent server, between two clients: what we wrote for the last client and it never read
+   * must not reach the next one, so the consumer index (the client's word, but no client is
+   * connected now) is moved up to ours.
+   */
+  forgetUnread(): void {
+    Atomics.store(this.indices, this.peerWord, this.own | 0);
   }
 }

@@ -99,6 +99,7 @@ export class VchanServer extends EventEmitter<ServerEvents> {
       await publish(this.xenstore, path, self, this.options.domid, this.shared);
       this.publishedPath = path;
       this.shared.link.events.on('event', this.onEvent);
+      this.shared.link.events.on('error', this.onEventsFailed);
       this.emit('listening');
       this.checkForClient();
       return this;
@@ -121,6 +122,7 @@ export class VchanServer extends EventEmitter<ServerEvents> {
     this.shared = null;
     if (shared) {
       shared.link.events.off('event', this.onEvent);
+      shared.link.events.off('error', this.onEventsFailed);
       sayGoodbye(shared.link.control, shared.link.events, shared.link.port, shared.release);
     }
     const xenstore = this.xenstore;
@@ -142,15 +144,30 @@ export class VchanServer extends EventEmitter<ServerEvents> {
     this.checkForClient();
   };
 
+  /** The event channel broke (its poll failed): nothing can be heard any more, so the server closes. */
+  private readonly onEventsFailed = (error: Error) => {
+    this.channel?.destroy(error);
+    void this.close();
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+    else {
+      // eventemitter3 would drop an 'error' nobody listens to; Node's EventEmitter throws it.
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+  };
+
   private checkForClient(): void {
     const shared = this.shared;
     if (this.state !== 'waiting' || !shared) return;
-    const live = shared.link.control.peerLive;
+    let live = shared.link.control.peerLive;
     if (live === LIVE_GONE) {
       shared.link.control.reopenClientSlot();
+      // One more look, for a client that connected in between; never more than one per event,
+      // so a client that keeps writing 0 there costs one 'clientLost' per event it sends.
+      live = shared.link.control.peerLive;
       this.emit('clientLost');
-      this.checkForClient(); // a new client may have connected in between
-      return;
+      if (this.state !== 'waiting' || this.shared !== shared) return;
     }
     if (live !== LIVE_CONNECTED) return;
     this.state = 'connected';
@@ -183,9 +200,14 @@ export class VchanServer extends EventEmitter<ServerEvents> {
     this.channel = null;
     this.unwatchClientDomain();
     if (persist && peerGone && this.state === 'connected') {
-      // Only the client left: keep the pages, the port and the keys for the next one.
+      // Only the client left: keep the pages, the port and the keys for the next one, but not
+      // the bytes meant for or sent by the last one. (A client that connects in the very instant
+      // before this runs would lose what it wrote meanwhile; libxenvchan does not reset at all.)
       this.state = 'waiting';
-      this.shared!.link.control.reopenClientSlot();
+      const { link } = this.shared!;
+      link.reader.forgetUnread();
+      link.writer.forgetUnread();
+      link.control.reopenClientSlot();
       this.checkForClient();
       return;
     }

@@ -33,6 +33,11 @@ interface PendingWrite {
  * MiB/s; 32 KiB reads, which malloc serves from memory it reuses, one every 256 KB and 3600-6400 MiB/s.
  */
 const MAX_READ_CHUNK = 32 * 1024;
+/**
+ * A read wake-up moves at most one ring's worth (and at least this much, so that small rings are
+ * not slowed by a turn of the event loop per kilobyte) before it lets the event loop run.
+ */
+const MIN_BYTES_PER_TURN = 64 * 1024;
 /** Default stream buffers: large enough that a 1 MiB ring is kept busy by 64 KiB writes. */
 const DEFAULT_HIGH_WATER_MARK = 256 * 1024;
 
@@ -102,6 +107,9 @@ export class Vchan extends Duplex {
   /** Set when the peer's domain is gone without closing (see PeerDomainWatch). */
   private vanished: XenVchanError | null = null;
   private spinScheduled = false;
+  private pullScheduled = false;
+  /** Bytes read since the event loop last had a turn: one wake-up moves at most about one ring. */
+  private movedSinceYield = 0;
   private readonly readSpin = new SpinPolicy();
   private readonly writeSpin = new SpinPolicy();
   /** Bytes consumed / produced since the peer was last told. */
@@ -118,6 +126,7 @@ export class Vchan extends Duplex {
     });
     this.link = link;
     link.events.on('event', this.onEvent);
+    link.events.on('error', this.onEventsFailed);
     // Anything that happened before we listened (data, a close) is picked up now.
     queueMicrotask(() => this.service());
   }
@@ -243,15 +252,21 @@ export class Vchan extends Duplex {
     callback();
   }
 
-  /** Before closing: what the peer already put into the ring is taken too, whatever the buffer holds. */
+  /**
+   * Before closing: what the peer had put into the ring when we looked is taken too, whatever the
+   * buffer holds. Only that one look: a peer that refills as fast as we take would otherwise keep
+   * us here, buffering without end. So this costs at most one ring beyond the high-water mark.
+   */
   private takeWhatIsLeft(): void {
     const link = this.link;
     if (!link || this.ended) return;
+    let left = link.reader.available();
     // push() may run user code that closes the stream; stop as soon as the link is gone.
-    for (let ready = link.reader.available(); ready > 0 && this.link === link; ready = link.reader.available()) {
-      const buffer = Buffer.allocUnsafe(Math.min(ready, MAX_READ_CHUNK));
-      const count = link.reader.readInto(buffer, ready);
+    while (left > 0 && this.link === link) {
+      const buffer = Buffer.allocUnsafe(Math.min(left, MAX_READ_CHUNK));
+      const count = link.reader.readInto(buffer, left);
       this.counters.bytesRead += count;
+      left -= count;
       this.push(buffer);
     }
   }
@@ -269,6 +284,11 @@ export class Vchan extends Duplex {
     this.counters.eventsReceived++;
     this.link.events.unmask(port);
     this.service();
+  };
+
+  /** The event channel broke (its poll failed): no wake-up can come any more, so waiting would hang. */
+  private readonly onEventsFailed = (error: Error) => {
+    this.destroy(error);
   };
 
   /** Re-checks both directions and the peer's liveness. */
@@ -318,12 +338,24 @@ export class Vchan extends Duplex {
   private pull(): void {
     const link = this.link;
     if (!link || this.ended) return;
+    // A turn of the event loop is due first (see below); _read() calls in between only wait.
+    if (this.pullScheduled) return;
+    const turnLimit = Math.max(link.reader.size, MIN_BYTES_PER_TURN);
     // push() may run user code that closes the stream; stop as soon as the link is gone.
     while (this.link === link) {
+      if (this.movedSinceYield >= turnLimit) {
+        // A peer that refills as fast as a synchronous consumer reads would keep us reading for
+        // ever: after one ring's worth, let timers and other I/O run, then go on.
+        this.tellConsumed(link);
+        this.pullScheduled = true;
+        setImmediate(this.resumePull);
+        return;
+      }
       // Liveness first, then the index: data written before the peer closed is still read.
       const closedByPeer = this.peerLive(link) === LIVE_GONE;
       let ready = link.reader.available();
       if (ready === 0) {
+        this.movedSinceYield = 0; // waiting for the peer gives the event loop its turn anyway
         this.tellConsumed(link);
         if (this.vanished && !closedByPeer) {
           this.destroy(this.vanished);
@@ -354,11 +386,18 @@ export class Vchan extends Duplex {
       const buffer = Buffer.allocUnsafe(Math.min(ready, MAX_READ_CHUNK));
       const count = link.reader.readInto(buffer, ready);
       this.counters.bytesRead += count;
+      this.movedSinceYield += count;
       this.consumedUntold += count;
       if (this.consumedUntold >= link.reader.size / 2) this.tellConsumed(link);
       this.wantsData = this.push(buffer);
     }
   }
+
+  private readonly resumePull = () => {
+    this.pullScheduled = false;
+    this.movedSinceYield = 0;
+    this.guard(() => this.pull());
+  };
 
   private readonly spinForData = () => {
     this.spinScheduled = false;
@@ -431,6 +470,7 @@ export class Vchan extends Duplex {
     if (!link) return;
     this.link = null;
     link.events.off('event', this.onEvent);
+    link.events.off('error', this.onEventsFailed);
     link.close(this.vanished !== null || link.control.peerLive === LIVE_GONE);
   }
 }

@@ -1,6 +1,6 @@
 import { on } from 'node:events';
 import net from 'node:net';
-import { pipeline } from 'node:stream/promises';
+import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { connect } from '../connect.js';
 import { createServer } from '../server.js';
@@ -23,18 +23,33 @@ function parseEndpoint(values: { unix?: string; tcp?: string }): Endpoint {
 
 const describe = (endpoint: Endpoint) => ('path' in endpoint ? endpoint.path : `${endpoint.host}:${endpoint.port}`);
 
-/** Copies both ways until either side finishes; then both are closed. */
+/**
+ * Copies both ways until what the vchan delivers is all written to the socket; then both close.
+ * A vchan has no half-close, so the socket's end ends the vchan (after flushing into the ring),
+ * which ends its readable side after what the peer had already put in the ring; a vchan closed by
+ * the peer likewise ends its readable side. Either way the socket is ended only once those bytes
+ * are written to it, so a slow socket reader still gets everything. (Sockets are half-open for
+ * this: a socket that ended itself on the other end's FIN could not take the vchan's last bytes;
+ * and `pipeline` is not used, since it destroys both streams when either finishes first.)
+ */
 async function join(channel: Vchan, socket: net.Socket): Promise<void> {
   socket.on('error', () => {});
   channel.on('error', () => {});
-  await Promise.race([pipeline(socket, channel).catch(() => {}), pipeline(channel, socket).catch(() => {})]);
+  socket.pipe(channel);
+  channel.pipe(socket);
+  // A socket that fails or closes without an end still ends the vchan, after what it had sent.
+  socket.once('close', () => {
+    if (!channel.writableEnded) channel.end();
+  });
+  await finished(channel).catch(() => {});
+  if (channel.readableEnded) await finished(socket, { readable: false }).catch(() => {});
   socket.destroy();
-  channel.end();
+  channel.destroy();
 }
 
 function connectSocket(endpoint: Endpoint): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect(endpoint as net.NetConnectOpts);
+    const socket = net.connect({ ...endpoint, allowHalfOpen: true } as net.NetConnectOpts);
     socket.once('connect', () => resolve(socket));
     socket.once('error', reject);
   });
@@ -91,7 +106,7 @@ examples:
     };
 
     if (values.listen) {
-      const listener = net.createServer({ pauseOnConnect: true });
+      const listener = net.createServer({ pauseOnConnect: true, allowHalfOpen: true });
       await new Promise<void>((resolve, reject) => {
         listener.once('error', reject);
         listener.listen(endpoint as net.ListenOptions, resolve);
