@@ -1,4 +1,4 @@
-import { mkdirSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, statSync, type Stats } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { XenVchanError } from '@xen-vchan/native';
@@ -15,15 +15,66 @@ export function simDirectory(explicit?: string): string {
   return path.join(base, `xen-vchan-sim-${os.userInfo().uid}`);
 }
 
+/**
+ * Creates the state folder if needed and makes sure it is a real folder of this user, private to
+ * them. The daemon deletes and recreates folders inside it, so a link planted at its path by
+ * another user (in /dev/shm anybody may create names) must never be followed: the path is checked
+ * with lstat, then opened with O_NOFOLLOW and checked again on the open descriptor, which must be
+ * the very folder lstat saw (nothing swapped in between).
+ */
 export function ensureSimDirectory(directory: string): void {
-  mkdirSync(directory, { recursive: true, mode: 0o700 });
-  const stats = statSync(directory);
+  try {
+    mkdirSync(directory, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    // A dangling link or a file at the path: explained below; anything else is for the caller.
+    if (!lstatOrNull(directory)) throw error;
+  }
+  const seen = lstatSync(directory);
+  if (seen.isSymbolicLink()) {
+    throw new XenVchanError(
+      'ELOOP',
+      `The simulation folder ${directory} is a symbolic link; the simulation refuses to follow it, as another user ` +
+        `could have planted it to make the daemon delete files elsewhere. Remove the link (rm ${directory}) or set XEN_VCHAN_SIM_DIR to a folder of your own.`,
+    );
+  }
+  if (!seen.isDirectory()) {
+    throw new XenVchanError('EACCES', `The simulation folder ${directory} exists but is not a folder. Remove it or set XEN_VCHAN_SIM_DIR elsewhere.`);
+  }
+  checkPrivate(directory, seen);
+  let fd: number;
+  try {
+    fd = openSync(directory, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code !== 'ELOOP' && code !== 'ENOTDIR') throw error;
+    throw new XenVchanError('ELOOP', `The simulation folder ${directory} changed while it was checked (it is no longer a folder). Remove it or set XEN_VCHAN_SIM_DIR elsewhere.`, { cause: error });
+  }
+  try {
+    const opened = fstatSync(fd);
+    if (opened.dev !== seen.dev || opened.ino !== seen.ino) {
+      throw new XenVchanError('EACCES', `The simulation folder ${directory} was replaced while it was checked. Remove it or set XEN_VCHAN_SIM_DIR elsewhere.`);
+    }
+    checkPrivate(directory, opened);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function checkPrivate(directory: string, stats: Stats): void {
   if ((stats.mode & 0o077) !== 0 || stats.uid !== os.userInfo().uid) {
     throw new XenVchanError(
       'EACCES',
       `The simulation folder ${directory} must belong to you and be private (mode 0700); ` +
         `it is ${(stats.mode & 0o777).toString(8)} owned by uid ${stats.uid}. Remove it or set XEN_VCHAN_SIM_DIR elsewhere.`,
     );
+  }
+}
+
+function lstatOrNull(candidate: string): Stats | null {
+  try {
+    return lstatSync(candidate);
+  } catch {
+    return null;
   }
 }
 
@@ -47,10 +98,21 @@ export function simFiles(directory: string) {
     pages: path.join(directory, 'pages'),
     ports: path.join(directory, 'ports'),
     wakeups: path.join(directory, 'wake'),
-    pageFile: (domid: number, allocation: number) => path.join(directory, 'pages', `${domid}-${allocation}`),
-    portTable: (domid: number) => path.join(directory, 'ports', String(domid)),
-    wakeup: (handle: number) => path.join(directory, 'wake', String(handle)),
+    pageFile: (domid: number, allocation: number) => path.join(directory, 'pages', `${fileId(domid, 'domain id')}-${fileId(allocation, 'allocation')}`),
+    portTable: (domid: number) => path.join(directory, 'ports', fileId(domid, 'domain id')),
+    wakeup: (handle: number) => path.join(directory, 'wake', fileId(handle, 'handle')),
   };
+}
+
+/**
+ * An id as it goes into a file name. The daemon checks requests before they get here; this is the
+ * second line: only a non-negative integer can name a file, never "../x" or "1e9" text.
+ */
+function fileId(value: number, what: string): string {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new XenVchanError('EINVAL', `a simulation file name needs a ${what} that is a non-negative integer, not ${JSON.stringify(value)}`);
+  }
+  return String(value);
 }
 
 export type SimFiles = ReturnType<typeof simFiles>;

@@ -21,21 +21,75 @@ export function encodeFrame(body: unknown): Buffer {
   return frame;
 }
 
-/** Splits a byte stream into frames; `push` returns the complete bodies seen so far. */
+/**
+ * The longest frame body the daemon reads. The largest legitimate request is a gntdev.map at Linux
+ * gntdev's own limit of 65536 grants per call, about 33 bytes of JSON each (2.2 MB); every other
+ * call is a few hundred bytes. Without a cap a client could announce 4 GiB and have the daemon
+ * buffer toward it.
+ */
+export const MAX_FRAME_BYTES = 4 << 20;
+
+/**
+ * A frame that breaks the protocol: too long, not JSON, or not a call. Nothing after it on the same
+ * stream can be trusted, so the daemon answers EPROTO and ends that connection (only that one).
+ */
+export class FrameViolation extends Error {
+  readonly code = 'EPROTO';
+}
+
+/**
+ * Splits a byte stream into frames. `push` takes a chunk and returns the bodies it completes; it
+ * yields them one by one and throws FrameViolation where the stream breaks, so the frames before
+ * a bad one are still handled in order. After a violation the reader takes nothing more.
+ */
 export class FrameReader {
   private pending: Buffer = Buffer.alloc(0);
+  private broken: FrameViolation | null = null;
 
-  push(chunk: Buffer): unknown[] {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    const bodies: unknown[] = [];
-    while (this.pending.length >= 4) {
-      const length = this.pending.readUInt32LE(0);
-      if (this.pending.length < 4 + length) break;
-      bodies.push(JSON.parse(this.pending.subarray(4, 4 + length).toString()));
-      this.pending = this.pending.subarray(4 + length);
-    }
-    return bodies;
+  push(chunk: Buffer): Iterable<unknown> {
+    if (!this.broken) this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    return this.drain();
   }
+
+  private *drain(): Generator<unknown> {
+    while (!this.broken && this.pending.length >= 4) {
+      const length = this.pending.readUInt32LE(0);
+      // Checked on the header alone, before waiting for (and buffering) the announced body.
+      if (length > MAX_FRAME_BYTES) this.fail(`a frame announced ${length} bytes, over the limit of ${MAX_FRAME_BYTES}`);
+      if (this.pending.length < 4 + length) break;
+      const text = this.pending.subarray(4, 4 + length).toString();
+      this.pending = this.pending.subarray(4 + length);
+      yield parseBody(text, (why) => this.fail(why));
+    }
+    if (this.broken) throw this.broken;
+  }
+
+  private fail(why: string): never {
+    this.broken = new FrameViolation(why);
+    this.pending = Buffer.alloc(0);
+    throw this.broken;
+  }
+}
+
+function parseBody(text: string, fail: (why: string) => never): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return fail(`a frame body is not JSON (${JSON.stringify(text.slice(0, 40))}${text.length > 40 ? '...' : ''})`);
+  }
+}
+
+/**
+ * A frame body as a call: a JSON object with a string `op`, the other members its request. Anything
+ * else is a FrameViolation; an unknown op is left to the hypervisor, which answers ENOSYS.
+ */
+export function parseCall(body: unknown): { op: string; request: Record<string, unknown> } {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new FrameViolation(`a call must be a JSON object, not ${body === null ? 'null' : Array.isArray(body) ? 'an array' : typeof body}`);
+  }
+  const { op, ...request } = body as Record<string, unknown>;
+  if (typeof op !== 'string') throw new FrameViolation(`a call needs an "op" string, got ${op === undefined ? 'none' : typeof op}`);
+  return { op, request };
 }
 
 /** A page of a grant as the daemon hands it out: which file, at which byte offset. */

@@ -2,7 +2,7 @@ import { closeSync, ftruncateSync, openSync, rmSync, unlinkSync, writeSync } fro
 import { addon } from '../addon.js';
 import type { SimFiles } from '../paths.js';
 import { MAX_PORTS, PortState, PortTable, signalPort, TABLE_BYTES, WakeupSender } from '../port-table.js';
-import { PROTOCOL_VERSION, type PageLocation, type Replies, type Requests, type SimStatus } from '../protocol.js';
+import { PROTOCOL_VERSION, type Operation, type PageLocation, type Replies, type Requests, type SimStatus } from '../protocol.js';
 
 const PAGE = 4096;
 const DEFAULT_GNTALLOC_LIMIT = 1024;
@@ -19,6 +19,100 @@ export class ControlFailure extends Error {
   ) {
     super(message);
   }
+}
+
+// --- request checking -------------------------------------------------------------------
+// Any local process of the user can connect and send any JSON, so every field is checked before
+// it is used: a domid like "../x" would otherwise reach file names, a count of 1e12 a loop.
+
+/** Reads one field of a request: returns it typed, or throws EINVAL naming the field. */
+type Check<T> = (value: unknown, field: string) => T;
+type Shape<T> = { [K in keyof T]-?: Check<T[K]> };
+
+/** Domain ids a guest can have: 0..32751 (DOMID_FIRST_RESERVED is 0x7ff0). */
+const MAX_DOMID = 0x7fef;
+/** Event-channel ports and grant refs are u32 in the ABI; the hypervisor then looks them up. */
+const MAX_U32 = 0xffff_ffff;
+/**
+ * Pages in one gntalloc allocation or gntdev mapping (4 GiB), and the highest gntalloc limit: far
+ * above real use, low enough that one call cannot keep the daemon busy building grants for minutes.
+ */
+const MAX_PAGES = 1 << 20;
+
+function refuse(field: string, wanted: string, value: unknown): never {
+  throw new ControlFailure('EINVAL', `${field} must be ${wanted}, not ${shown(value)}`);
+}
+
+/** A received value for an error message: never its own toString, which the sender chose. */
+function shown(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value);
+  if (typeof value === 'object' && value !== null) return Array.isArray(value) ? 'a list' : 'an object';
+  return String(value);
+}
+
+const integer =
+  (min: number, max: number, wanted: string): Check<number> =>
+  (value, field) =>
+    Number.isSafeInteger(value) && (value as number) >= min && (value as number) <= max ? (value as number) : refuse(field, wanted, value);
+
+const domid = integer(0, MAX_DOMID, 'a domain id, an integer from 0 to 32751');
+/** Handles, allocations and mappings: ids the daemon handed out, looked up afterwards. */
+const id = integer(0, Number.MAX_SAFE_INTEGER, 'an id, a non-negative integer');
+const u32 = integer(0, MAX_U32, 'an integer from 0 to 4294967295');
+const pages = integer(1, MAX_PAGES, `a page count from 1 to ${MAX_PAGES}`);
+const limit = integer(0, MAX_PAGES, `a page count from 0 to ${MAX_PAGES}`);
+const offset = integer(0, Number.MAX_SAFE_INTEGER, 'a byte offset, a non-negative integer');
+const version = integer(0, Number.MAX_SAFE_INTEGER, 'a protocol version number');
+const flag: Check<boolean> = (value, field) => (typeof value === 'boolean' ? value : refuse(field, 'true or false', value));
+const orNull =
+  <T>(check: Check<T>): Check<T | null> =>
+  (value, field) =>
+    value === null ? null : check(value, field);
+
+function shaped<T>(shape: Shape<T>, value: unknown, name: string): T {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) refuse(name, 'an object', value);
+  const checked = {} as T;
+  // Only the fields the shape names are kept: nothing else of the request reaches the hypervisor.
+  for (const field of Object.keys(shape) as (keyof T)[]) {
+    checked[field] = shape[field]((value as Record<keyof T, unknown>)[field], `${name}.${String(field)}`);
+  }
+  return checked;
+}
+
+const grantList: Check<{ domid: number; ref: number }[]> = (value, field) => {
+  if (!Array.isArray(value) || value.length > MAX_PAGES) refuse(field, `a list of at most ${MAX_PAGES} grants`, value);
+  return value.map((grant, index) => shaped({ domid, ref: u32 }, grant, `${field}[${index}]`));
+};
+
+/** What each operation takes; an operation missing here does not exist (ENOSYS). */
+const requestShapes: { [Op in Operation]: Shape<Requests[Op]> } = {
+  hello: { pid: id, version },
+  'gntalloc.open': { domid },
+  'gntalloc.alloc': { handle: id, domid, count: pages, writable: flag },
+  'gntalloc.setUnmapNotify': { handle: id, allocation: id, offset, clearByte: flag, port: orNull(u32) },
+  'gntalloc.release': { handle: id, allocation: id },
+  'gntalloc.setLimit': { domid, limit },
+  'gntalloc.getLimit': { domid },
+  'gntdev.open': { domid },
+  'gntdev.map': { handle: id, grants: grantList, writable: flag },
+  'gntdev.setUnmapNotify': { handle: id, mapping: id, offset, clearByte: flag, port: orNull(u32) },
+  'gntdev.unmap': { handle: id, mapping: id },
+  'gntdev.resolveCopy': { handle: id, domid, ref: u32, write: flag },
+  'evtchn.open': { domid },
+  'evtchn.bindUnbound': { handle: id, remoteDomain: domid },
+  'evtchn.bindInterdomain': { handle: id, remoteDomain: domid, remotePort: u32 },
+  'evtchn.unbind': { handle: id, port: u32 },
+  'evtchn.restrict': { handle: id, domid },
+  close: { handle: id },
+  status: {},
+  stop: {},
+};
+
+/** The request of `op` with every field checked (EINVAL), or ENOSYS for an operation that does not exist. */
+export function checkRequest(op: string, request: unknown): { op: Operation; request: Requests[Operation] } {
+  if (!Object.hasOwn(requestShapes, op)) throw new ControlFailure('ENOSYS', `unknown operation ${JSON.stringify(op.slice(0, 40))}`);
+  const known = op as Operation;
+  return { op: known, request: shaped(requestShapes[known] as Shape<Requests[Operation]>, request, known) };
 }
 
 export interface Client {
@@ -100,17 +194,22 @@ export class Hypervisor {
     this.wakeups = new WakeupSender(files.wakeup);
   }
 
-  handle<Op extends keyof Requests>(client: Client, op: Op, request: Requests[Op]): Replies[Op] {
-    const method = (this as unknown as Record<string, (client: Client, request: unknown) => unknown>)[`op_${String(op).replace(".", "_")}`];
-    if (!method) throw new ControlFailure('ENOSYS', `unknown operation ${String(op)}`);
-    return method.call(this, client, request) as Replies[Op];
+  /** Runs one call from a client; every field is checked first (see requestShapes), whatever the sender. */
+  handle(client: Client, op: string, request: unknown): unknown {
+    const call = checkRequest(op, request);
+    const method = (this as unknown as Record<string, (client: Client, request: unknown) => unknown>)[`op_${call.op.replace('.', '_')}`];
+    if (typeof method !== 'function') throw new ControlFailure('ENOSYS', `operation ${call.op} is not served by the hypervisor`);
+    return method.call(this, client, call.request);
   }
 
-  /** The process behind `client` is gone: release what it held, maps before event channels. */
+  /**
+   * The process behind `client` is gone: release what it held, maps before event channels. Every
+   * handle is closed even if one fails (its state may be broken); the first failure is rethrown.
+   */
   clientGone(client: Client): void {
-    const handles = [...client.handles].map((id) => this.handles.get(id)!).filter(Boolean);
+    const handles = [...client.handles].map((id) => this.handles.get(id)).filter((handle) => handle !== undefined);
     handles.sort((a, b) => Number(a.kind === 'evtchn') - Number(b.kind === 'evtchn'));
-    for (const handle of handles) this.closeHandle(handle);
+    forEachSettled(handles, (handle) => this.closeHandle(handle));
   }
 
   shutdown(): void {
@@ -138,7 +237,6 @@ export class Hypervisor {
 
   op_gntalloc_alloc(client: Client, request: Requests['gntalloc.alloc']): Replies['gntalloc.alloc'] {
     const handle = this.handleOf(client, request.handle, 'gntalloc');
-    if (!Number.isInteger(request.count) || request.count < 1) throw new ControlFailure('EINVAL', 'count must be at least 1');
     const domain = this.domain(handle.domid);
     if (domain.grantsInUse + request.count > domain.limit) {
       throw new ControlFailure(
@@ -192,7 +290,6 @@ export class Hypervisor {
   }
 
   op_gntalloc_setLimit(_client: Client, { domid, limit }: Requests['gntalloc.setLimit']): Replies['gntalloc.setLimit'] {
-    if (!Number.isInteger(limit) || limit < 0) throw new ControlFailure('EINVAL', 'the limit is a page count, 0 or more');
     this.domain(domid).limit = limit;
     return null;
   }
@@ -389,23 +486,29 @@ export class Hypervisor {
     return mapping;
   }
 
+  /** Closes a handle and all it holds; even if a part fails (rethrown), the rest is released and the handle is gone. */
   private closeHandle(handle: Handle): void {
-    switch (handle.kind) {
-      case 'gntalloc':
-        for (const id of [...handle.allocations]) this.releaseAllocation(handle, this.allocations.get(id)!);
-        break;
-      case 'gntdev':
-        for (const id of [...handle.mappings]) this.unmapMapping(handle, this.mappings.get(id)!);
-        break;
-      case 'evtchn':
-        for (const port of handle.ports) this.closePort(handle.domid, port);
-        handle.ports.clear();
-        this.wakeups.forget(handle.id);
-        rmSync(this.files.wakeup(handle.id), { force: true });
-        break;
+    try {
+      switch (handle.kind) {
+        case 'gntalloc':
+          forEachSettled([...handle.allocations], (id) => this.releaseAllocation(handle, this.allocations.get(id)!));
+          break;
+        case 'gntdev':
+          forEachSettled([...handle.mappings], (id) => this.unmapMapping(handle, this.mappings.get(id)!));
+          break;
+        case 'evtchn':
+          runAll(
+            () => forEachSettled(handle.ports, (port) => this.closePort(handle.domid, port)),
+            () => handle.ports.clear(),
+            () => this.wakeups.forget(handle.id),
+            () => rmSync(this.files.wakeup(handle.id), { force: true }),
+          );
+          break;
+      }
+    } finally {
+      this.handles.delete(handle.id);
+      handle.client.handles.delete(handle.id);
     }
-    this.handles.delete(handle.id);
-    handle.client.handles.delete(handle.id);
   }
 
   private domain(domid: number): Domain {
@@ -474,16 +577,12 @@ export class Hypervisor {
   /** Does what an unmap notification asks: clear the byte, send the event, let go of the port. */
   private fireNotify(notify: UnmapNotify | null): void {
     if (!notify) return;
-    if (notify.clearByte) {
-      const fd = openSync(notify.file, 'r+');
-      try {
-        writeSync(fd, Buffer.of(0), 0, 1, notify.offset);
-      } finally {
-        closeSync(fd);
-      }
-    }
-    if (notify.port) signalPort((domid) => this.domain(domid).ports, this.wakeups, notify.port.domid, notify.port.port);
-    this.dropNotify(notify);
+    // Each part even if another fails (say the page file was removed by hand): the port hold must go.
+    runAll(
+      () => notify.clearByte && clearByte(notify.file, notify.offset),
+      () => notify.port && signalPort((domid) => this.domain(domid).ports, this.wakeups, notify.port.domid, notify.port.port),
+      () => this.dropNotify(notify),
+    );
   }
 
   private dropNotify(notify: UnmapNotify | null): void {
@@ -500,16 +599,18 @@ export class Hypervisor {
 
   private releaseAllocation(handle: Extract<Handle, { kind: 'gntalloc' }>, allocation: Allocation): void {
     handle.allocations.delete(allocation.id);
-    for (const grant of allocation.grants) {
+    forEachSettled(allocation.grants, (grant) => {
       grant.released = true;
       // Linux 6.1's gntalloc stops counting a page against the limit as soon as its owner lets
       // go, even while the peer still maps it (the hypervisor frees it later).
       this.domain(grant.domid).grantsInUse--;
       const notify = grant.notify;
       grant.notify = null;
-      this.fireNotify(notify);
-      this.freeGrantIfUnused(grant);
-    }
+      runAll(
+        () => this.fireNotify(notify),
+        () => this.freeGrantIfUnused(grant),
+      );
+    });
   }
 
   private unmapMapping(handle: Extract<Handle, { kind: 'gntdev' }>, mapping: Mapping): void {
@@ -517,11 +618,14 @@ export class Hypervisor {
     this.mappings.delete(mapping.id);
     const notify = mapping.notify;
     mapping.notify = null;
-    this.fireNotify(notify);
-    for (const grant of mapping.grants) {
-      grant.mappers--;
-      this.freeGrantIfUnused(grant);
-    }
+    runAll(
+      () => this.fireNotify(notify),
+      () =>
+        forEachSettled(mapping.grants, (grant) => {
+          grant.mappers--;
+          this.freeGrantIfUnused(grant);
+        }),
+    );
   }
 
   /** A granted page lives until its owner and every mapper let go. */
@@ -564,6 +668,36 @@ export class Hypervisor {
     domain.ports.clearPending(port);
     domain.usedPorts.delete(port);
   }
+}
+
+function clearByte(file: string, offset: number): void {
+  const fd = openSync(file, 'r+');
+  try {
+    writeSync(fd, Buffer.of(0), 0, 1, offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Runs `step` for every item even if some throw, then rethrows the first failure: releasing what
+ * a handle or a dead process held must not stop half-way and leak the rest.
+ */
+function forEachSettled<T>(items: Iterable<T>, step: (item: T) => void): void {
+  let failure: { error: unknown } | null = null;
+  for (const item of items) {
+    try {
+      step(item);
+    } catch (error) {
+      failure ??= { error };
+    }
+  }
+  if (failure) throw failure.error;
+}
+
+/** Runs every step, in order, whatever the others do; rethrows the first failure. */
+function runAll(...steps: (() => unknown)[]): void {
+  forEachSettled(steps, (step) => step());
 }
 
 function grantKey(domid: number, ref: number): string {

@@ -8,7 +8,10 @@ import net from 'node:net';
 import type { SimFiles } from '../paths.js';
 import { XenStoreService, type XenStoreClient } from './service.js';
 import type { Transaction } from './transactions.js';
-import { XsMessageReader } from './wire.js';
+import { encodeXsMessage, XsMessageReader, XsOversizedMessage, XsType, xsStrings } from './wire.js';
+
+/** How long a dropped connection may take to receive its last error before it is cut anyway. */
+const DROP_FLUSH_MS = 1000;
 
 export interface XenStoreServer {
   /** Closes every connection and removes the socket; the tree goes with the daemon. */
@@ -22,12 +25,36 @@ class SocketClient implements XenStoreClient {
   constructor(private readonly socket: net.Socket) {}
 
   send(message: Buffer): void {
-    if (!this.socket.destroyed) this.socket.write(message);
+    if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.write(message);
   }
 
   end(): void {
-    this.socket.end();
+    endThenCut(this.socket);
   }
+}
+
+/**
+ * Ends a connection that broke the framing. An oversized message is answered E2BIG first (its
+ * header says which request), so a client learns why.
+ */
+function dropConnection(socket: net.Socket, error: unknown): void {
+  if (error instanceof XsOversizedMessage) endThenCut(socket, encodeXsMessage(XsType.ERROR, error.reqId, error.txId, xsStrings('E2BIG')));
+  else socket.destroy();
+}
+
+/**
+ * Sends `last` (if any) and closes: the socket is cut once all is out, or after DROP_FLUSH_MS if
+ * the client does not read, so that a client keeping its half open cannot keep the connection.
+ */
+function endThenCut(socket: net.Socket, last?: Buffer): void {
+  if (socket.destroyed) return;
+  const cut = setTimeout(() => socket.destroy(), DROP_FLUSH_MS);
+  const done = () => {
+    clearTimeout(cut);
+    socket.destroy();
+  };
+  if (last) socket.end(last, done);
+  else socket.end(done);
 }
 
 /**
@@ -44,22 +71,32 @@ export function startXenStoreServer(files: SimFiles, log: (message: string) => v
     sockets.add(socket);
     const client = new SocketClient(socket);
     const reader = new XsMessageReader();
+    let dropped = false;
     socket.on('data', (chunk) => {
+      // What a connection being closed still sends is not read (the service refused it, or we did).
+      if (dropped || socket.writableEnded) return;
       try {
         for (const message of reader.push(chunk)) {
           service.handle(client, message);
-          if (socket.destroyed) return;
+          if (socket.destroyed || socket.writableEnded) return;
         }
       } catch (error) {
-        // xenstored drops a connection that breaks the framing: nothing after it can be trusted.
+        // xenstored drops a connection that breaks the framing (an oversized header is its
+        // bad_client case): nothing after it can be trusted. Only this connection goes.
+        dropped = true;
         log(`dropping a XenStore connection of domain ${client.domid ?? '(undeclared)'}: ${(error as Error).message}`);
-        socket.destroy();
+        dropConnection(socket, error);
       }
     });
     socket.on('error', () => {});
     socket.on('close', () => {
       sockets.delete(socket);
-      service.disconnect(client);
+      try {
+        service.disconnect(client);
+      } catch (error) {
+        // One connection's broken state must not take the daemon (and the hypervisor) down.
+        log(`cleaning up a XenStore connection of domain ${client.domid ?? '(undeclared)'} failed: ${(error as Error).stack}`);
+      }
     });
   });
   server.on('error', (error) => log(`the XenStore socket ${files.xenstore} failed: ${error.message}`));

@@ -75,9 +75,18 @@ export function encodeXsMessage(type: number, reqId: number, txId: number, paylo
   return message;
 }
 
-/** A header announcing more than XENSTORE_PAYLOAD_MAX bytes: the stream cannot be trusted after it. */
+/**
+ * A header announcing more than XENSTORE_PAYLOAD_MAX bytes: the stream cannot be trusted after it.
+ * It carries the header's request and transaction ids, so a daemon can answer E2BIG to that request.
+ */
 export class XsOversizedMessage extends Error {
-  constructor(readonly length: number) {
+  readonly code = 'E2BIG';
+
+  constructor(
+    readonly length: number,
+    readonly reqId = 0,
+    readonly txId = 0,
+  ) {
     super(`a XenStore message announced ${length} bytes of payload, over the limit of ${XENSTORE_PAYLOAD_MAX}`);
   }
 }
@@ -85,13 +94,21 @@ export class XsOversizedMessage extends Error {
 /** Splits a byte stream into messages; `push` returns those completed by `chunk`. */
 export class XsMessageReader {
   private pending: Buffer = Buffer.alloc(0);
+  private broken: XsOversizedMessage | null = null;
 
   push(chunk: Buffer): XsMessage[] {
+    if (this.broken) throw this.broken;
     this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
     const messages: XsMessage[] = [];
     while (this.pending.length >= XS_HEADER_BYTES) {
       const length = readU32(this.pending, 12);
-      if (length > XENSTORE_PAYLOAD_MAX) throw new XsOversizedMessage(length);
+      if (length > XENSTORE_PAYLOAD_MAX) {
+        const oversized = new XsOversizedMessage(length, readU32(this.pending, 4), readU32(this.pending, 8));
+        // Nothing after a broken frame can be parsed; the reader keeps failing rather than guess.
+        this.broken = oversized;
+        this.pending = Buffer.alloc(0);
+        throw oversized;
+      }
       if (this.pending.length < XS_HEADER_BYTES + length) break;
       messages.push({
         type: readU32(this.pending, 0),
