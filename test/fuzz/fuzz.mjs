@@ -1,24 +1,40 @@
 #!/usr/bin/env node
-// Hostile-peer fuzzing, seeded and bounded in time. Each iteration connects our side (server or
-// client, through the public API) to a hostile peer process that does the real handshake and then
-// writes seeded nonsense into the shared page (indices that jump, wrap, run backwards or exceed the
-// ring; orders changed after connect; live and notify bytes of any value; grant refs), poking the
-// event channel each time, while our side keeps writing and reading. Some iterations publish
-// garbage in XenStore instead. Our side must never crash or hang, must only ever fail with EPROTO
-// (or see a clean close), must close within 1 s of a definite violation, and must end with all
-// its resources back.
-//   node test/fuzz/fuzz.mjs [--seconds 10] [--seed 1]
+// Hostile-peer fuzzing, seeded and bounded in time, in parts that each attack one surface the
+// peer (or another local process, for the simulation's daemon) controls:
+//   ring     our side (server or client, through the public API) against a peer that does the
+//            real handshake and then writes seeded nonsense into the shared page (indices that
+//            jump, wrap, run backwards or exceed the ring; orders changed after connect; live and
+//            notify bytes of any value; grant refs), poking the event channel each time, while
+//            our side keeps writing and reading; some iterations publish garbage in XenStore.
+//   waiting  a listening server against a client that maps page 0 and binds the port but never
+//            finishes connecting: it flips cli_live, the notify bytes and the indices.
+//   close    our side ends the channel while the peer refills the ring as fast as it can.
+//   framing  MessageChannel and RpcPeer against random lengths, bytes and JSON in frames.
+//   daemon   the simulation daemon's sockets against random frames from one client while
+//            another keeps working.
+// Our side must never crash or hang, must only ever fail with the codes allowed, must close within
+// 1 s of a definite violation, must keep the event loop turning, and must end with all its
+// resources back.
+//   node test/fuzz/fuzz.mjs [--seconds 10] [--seed 1] [--parts ring,waiting,close,framing,daemon]
 import { parseArgs } from 'node:util';
 import { connect, createServer } from '@xen-vchan/vchan';
 import { SimConnection } from '@xen-vchan/sim';
 import { Peer } from '../support/peer.mjs';
 import { random } from '../support/stream-data.mjs';
+import { fuzzDaemon } from './daemon-fuzz.mjs';
+import { fuzzFraming } from './framing-fuzz.mjs';
 
 const SELF = 1;
 const HOSTILE = 2;
 const CLOSE_WITHIN_MS = 1000;
+/** Longest the event loop may stall while a peer floods or flaps (generous: these machines are noisy). */
+const MAX_LAG_MS = 200;
 const ALLOWED_ERRORS = new Set(['EPROTO', 'EPIPE', 'ECONNRESET']);
 const GARBAGE = ['', '-1', '12abc', '99999999999', ' 5', '0x10', '0', '1e3', '007', '4294967296'];
+const SIZES = [0, 1024, 4096, 65536, 1 << 20];
+
+/** The share of the run each part gets. */
+const PARTS = { ring: 0.35, waiting: 0.15, close: 0.2, framing: 0.15, daemon: 0.15 };
 
 /** Keeps writing and reading until the channel closes; records how it ended. */
 function drive(channel, next) {
@@ -39,17 +55,69 @@ function drive(channel, next) {
   return outcome;
 }
 
-export async function fuzz({ seconds, seed, log = () => {} }) {
+/** Watches how late a 10 ms timer fires: a stalled event loop shows as lag. */
+function lagMonitor() {
+  let expected = performance.now() + 10;
+  let worst = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    worst = Math.max(worst, now - expected);
+    expected = now + 10;
+  }, 10);
+  return {
+    stop() {
+      clearInterval(timer);
+      return worst;
+    },
+  };
+}
+
+function countError(report, error, allowed = ALLOWED_ERRORS) {
+  const code = error?.code ?? 'none';
+  report.errors[code] = (report.errors[code] ?? 0) + 1;
+  return allowed.has(code);
+}
+
+/** Grants and ports in the simulation, to compare before and after a part. */
+function simResources(sim) {
+  const status = sim.call('status', {});
+  return { grants: status.grants.length, ports: status.ports.length };
+}
+
+async function settledResources(sim, baseline) {
+  let now = simResources(sim);
+  for (let tries = 0; tries < 20 && (now.grants !== baseline.grants || now.ports !== baseline.ports); tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    now = simResources(sim);
+  }
+  return now;
+}
+
+/** Connects our side to the hostile peer in a seeded role; returns the channel and the peer's side. */
+async function connectToHostile(peer, next, name) {
+  if (next() % 2 === 0) {
+    const server = createServer({ domid: HOSTILE, name, simDomid: SELF, readMin: SIZES[next() % 5], writeMin: SIZES[next() % 5] });
+    const connected = new Promise((resolve) => server.once('channel', resolve));
+    await server.listen();
+    const side = await peer.call('connectTo', { serverDomid: SELF, name });
+    return { channel: await connected, side, server };
+  }
+  const side = await peer.call('serve', { clientDomid: SELF, name, leftMin: SIZES[next() % 5], rightMin: SIZES[next() % 5] });
+  return { channel: await connect({ domid: HOSTILE, name, simDomid: SELF, timeout: 2000 }), side, server: null };
+}
+
+/** The ring part: our side as server or client, the peer scribbling over the page. */
+async function fuzzRing({ seconds, seed, log = () => {} }) {
   const next = random(seed);
   const sim = SimConnection.open();
   const baseline = sim.call('status', {});
-  const report = { seed, seconds, iterations: 0, scribbles: 0, definiteViolations: 0, closedByViolation: 0, slowestCloseMs: 0, errors: {}, garbagePublished: 0, garbageRefused: 0, failures: [] };
-  const fail = (what) => report.failures.push(`iteration ${report.iterations}: ${what}`);
+  const report = { part: 'ring', seed, seconds, iterations: 0, scribbles: 0, definiteViolations: 0, closedByViolation: 0, slowestCloseMs: 0, errors: {}, garbagePublished: 0, garbageRefused: 0, failures: [] };
+  const fail = (what) => report.failures.push(`ring iteration ${report.iterations}: ${what}`);
   let peer = await Peer.start(HOSTILE, 'hostile');
   const deadline = Date.now() + seconds * 1000;
   while (Date.now() < deadline) {
     report.iterations++;
-    const name = `fuzz-${seed}-${report.iterations}`;
+    const name = `fr-${report.iterations}`;
     const mode = next() % 10;
     const sizes = [0, 1024, 4096, 65536, 1 << 20];
     let server = null;
@@ -127,20 +195,178 @@ export async function fuzz({ seconds, seed, log = () => {} }) {
     end: { grants: after.grants.length, ports: after.ports.length },
   };
   if (after.grants.length !== baseline.grants.length || after.ports.length !== baseline.ports.length) fail('grants or ports were left behind');
+  report.violations = report.definiteViolations + report.garbagePublished;
   report.ok = report.failures.length === 0;
   return report;
 }
 
+
+/**
+ * The waiting part: a listening server and a client that never connects properly. The server must
+ * not recurse or stall on a flapping cli_live, must stay able to serve a real client afterwards,
+ * and must close promptly.
+ */
+async function fuzzWaiting({ seconds, seed, log = () => {} }) {
+  const next = random(seed);
+  const sim = SimConnection.open();
+  const baseline = simResources(sim);
+  const report = { part: 'waiting', seed, seconds, iterations: 0, violations: 0, clientLost: 0, servedAfter: 0, worstLagMs: 0, slowestCloseMs: 0, errors: {}, failures: [] };
+  const fail = (what) => report.failures.push(`waiting iteration ${report.iterations}: ${what}`);
+  let peer = await Peer.start(HOSTILE, 'hostile');
+  const deadline = Date.now() + seconds * 1000;
+  while (Date.now() < deadline) {
+    report.iterations++;
+    const name = `fw-${report.iterations}`;
+    const server = createServer({ domid: HOSTILE, name, simDomid: SELF, readMin: SIZES[next() % 5], writeMin: SIZES[next() % 5], persist: next() % 2 === 0 });
+    let channels = 0;
+    const errors = [];
+    server.on('error', (error) => errors.push(error));
+    server.on('clientLost', () => report.clientLost++);
+    const served = new Promise((resolve) =>
+      server.on('channel', (channel) => {
+        channels++;
+        channel.on('error', (error) => errors.push(error));
+        channel.destroy();
+        resolve();
+      }),
+    );
+    const lag = lagMonitor();
+    try {
+      await server.listen();
+      const { pokes } = await peer.call('lurk', { serverDomid: SELF, name, seed: next(), count: 1 + (next() % 3000), gapMs: next() % 3 });
+      report.violations += pokes;
+      // A real client afterwards is still served, unless the lurker already took the one channel.
+      if (channels === 0) {
+        await peer.call('connectTo', { serverDomid: SELF, name });
+        const outcome = await Promise.race([served.then(() => 'served'), new Promise((resolve) => setTimeout(resolve, CLOSE_WITHIN_MS, 'timeout'))]);
+        if (outcome === 'served') report.servedAfter++;
+        else fail('a real client was not served within 1 s after a lurking one');
+        await peer.call('close');
+      }
+    } catch (error) {
+      fail(`${error.code ?? ''} ${error.message}`);
+      await peer.stop();
+      peer = await Peer.start(HOSTILE, 'hostile');
+    } finally {
+      const started = performance.now();
+      await server.close();
+      report.slowestCloseMs = Math.max(report.slowestCloseMs, performance.now() - started);
+      const worst = lag.stop();
+      report.worstLagMs = Math.max(report.worstLagMs, worst);
+      if (worst > MAX_LAG_MS) fail(`the event loop stalled for ${worst.toFixed(0)} ms`);
+    }
+    for (const error of errors) if (!countError(report, error)) fail(`unexpected error ${error.code}: ${error.message}`);
+    if (report.iterations % 50 === 0) log(`  waiting: ${report.iterations} iterations, ${report.failures.length} failures`);
+  }
+  await peer.stop();
+  report.resources = { start: baseline, end: await settledResources(sim, baseline) };
+  if (JSON.stringify(report.resources.end) !== JSON.stringify(baseline)) fail('grants or ports were left behind');
+  report.ok = report.failures.length === 0;
+  return report;
+}
+
+/**
+ * The close part: our side ends the channel while the peer refills the ring as fast as it can.
+ * end() must take at most one ring more, close within 1 s, and keep the event loop turning; a
+ * consumer that reads nothing must not see its buffer grow past the high-water mark and one ring.
+ */
+async function fuzzClose({ seconds, seed, log = () => {} }) {
+  const next = random(seed);
+  const sim = SimConnection.open();
+  const baseline = simResources(sim);
+  const report = { part: 'close', seed, seconds, iterations: 0, violations: 0, floodedBytes: 0, worstLagMs: 0, slowestCloseMs: 0, mostBufferedOverMark: 0, errors: {}, failures: [] };
+  const fail = (what) => report.failures.push(`close iteration ${report.iterations}: ${what}`);
+  let peer = await Peer.start(HOSTILE, 'hostile');
+  const deadline = Date.now() + seconds * 1000;
+  while (Date.now() < deadline) {
+    report.iterations++;
+    const name = `fc-${report.iterations}`;
+    let server = null;
+    try {
+      const connected = await connectToHostile(peer, next, name);
+      server = connected.server;
+      const { channel, side } = connected;
+      let error = null;
+      channel.on('error', (caught) => (error ??= caught));
+      const closed = new Promise((resolve) => channel.on('close', () => resolve(performance.now())));
+      const paused = next() % 2 === 0;
+      if (!paused) channel.on('data', () => {});
+      const lag = lagMonitor();
+      const flood = peer.call('flood', { ms: 200 + (next() % 400) });
+      report.violations++;
+      await new Promise((resolve) => setTimeout(resolve, next() % 100));
+      const endedAt = performance.now();
+      channel.end();
+      const closedAt = await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, CLOSE_WITHIN_MS, null))]);
+      if (closedAt === null && !paused) fail('end() did not close the channel within 1 s while the peer flooded');
+      if (closedAt !== null) report.slowestCloseMs = Math.max(report.slowestCloseMs, closedAt - endedAt);
+      // A paused consumer never reads to the end, so its channel stays open: its buffer is the point.
+      const bound = channel.readableHighWaterMark + side.writeSize + 64 * 1024;
+      report.mostBufferedOverMark = Math.max(report.mostBufferedOverMark, channel.readableLength - channel.readableHighWaterMark);
+      if (channel.readableLength > bound) fail(`${channel.readableLength} bytes buffered, over the mark and one ring (${bound})`);
+      report.floodedBytes += (await flood).written;
+      const worst = lag.stop();
+      report.worstLagMs = Math.max(report.worstLagMs, worst);
+      if (worst > MAX_LAG_MS) fail(`the event loop stalled for ${worst.toFixed(0)} ms`);
+      if (error && !countError(report, error)) fail(`unexpected error ${error.code}: ${error.message}`);
+      channel.destroy();
+      await peer.call('close');
+    } catch (error) {
+      fail(`${error.code ?? ''} ${error.message}`);
+      await peer.stop();
+      peer = await Peer.start(HOSTILE, 'hostile');
+    } finally {
+      await server?.close();
+    }
+    if (report.iterations % 50 === 0) log(`  close: ${report.iterations} iterations, ${report.failures.length} failures`);
+  }
+  await peer.stop();
+  report.resources = { start: baseline, end: await settledResources(sim, baseline) };
+  if (JSON.stringify(report.resources.end) !== JSON.stringify(baseline)) fail('grants or ports were left behind');
+  report.ok = report.failures.length === 0;
+  return report;
+}
+
+const RUNNERS = { ring: fuzzRing, waiting: fuzzWaiting, close: fuzzClose, framing: fuzzFraming, daemon: fuzzDaemon };
+
+/** Runs the parts one after the other, each for its share of `seconds`, each with its own seed. */
+export async function fuzz({ seconds, seed, parts = Object.keys(PARTS), log = () => {} }) {
+  const total = parts.reduce((sum, part) => sum + PARTS[part], 0);
+  const report = { seed, seconds, parts: {}, failures: [] };
+  for (const [index, part] of parts.entries()) {
+    if (!RUNNERS[part]) throw new Error(`unknown fuzz part ${part}: use ${Object.keys(RUNNERS).join(', ')}`);
+    const share = Math.max(1, (seconds * PARTS[part]) / total);
+    log(`fuzz part ${part}: ${share.toFixed(0)} s`);
+    const result = await RUNNERS[part]({ seconds: share, seed: (seed + index * 0x9e3779b9) >>> 0, log });
+    report.parts[part] = result;
+    report.failures.push(...result.failures);
+  }
+  report.ok = report.failures.length === 0;
+  return report;
+}
+
+function summary(part) {
+  const lines = [
+    `  ${part.part}: ${part.iterations} iterations, ${part.violations} violations, errors ${JSON.stringify(part.errors)}, slowest close ${(part.slowestCloseMs ?? 0).toFixed(1)} ms`,
+    `    resources: start ${JSON.stringify(part.resources?.start)}, end ${JSON.stringify(part.resources?.end)}`,
+  ];
+  const extra = Object.entries(part).filter(([key]) => !['part', 'seed', 'seconds', 'iterations', 'violations', 'errors', 'slowestCloseMs', 'resources', 'failures', 'ok'].includes(key));
+  if (extra.length) lines.push(`    ${extra.map(([key, value]) => `${key} ${typeof value === 'number' && !Number.isInteger(value) ? value.toFixed(1) : JSON.stringify(value)}`).join(', ')}`);
+  for (const failure of part.failures.slice(0, 10)) lines.push(`    FAILURE ${failure}`);
+  return lines.join('\n');
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { values } = parseArgs({ args: process.argv.slice(2).filter((arg) => arg !== '--'), options: { seconds: { type: 'string', default: '10' }, seed: { type: 'string', default: '1' }, json: { type: 'boolean' } } });
-  const report = await fuzz({ seconds: Number(values.seconds), seed: Number(values.seed), log: (line) => console.error(line) });
+  const { values } = parseArgs({
+    args: process.argv.slice(2).filter((arg) => arg !== '--'),
+    options: { seconds: { type: 'string', default: '10' }, seed: { type: 'string', default: '1' }, parts: { type: 'string' }, json: { type: 'boolean' } },
+  });
+  const parts = values.parts ? values.parts.split(',') : undefined;
+  const report = await fuzz({ seconds: Number(values.seconds), seed: Number(values.seed), parts, log: (line) => console.error(line) });
   if (values.json) console.log(JSON.stringify(report, null, 2));
   else {
-    console.log(`fuzz: seed ${report.seed}, ${report.seconds} s: ${report.iterations} iterations, ${report.scribbles} scribbles`);
-    console.log(`  definite violations ${report.definiteViolations}, closed for them ${report.closedByViolation} (slowest ${report.slowestCloseMs.toFixed(1)} ms)`);
-    console.log(`  errors raised: ${JSON.stringify(report.errors)}; XenStore garbage published ${report.garbagePublished}, refused ${report.garbageRefused}`);
-    console.log(`  resources: start ${JSON.stringify(report.resources.start)}, end ${JSON.stringify(report.resources.end)}`);
-    for (const failure of report.failures.slice(0, 20)) console.log(`  FAILURE ${failure}`);
+    console.log(`fuzz: seed ${report.seed}, ${report.seconds} s`);
+    for (const part of Object.values(report.parts)) console.log(summary(part));
     console.log(report.ok ? '  ok' : `  ${report.failures.length} FAILURES (reproduce with --seed ${report.seed})`);
   }
   process.exit(report.ok ? 0 : 1);

@@ -3,6 +3,8 @@
 // broken or malicious domain could. It reports what it wrote, so the fuzzer can tell a definite
 // protocol violation from a harmless one.
 import { connectClientLink, createServerLink } from '@xen-vchan/vchan';
+import { openEventChannel } from '@xen-vchan/evtchn';
+import { openGntdev } from '@xen-vchan/gntdev';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { random } from '../support/stream-data.mjs';
 import { serveCommands } from '../support/agent-loop.mjs';
@@ -92,6 +94,66 @@ const commands = {
       if (gapMs) await new Promise((resolve) => setTimeout(resolve, next() % (gapMs + 1)));
     }
     return log;
+  },
+  /**
+   * Plays a client that never finishes connecting: maps page 0 and binds the port as a client
+   * would, then writes seeded nonsense into cli_live, the notify bytes and the indices, poking the
+   * port each time, while the server waits for a real client. Lets go of everything at the end.
+   */
+  lurk: async ({ serverDomid, name, seed, count, gapMs }) => {
+    const next = random(seed);
+    const xenstore = await openXenStore({ domid: simDomid });
+    const path = `/local/domain/${serverDomid}/data/vchan/${simDomid}/${name}`;
+    const ringRef = Number(await xenstore.read(`${path}/ring-ref`));
+    const port = Number(await xenstore.read(`${path}/event-channel`));
+    xenstore.close();
+    const events = openEventChannel({ domid: simDomid });
+    const gntdev = openGntdev({ domid: simDomid });
+    let pokes = 0;
+    try {
+      const local = events.bindInterdomain(serverDomid, port);
+      const page = gntdev.map(serverDomid, [ringRef]).buffer;
+      const bytes = new Uint8Array(page, 0, 24);
+      const words = new Int32Array(page, 0, 6);
+      for (let i = 0; i < count; i++) {
+        const what = next() % 4;
+        if (what === 0) Atomics.store(bytes, OFFSET.clientLive, [0, 0, 0, 1, 2, next() & 0xff][next() % 6]);
+        else if (what === 1) Atomics.store(bytes, OFFSET[next() % 2 ? 'clientNotify' : 'serverNotify'], next() & 0xff);
+        else if (what === 2) Atomics.store(words, next() % 4, next() | 0);
+        else Atomics.store(bytes, OFFSET.clientLive, 0); // the flapping a server must not recurse on
+        events.notify(local);
+        pokes++;
+        if (gapMs && next() % 4 === 0) await new Promise((resolve) => setTimeout(resolve, next() % (gapMs + 1)));
+      }
+    } finally {
+      gntdev.close();
+      events.close();
+    }
+    return { pokes };
+  },
+  /**
+   * For `ms`, keeps the ring it writes full and consumes everything in the ring it reads, poking
+   * the port all the time: a peer that refills as fast as our side can take, while our side ends.
+   */
+  flood: async ({ ms }) => {
+    const block = Buffer.alloc(1 << 20, 0x6b);
+    const until = Date.now() + ms;
+    let written = 0;
+    try {
+      while (link && Date.now() < until) {
+        for (let i = 0; i < 64 && link; i++) {
+          const free = link.writer.space();
+          if (free > 0) written += link.writer.writeFrom(block, free);
+          const ready = link.reader.available();
+          if (ready > 0) link.reader.readInto(Buffer.allocUnsafe(ready), ready);
+          link.events.notify(link.port);
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    } catch {
+      /* our side closed: its port is gone, or it left the page */
+    }
+    return { written };
   },
   /** Writes one byte field and pokes the event channel. */
   scribbleField: ({ field, value }) => {
