@@ -48,9 +48,13 @@ describe('a hostile peer or a throwing listener', () => {
     const { stdout } = await promisify(execFile)(process.execPath, [script('throwing-listener.mjs')], { timeout: 15_000 });
     const seen = JSON.parse(stdout);
     // The throw reaches Node as an uncaught exception, exactly once, like any listener's throw.
-    expect(seen.uncaught).toEqual(['listener threw']);
+    expect(seen.uncaught).toEqual(['listener threw', 'data listener threw', 'channel listener threw']);
     expect(seen.seen).toEqual({ second: 2, other: 1, afterwards: 2 });
     expect(seen.ownError).toBe('ENOTCONN');
+    // The stream whose 'data' listener threw is not destroyed for it, and goes on delivering.
+    expect(seen.stream).toEqual({ chunks: ['first', 'second'], destroyed: false });
+    // The server whose 'channel' listener threw serves the next client too.
+    expect(seen.served).toBe(2);
   });
 
   it('event-channel handles nobody closed or references are collected, their fds closed', async () => {

@@ -160,16 +160,25 @@ export class VchanServer extends EventEmitter<ServerEvents> {
   private checkForClient(): void {
     const shared = this.shared;
     if (this.state !== 'waiting' || !shared) return;
-    let live = shared.link.control.peerLive;
+    const live = shared.link.control.peerLive;
     if (live === LIVE_GONE) {
       shared.link.control.reopenClientSlot();
       // One more look, for a client that connected in between; never more than one per event,
       // so a client that keeps writing 0 there costs one 'clientLost' per event it sends.
-      live = shared.link.control.peerLive;
-      this.emit('clientLost');
-      if (this.state !== 'waiting' || this.shared !== shared) return;
+      const next = shared.link.control.peerLive;
+      try {
+        this.emit('clientLost');
+      } finally {
+        // Even if a listener threw: that client's connect event has been taken already.
+        if (next === LIVE_CONNECTED && this.state === 'waiting' && this.shared === shared) this.accept(shared);
+      }
+      return;
     }
-    if (live !== LIVE_CONNECTED) return;
+    if (live === LIVE_CONNECTED) this.accept(shared);
+  }
+
+  /** A client connected: the channel is made and handed out. */
+  private accept(shared: ServerLink): void {
     this.state = 'connected';
     const persist = this.options.persist ?? false;
     const channel = new Vchan({

@@ -267,7 +267,7 @@ export class Vchan extends Duplex {
       const count = link.reader.readInto(buffer, left);
       this.counters.bytesRead += count;
       left -= count;
-      this.push(buffer);
+      this.deliver(buffer);
     }
   }
 
@@ -307,12 +307,27 @@ export class Vchan extends Duplex {
     return live;
   }
 
+  /**
+   * Runs protocol work: anything it throws (the peer's nonsense, a failed device call) destroys
+   * the stream with that error. A throw from the consumer's own listener is not ours to judge: it
+   * goes on up, to become an uncaught exception as in any EventEmitter.
+   */
   private guard(body: () => void): void {
     if (!this.link) return;
     try {
       body();
     } catch (error) {
+      if (error instanceof ListenerThrew) throw error.error;
       this.destroy(error as Error);
+    }
+  }
+
+  /** push(), which in flowing mode runs the consumer's 'data' listeners right here. */
+  private deliver(chunk: Buffer | null): boolean {
+    try {
+      return this.push(chunk);
+    } catch (error) {
+      throw new ListenerThrew(error);
     }
   }
 
@@ -389,7 +404,7 @@ export class Vchan extends Duplex {
       this.movedSinceYield += count;
       this.consumedUntold += count;
       if (this.consumedUntold >= link.reader.size / 2) this.tellConsumed(link);
-      this.wantsData = this.push(buffer);
+      this.wantsData = this.deliver(buffer);
     }
   }
 
@@ -473,6 +488,11 @@ export class Vchan extends Duplex {
     link.events.off('error', this.onEventsFailed);
     link.close(this.vanished !== null || link.control.peerLive === LIVE_GONE);
   }
+}
+
+/** Carries a consumer listener's exception through guard() unchanged. */
+class ListenerThrew {
+  constructor(readonly error: unknown) {}
 }
 
 function closedError(): XenVchanError {

@@ -1,6 +1,8 @@
 // A listener that throws must not deafen anything else: other ports of the same batch, other
-// handles, later addon calls. Prints what it saw as JSON; the test asserts on it.
+// handles, later addon calls, the stream or server whose listener it was. Each throw becomes one
+// uncaught exception, as in any EventEmitter. Prints what it saw as JSON; the test asserts on it.
 import { openEventChannel } from '@xen-vchan/evtchn';
+import { connect, connectClientLink, createServer, createServerLink, Vchan } from '@xen-vchan/vchan';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const uncaught = [];
@@ -46,4 +48,41 @@ try {
   ownError = error.code;
 }
 for (const handle of [a, b, c, d]) handle.close();
-console.log(JSON.stringify({ uncaught, seen, ownError }));
+
+// A stream's 'data' listener that throws: an uncaught exception, and the stream goes on.
+const shared = createServerLink({ clientDomid: 2, leftMin: 4096, rightMin: 4096, devices: { domid: 1 } });
+const clientLink = connectClientLink({ serverDomid: 1, ringRef: shared.ringRef, port: shared.port, devices: { domid: 2 } });
+const server = new Vchan(shared.link);
+const client = new Vchan(clientLink);
+const chunks = [];
+server.on('data', (chunk) => {
+  chunks.push(chunk.toString());
+  if (chunks.length === 1) throw new Error('data listener threw');
+});
+client.write('first');
+await sleep(100);
+client.write('second');
+await sleep(100);
+const stream = { chunks, destroyed: server.destroyed };
+server.destroy();
+client.destroy();
+
+// A server whose 'channel' listener throws still serves that channel, and its next client.
+const vchanServer = createServer({ domid: 2, name: 'throws', simDomid: 1, persist: true });
+let served = 0;
+vchanServer.on('channel', (channel) => {
+  served++;
+  channel.on('data', () => {});
+  if (served === 1) throw new Error('channel listener threw');
+});
+await vchanServer.listen();
+const firstClient = await connect({ domid: 1, name: 'throws', simDomid: 2 });
+await sleep(100);
+firstClient.destroy();
+await sleep(100);
+const secondClient = await connect({ domid: 1, name: 'throws', simDomid: 2 });
+await sleep(100);
+secondClient.destroy();
+await vchanServer.close();
+
+console.log(JSON.stringify({ uncaught, seen, ownError, stream, served }));
