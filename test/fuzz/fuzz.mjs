@@ -36,6 +36,22 @@ const SIZES = [0, 1024, 4096, 65536, 1 << 20];
 /** The share of the run each part gets. */
 const PARTS = { ring: 0.35, waiting: 0.15, close: 0.2, framing: 0.15, daemon: 0.15 };
 
+/** How long any one step may take before the fuzzer calls it a hang (a failure, never a stuck run). */
+const STEP_MS = 10_000;
+
+/** Awaits `promise`, or fails with EHUNG naming the step once STEP_MS have passed. */
+async function step(what, promise) {
+  let timer;
+  const hung = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(Object.assign(new Error(`hung for ${STEP_MS / 1000} s at: ${what}`), { code: 'EHUNG' })), STEP_MS);
+  });
+  try {
+    return await Promise.race([promise, hung]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Keeps writing and reading until the channel closes; records how it ended. */
 function drive(channel, next) {
   const outcome = { error: null, closedAt: null, received: 0 };
@@ -98,12 +114,12 @@ async function connectToHostile(peer, next, name) {
   if (next() % 2 === 0) {
     const server = createServer({ domid: HOSTILE, name, simDomid: SELF, readMin: SIZES[next() % 5], writeMin: SIZES[next() % 5] });
     const connected = new Promise((resolve) => server.once('channel', resolve));
-    await server.listen();
-    const side = await peer.call('connectTo', { serverDomid: SELF, name });
-    return { channel: await connected, side, server };
+    await step('listen', server.listen());
+    const side = await step('peer connectTo', peer.call('connectTo', { serverDomid: SELF, name }));
+    return { channel: await step('our server sees the client', connected), side, server };
   }
-  const side = await peer.call('serve', { clientDomid: SELF, name, leftMin: SIZES[next() % 5], rightMin: SIZES[next() % 5] });
-  return { channel: await connect({ domid: HOSTILE, name, simDomid: SELF, timeout: 2000 }), side, server: null };
+  const side = await step('peer serve', peer.call('serve', { clientDomid: SELF, name, leftMin: SIZES[next() % 5], rightMin: SIZES[next() % 5] }));
+  return { channel: await step('connect', connect({ domid: HOSTILE, name, simDomid: SELF, timeout: 2000 })), side, server: null };
 }
 
 /** The ring part: our side as server or client, the peer scribbling over the page. */
@@ -126,7 +142,7 @@ async function fuzzRing({ seconds, seed, log = () => {} }) {
         // Garbage in XenStore: the client must refuse it, never guess.
         const garbage = { ringRef: GARBAGE[next() % GARBAGE.length], port: GARBAGE[next() % GARBAGE.length] };
         report.garbagePublished++;
-        await peer.call('serve', { clientDomid: SELF, name, leftMin: 4096, rightMin: 4096, garbage });
+        await step('peer serve', peer.call('serve', { clientDomid: SELF, name, leftMin: 4096, rightMin: 4096, garbage }));
         try {
           const channel = await connect({ domid: HOSTILE, name, simDomid: SELF, timeout: 1000 });
           channel.destroy();
@@ -135,7 +151,7 @@ async function fuzzRing({ seconds, seed, log = () => {} }) {
           if (error.code === 'EPROTO' || error.code === 'EINVAL') report.garbageRefused++;
           else fail(`garbage in XenStore gave ${error.code}: ${error.message}`);
         }
-        await peer.call('close');
+        await step('peer close', peer.call('close'));
         continue;
       }
       let channel;
@@ -143,21 +159,21 @@ async function fuzzRing({ seconds, seed, log = () => {} }) {
       if (mode < 5) {
         server = createServer({ domid: HOSTILE, name, simDomid: SELF, readMin: sizes[next() % 5], writeMin: sizes[next() % 5] });
         const connected = new Promise((resolve) => server.once('channel', resolve));
-        await server.listen();
-        side = await peer.call('connectTo', { serverDomid: SELF, name });
-        channel = await connected;
+        await step('listen', server.listen());
+        side = await step('peer connectTo', peer.call('connectTo', { serverDomid: SELF, name }));
+        channel = await step('our server sees the client', connected);
       } else {
-        side = await peer.call('serve', { clientDomid: SELF, name, leftMin: sizes[next() % 5], rightMin: sizes[next() % 5] });
-        channel = await connect({ domid: HOSTILE, name, simDomid: SELF, timeout: 2000 });
+        side = await step('peer serve', peer.call('serve', { clientDomid: SELF, name, leftMin: sizes[next() % 5], rightMin: sizes[next() % 5] }));
+        channel = await step('connect', connect({ domid: HOSTILE, name, simDomid: SELF, timeout: 2000 }));
       }
       const outcome = drive(channel, next);
-      const scribbles = await peer.call('scribble', { seed: next(), count: 1 + (next() % 30), gapMs: next() % 3 });
+      const scribbles = await step('peer scribble', peer.call('scribble', { seed: next(), count: 1 + (next() % 30), gapMs: next() % 3 }));
       report.scribbles += scribbles.length;
       // Half the time, end on a violation no implementation may miss: an impossible live byte.
       let violatedAt = null;
       if (next() % 2 === 0 && !outcome.closedAt) {
         const field = side.side === 'client' ? 'clientLive' : 'serverLive';
-        await peer.call('scribbleField', { field, value: 3 + (next() % 250) });
+        await step('peer scribbleField', peer.call('scribbleField', { field, value: 3 + (next() % 250) }));
         violatedAt = performance.now();
         report.definiteViolations++;
       }
@@ -176,13 +192,13 @@ async function fuzzRing({ seconds, seed, log = () => {} }) {
         if (!ALLOWED_ERRORS.has(code)) fail(`unexpected error ${code}: ${outcome.error.message}`);
       }
       channel.destroy();
-      await peer.call('close');
+      await step('peer close', peer.call('close'));
     } catch (error) {
       fail(`${error.code ?? ''} ${error.message}`);
       await peer.stop();
       peer = await Peer.start(HOSTILE, 'hostile');
     } finally {
-      await server?.close();
+      await step('server close', server?.close());
     }
     if (report.iterations % 50 === 0) log(`  ${report.iterations} iterations, ${report.failures.length} failures`);
   }
@@ -232,16 +248,16 @@ async function fuzzWaiting({ seconds, seed, log = () => {} }) {
     );
     const lag = lagMonitor();
     try {
-      await server.listen();
-      const { pokes } = await peer.call('lurk', { serverDomid: SELF, name, seed: next(), count: 1 + (next() % 3000), gapMs: next() % 3 });
+      await step('listen', server.listen());
+      const { pokes } = await step('peer lurk', peer.call('lurk', { serverDomid: SELF, name, seed: next(), count: 1 + (next() % 3000), gapMs: next() % 3 }));
       report.violations += pokes;
       // A real client afterwards is still served, unless the lurker already took the one channel.
       if (channels === 0) {
-        await peer.call('connectTo', { serverDomid: SELF, name });
+        await step('peer connectTo', peer.call('connectTo', { serverDomid: SELF, name }));
         const outcome = await Promise.race([served.then(() => 'served'), new Promise((resolve) => setTimeout(resolve, CLOSE_WITHIN_MS, 'timeout'))]);
         if (outcome === 'served') report.servedAfter++;
         else fail('a real client was not served within 1 s after a lurking one');
-        await peer.call('close');
+        await step('peer close', peer.call('close'));
       }
     } catch (error) {
       fail(`${error.code ?? ''} ${error.message}`);
@@ -249,7 +265,7 @@ async function fuzzWaiting({ seconds, seed, log = () => {} }) {
       peer = await Peer.start(HOSTILE, 'hostile');
     } finally {
       const started = performance.now();
-      await server.close();
+      await step('server close', server.close());
       report.slowestCloseMs = Math.max(report.slowestCloseMs, performance.now() - started);
       const worst = lag.stop();
       report.worstLagMs = Math.max(report.worstLagMs, worst);
@@ -304,19 +320,19 @@ async function fuzzClose({ seconds, seed, log = () => {} }) {
       const bound = channel.readableHighWaterMark + side.writeSize + 64 * 1024;
       report.mostBufferedOverMark = Math.max(report.mostBufferedOverMark, channel.readableLength - channel.readableHighWaterMark);
       if (channel.readableLength > bound) fail(`${channel.readableLength} bytes buffered, over the mark and one ring (${bound})`);
-      report.floodedBytes += (await flood).written;
+      report.floodedBytes += (await step('peer flood', flood)).written;
       const worst = lag.stop();
       report.worstLagMs = Math.max(report.worstLagMs, worst);
       if (worst > MAX_LAG_MS) fail(`the event loop stalled for ${worst.toFixed(0)} ms`);
       if (error && !countError(report, error)) fail(`unexpected error ${error.code}: ${error.message}`);
       channel.destroy();
-      await peer.call('close');
+      await step('peer close', peer.call('close'));
     } catch (error) {
       fail(`${error.code ?? ''} ${error.message}`);
       await peer.stop();
       peer = await Peer.start(HOSTILE, 'hostile');
     } finally {
-      await server?.close();
+      await step('server close', server?.close());
     }
     if (report.iterations % 50 === 0) log(`  close: ${report.iterations} iterations, ${report.failures.length} failures`);
   }

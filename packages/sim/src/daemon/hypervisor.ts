@@ -373,6 +373,11 @@ export class Hypervisor {
     const domain = this.domain(handle.domid);
     const port = this.freePort(domain);
     domain.ports.write(port, { state: PortState.Unbound, remoteDomain: request.remoteDomain, remotePort: 0, owner: handle.id });
+    // A fresh port starts with no event pending, as in Xen. A sender racing the close of this
+    // port's previous binding may have set PENDING after the close cleared it; left set, it would
+    // swallow the new peer's first event (nobody is woken for a port already pending). Nobody can
+    // signal an unbound port, so clearing after the state is written loses nothing.
+    domain.ports.clearPending(port);
     handle.ports.add(port);
     return { port };
   }
@@ -388,6 +393,10 @@ export class Hypervisor {
     }
     const domain = this.domain(handle.domid);
     const port = this.freePort(domain);
+    // As for bindUnbound: no stale PENDING on either end of the new channel (none of its events
+    // can have been sent yet: a sender needs both entries to point at each other).
+    domain.ports.clearPending(port);
+    remoteDomain!.ports.clearPending(remotePort);
     domain.ports.write(port, { state: PortState.Interdomain, remoteDomain: request.remoteDomain, remotePort, owner: handle.id });
     remoteDomain!.ports.write(remotePort, { state: PortState.Interdomain, remoteDomain: handle.domid, remotePort: port, owner: remote.owner });
     handle.ports.add(port);
