@@ -114,9 +114,14 @@ async function connectToHostile(peer, next, name) {
   if (next() % 2 === 0) {
     const server = createServer({ domid: HOSTILE, name, simDomid: SELF, readMin: SIZES[next() % 5], writeMin: SIZES[next() % 5] });
     const connected = new Promise((resolve) => server.once('channel', resolve));
-    await step('listen', server.listen());
-    const side = await step('peer connectTo', peer.call('connectTo', { serverDomid: SELF, name }));
-    return { channel: await step('our server sees the client', connected), side, server };
+    try {
+      await step('listen', server.listen());
+      const side = await step('peer connectTo', peer.call('connectTo', { serverDomid: SELF, name }));
+      return { channel: await step('our server sees the client', connected), side, server };
+    } catch (error) {
+      await server.close(); // the failure is reported; what the server holds is not left behind
+      throw error;
+    }
   }
   const side = await step('peer serve', peer.call('serve', { clientDomid: SELF, name, leftMin: SIZES[next() % 5], rightMin: SIZES[next() % 5] }));
   return { channel: await step('connect', connect({ domid: HOSTILE, name, simDomid: SELF, timeout: 2000 })), side, server: null };
