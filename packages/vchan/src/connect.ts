@@ -1,12 +1,14 @@
 import { XenVchanError } from '@xen-vchan/native';
 import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
+import { abortError } from './errors.js';
 import { connectClientLink } from './links.js';
 import { PeerDomainWatch, peerGoneError } from './peer-domain.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
 import { checkDomid, conventionalPath, parseXenStoreNumber } from './paths.js';
-import { Vchan } from './stream.js';
+import { Vchan, vchanDeadlines, type VchanDeadlines } from './stream.js';
 
-export interface ConnectOptions extends BackendOptions {
+/** Options of connect(); `closeTimeout` and `stallTimeout` apply to the channel it makes. */
+export interface ConnectOptions extends BackendOptions, VchanDeadlines {
   /** The server's domain. */
   domid: number;
   /** Name under the conventional path /local/domain/<server>/data/vchan/<client>/<name>. Default 'vchan'. */
@@ -15,6 +17,7 @@ export interface ConnectOptions extends BackendOptions {
   path?: string;
   /** How long to wait for the server to publish, in ms. Default 10 000; 0 = do not wait. */
   timeout?: number;
+  /** Gives up waiting for the server with ABORT_ERR. */
   signal?: AbortSignal;
   /**
    * A XenStore connection to use (default: one of its own, closed once connected; on Xen, with the
@@ -32,6 +35,7 @@ export interface ConnectOptions extends BackendOptions {
 export async function connect(options: ConnectOptions): Promise<Vchan> {
   const serverDomid = checkDomid(options.domid, 'domid (the server domain)');
   const timeout = options.timeout ?? 10_000;
+  const deadlines = vchanDeadlines(options);
   const xenstore = options.xenstore ?? (await openXenStore(xenstoreOptions(options)));
   try {
     const self = await xenstore.ownDomid();
@@ -59,7 +63,7 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
     // The Vchan listens to the port at once: an event that came with nobody listening would leave
     // the port masked. It may fail from its first microtask on (a hostile page); while we still
     // wait here, the caller cannot be listening, so such an error rejects connect() instead.
-    const channel = new Vchan(link);
+    const channel = new Vchan(link, deadlines);
     let failed: Error | null = null;
     const onEarlyError = (error: Error) => void (failed ??= error);
     channel.on('error', onEarlyError);
@@ -109,7 +113,7 @@ async function readPublished(xenstore: XenStore, path: string): Promise<Publishe
 }
 
 async function waitForServer(xenstore: XenStore, path: string, timeout: number, signal?: AbortSignal): Promise<Published> {
-  signal?.throwIfAborted();
+  if (signal?.aborted) throw abortError(signal.reason, 'The connect');
   const found = await readPublished(xenstore, path);
   if (found || timeout === 0) {
     if (found) return found;
@@ -124,7 +128,7 @@ async function waitForServer(xenstore: XenStore, path: string, timeout: number, 
       () => reject(new XenVchanError('ETIMEDOUT', `No vchan server published at ${path} within ${timeout} ms, or not readably for this domain. Is the server running, for this client domain and name?`)),
       timeout,
     );
-    onAbort = () => reject(Object.assign(new Error('The connect was aborted.', { cause: signal?.reason }), { code: 'ABORT_ERR', name: 'AbortError' }));
+    onAbort = () => reject(abortError(signal?.reason, 'The connect'));
     signal?.addEventListener('abort', onAbort, { once: true });
   });
   try {

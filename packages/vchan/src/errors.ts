@@ -8,3 +8,30 @@ export function protocolError(what: string, cause?: unknown): XenVchanError {
     cause === undefined ? undefined : { cause },
   );
 }
+
+/**
+ * A wait given up because its AbortSignal fired: shaped like Node's own AbortError (`name`
+ * 'AbortError', `code` 'ABORT_ERR') so code written for fetch or streams recognises it, with the
+ * signal's reason as `cause`. `what` names the wait ("The connect", "The send of a 12-byte
+ * message"); `outcome` says what became of the operation, when the caller needs to know.
+ */
+export function abortError(reason: unknown, what: string, outcome?: string): XenVchanError {
+  const error = new XenVchanError('ABORT_ERR', `${what} was aborted.${outcome ? ` ${outcome}` : ''}`, { cause: reason });
+  error.name = 'AbortError';
+  return error;
+}
+
+/** Largest delay setTimeout honours; a longer one would fire after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Checks a deadline option in ms: a number from 0 (no deadline) to about 24.8 days, the
+ * most a Node timer can wait. Returns it, or `fallback` when not given.
+ */
+export function deadlineOption(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_TIMER_MS) {
+    throw new XenVchanError('ERR_INVALID_ARG_VALUE', `The option ${name} is a time in ms, a number from 0 (no deadline) to ${MAX_TIMER_MS}; got ${String(value)}.`);
+  }
+  return value;
+}

@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { XenVchanError } from '@xen-vchan/native';
+import { abortError } from './errors.js';
 
 export interface MessageChannelOptions {
   /** Largest message accepted either way, in bytes (at most 2^32 - 1, the prefix's range). Default 64 MiB. */
@@ -26,6 +27,15 @@ interface Outgoing {
   message: Uint8Array;
   resolve: () => void;
   reject: (error: Error) => void;
+}
+
+export interface MessageSendOptions {
+  /**
+   * Gives up the send with ABORT_ERR. A message still waiting its turn is dropped (nothing of it
+   * is written); one already written to the stream is not taken back, only the wait for the
+   * stream's room ends. For a deadline, pass `AbortSignal.timeout(ms)`.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -104,20 +114,54 @@ export class MessageChannel implements AsyncIterable<Buffer> {
   /**
    * Sends one message; resolves once it is written to the stream and the stream is under its
    * high-water mark again. Messages go out in the order send() was called; while the stream is
-   * over its high-water mark they wait here, not in the stream's buffer.
+   * over its high-water mark they wait here, not in the stream's buffer. Without a `signal` this
+   * waits as long as the peer does not read, as a socket write would.
    */
-  send(message: Uint8Array): Promise<void> {
+  send(message: Uint8Array, options: MessageSendOptions = {}): Promise<void> {
     if (message.length > this.maxMessageSize) {
       return Promise.reject(
         new XenVchanError('EMSGSIZE', `A ${message.length}-byte message is over this channel's limit of ${this.maxMessageSize} bytes (option maxMessageSize).`),
       );
     }
     if (this.closedForSending()) return Promise.reject(this.closedError());
+    const { signal } = options;
+    const what = `The send of a ${message.length}-byte message`;
+    if (signal?.aborted) return Promise.reject(abortError(signal.reason, what, 'Nothing of it was written.'));
     return new Promise((resolve, reject) => {
-      this.outgoing.push({ message, resolve, reject });
+      const entry: Outgoing = { message, resolve, reject };
+      if (signal) {
+        const onAbort = () => this.abandon(entry, signal.reason, what);
+        signal.addEventListener('abort', onAbort, { once: true });
+        entry.resolve = () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        entry.reject = (error) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error);
+        };
+      }
+      this.outgoing.push(entry);
       this.outgoingBytes += message.length + HEADER;
       this.flushOutgoing();
     });
+  }
+
+  /**
+   * A send given up: while it waits its turn it is dropped, whole; once written to the stream it
+   * cannot be taken back (the stream may be mid-way through it), so only its wait for room ends.
+   */
+  private abandon(entry: Outgoing, reason: unknown, what: string): void {
+    const index = this.outgoing.indexOf(entry);
+    if (index < 0) {
+      entry.reject(abortError(reason, what, 'It was already written to the stream, and reaches the peer if the stream drains.'));
+      return;
+    }
+    // Entries wait here only while a 'drain' is awaited, and that 'drain' goes on with the rest
+    // (and ends the stream, if asked): dropping one needs nothing more.
+    this.outgoing.splice(index, 1);
+    this.outgoingBytes -= entry.message.length + HEADER;
+    entry.reject(abortError(reason, what, 'Nothing of it was written.'));
   }
 
   /** Calls `listener` for each incoming message, instead of async iteration. */

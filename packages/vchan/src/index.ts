@@ -1,4 +1,4 @@
-export { Vchan, type VchanStats } from './stream.js';
+export { Vchan, type VchanStats, type VchanOptions, type VchanDeadlines, type WaitOptions } from './stream.js';
 export { createServer, VchanServer, type ServerOptions, type ServerEvents } from './server.js';
 export { connect, type ConnectOptions } from './connect.js';
 export type { BackendOptions } from './options.js';
@@ -6,5 +6,5 @@ export { createServerLink, connectClientLink, type ServerLink, type DeviceOption
 export { chooseOrders, type RingOrders } from './orders.js';
 export { conventionalPath } from './paths.js';
 export type { VchanLink } from './link.js';
-export { MessageChannel, type MessageChannelOptions } from './framing.js';
+export { MessageChannel, type MessageChannelOptions, type MessageSendOptions } from './framing.js';
 export { RpcPeer, RemoteError, jsonCodec, structuredCloneCodec, type Codec, type Handler, type RpcOptions, type CallOptions } from './rpc.js';

@@ -2,6 +2,7 @@ import type { Duplex } from 'node:stream';
 import v8 from 'node:v8';
 import { EventEmitter } from 'eventemitter3';
 import { XenVchanError } from '@xen-vchan/native';
+import { abortError } from './errors.js';
 import { MessageChannel, type MessageChannelOptions } from './framing.js';
 
 /** Turns values into message bytes and back. */
@@ -148,7 +149,7 @@ export class RpcPeer extends EventEmitter<{ close: [error: Error | null] }> {
     if (typeof method !== 'string' || method.length > MAX_METHOD_LENGTH) {
       return Promise.reject(new XenVchanError('ERR_INVALID_ARG_VALUE', `A method name is a string of at most ${MAX_METHOD_LENGTH} characters, not ${preview(method)}.`));
     }
-    options.signal?.throwIfAborted();
+    if (options.signal?.aborted) return Promise.reject(abortError(options.signal.reason, `The call ${method}`));
     const id = this.nextId++;
     let bytes: Uint8Array;
     try {
@@ -165,8 +166,7 @@ export class RpcPeer extends EventEmitter<{ close: [error: Error | null] }> {
               this.abandon(id, new XenVchanError('ETIMEDOUT', `The call ${method} got no answer within ${timeout} ms${waited}.`));
             }, timeout)
           : undefined;
-      const onAbort = () =>
-        this.abandon(id, Object.assign(new Error(`The call ${method} was aborted.`, { cause: options.signal?.reason }), { code: 'ABORT_ERR', name: 'AbortError' }));
+      const onAbort = () => this.abandon(id, abortError(options.signal?.reason, `The call ${method}`));
       options.signal?.addEventListener('abort', onAbort, { once: true });
       this.pending.set(id, {
         resolve: resolve as (value: unknown) => void,

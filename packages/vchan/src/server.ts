@@ -2,14 +2,16 @@ import { EventEmitter } from 'eventemitter3';
 import { XenVchanError } from '@xen-vchan/native';
 import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
 import { LIVE_CONNECTED, LIVE_GONE } from './layout.js';
+import { abortError, deadlineOption } from './errors.js';
 import { createServerLink, type ServerLink } from './links.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
 import { sayGoodbye } from './link.js';
 import { checkDomid, conventionalPath } from './paths.js';
 import { PeerDomainWatch, peerGoneError } from './peer-domain.js';
-import { Vchan } from './stream.js';
+import { Vchan, vchanDeadlines, type VchanDeadlines } from './stream.js';
 
-export interface ServerOptions extends BackendOptions {
+/** Options of createServer(); `closeTimeout` and `stallTimeout` apply to each channel it makes. */
+export interface ServerOptions extends BackendOptions, VchanDeadlines {
   /** The client's domain: only it may map the pages, bind the port and read the keys. */
   domid: number;
   /** Name under the conventional path /local/domain/<server>/data/vchan/<client>/<name>. Default 'vchan'. */
@@ -24,6 +26,18 @@ export interface ServerOptions extends BackendOptions {
   persist?: boolean;
   /** A XenStore connection to use (default: one of its own, closed with the server). */
   xenstore?: XenStore;
+  /**
+   * How long to wait for a client, in ms, each time the server waits for one: from when listen()
+   * has published, and for a persistent server from when its last client left. When it passes
+   * with no client connected, the server closes (unpublishing itself) and emits 'error' with
+   * ETIMEDOUT. Default 0: wait for ever, as net.Server does.
+   */
+  acceptTimeout?: number;
+  /**
+   * Closes the server when aborted, as close() does (its current channel included), without an
+   * 'error'. listen() rejects with ABORT_ERR when the signal aborts before it has published.
+   */
+  signal?: AbortSignal;
 }
 
 export interface ServerEvents {
@@ -57,10 +71,19 @@ export class VchanServer extends EventEmitter<ServerEvents> {
   private selfDomid = 0;
   /** Watches the connected client's domain (see PeerDomainWatch); ends with the channel. */
   private clientWatch: Promise<PeerDomainWatch | null> | null = null;
+  private readonly acceptTimeout: number;
+  /** Runs while the server waits for a client, when acceptTimeout is set. */
+  private acceptTimer: NodeJS.Timeout | undefined;
+  private readonly deadlines: VchanDeadlines;
+  /** listen() has published; until then an abort is left to listen() itself. */
+  private listening = false;
 
   constructor(private readonly options: ServerOptions) {
     super();
     checkDomid(options.domid, 'domid (the client domain)');
+    this.acceptTimeout = deadlineOption(options.acceptTimeout, 0, 'acceptTimeout');
+    // Checked here, not when a client arrives, where a bad value could only fail that client.
+    this.deadlines = vchanDeadlines(options);
   }
 
   /** The XenStore path the server published, once listening. */
@@ -82,11 +105,18 @@ export class VchanServer extends EventEmitter<ServerEvents> {
 
   async listen(): Promise<this> {
     if (this.state !== 'idle') throw new XenVchanError('ERR_SERVER_ALREADY_LISTEN', 'listen() was already called on this server.');
+    const { signal } = this.options;
+    if (signal?.aborted) throw this.listenAborted();
     this.state = 'waiting';
+    // An abort while listen() is on its way is seen after each of its steps (close() then would
+    // miss what the step still creates); from then on, it closes the server.
+    signal?.addEventListener('abort', this.onAbort, { once: true });
     try {
       this.ownsXenStore = !this.options.xenstore;
       this.xenstore = this.options.xenstore ?? (await openXenStore(xenstoreOptions(this.options)));
+      if (signal?.aborted) throw this.listenAborted();
       const self = await this.xenstore.ownDomid();
+      if (signal?.aborted) throw this.listenAborted();
       this.selfDomid = self;
       const path = this.options.path ?? conventionalPath(self, this.options.domid, this.options.name ?? 'vchan');
       warnIfTooLongForLibxenvchan(path);
@@ -98,9 +128,12 @@ export class VchanServer extends EventEmitter<ServerEvents> {
       });
       await publish(this.xenstore, path, self, this.options.domid, this.shared);
       this.publishedPath = path;
+      if (signal?.aborted) throw this.listenAborted();
+      this.listening = true;
       this.shared.link.events.on('event', this.onEvent);
       this.shared.link.events.on('error', this.onEventsFailed);
       this.emit('listening');
+      this.startAcceptTimer();
       this.checkForClient();
       return this;
     } catch (error) {
@@ -109,11 +142,56 @@ export class VchanServer extends EventEmitter<ServerEvents> {
     }
   }
 
+  private listenAborted(): XenVchanError {
+    return abortError(this.options.signal?.reason, 'listen()', 'The server did not publish, or took back what it had.');
+  }
+
+  private readonly onAbort = () => {
+    if (this.listening) void this.close();
+  };
+
+  private startAcceptTimer(): void {
+    if (this.acceptTimeout === 0 || this.state !== 'waiting') return;
+    clearTimeout(this.acceptTimer);
+    this.acceptTimer = setTimeout(this.acceptTimedOut, this.acceptTimeout);
+    // While listening, the bound port keeps the process alive; the deadline adds nothing.
+    this.acceptTimer.unref();
+  }
+
+  private stopAcceptTimer(): void {
+    clearTimeout(this.acceptTimer);
+    this.acceptTimer = undefined;
+  }
+
+  private readonly acceptTimedOut = () => {
+    this.acceptTimer = undefined;
+    if (this.state !== 'waiting') return;
+    const error = new XenVchanError(
+      'ETIMEDOUT',
+      `No client connected to the vchan server at ${this.publishedPath} within ${this.acceptTimeout} ms (option acceptTimeout), so the server closed. Is the client running, in domain ${this.options.domid}, with this name or path?`,
+    );
+    void this.close();
+    this.fail(error);
+  };
+
+  /** Emits 'error'; like Node's EventEmitter (eventemitter3 would drop it), throws it when nobody listens. */
+  private fail(error: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+    else {
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+  }
+
   /** Stops serving: closes the current channel, if any, unpublishes and releases everything. */
   async close(): Promise<void> {
     if (this.state === 'closed') return;
     const wasListening = this.state !== 'idle';
     this.state = 'closed';
+    this.listening = false;
+    this.stopAcceptTimer();
+    this.options.signal?.removeEventListener('abort', this.onAbort);
     const channel = this.channel;
     this.channel = null;
     this.unwatchClientDomain();
@@ -148,13 +226,7 @@ export class VchanServer extends EventEmitter<ServerEvents> {
   private readonly onEventsFailed = (error: Error) => {
     this.channel?.destroy(error);
     void this.close();
-    if (this.listenerCount('error') > 0) this.emit('error', error);
-    else {
-      // eventemitter3 would drop an 'error' nobody listens to; Node's EventEmitter throws it.
-      process.nextTick(() => {
-        throw error;
-      });
-    }
+    this.fail(error);
   };
 
   private checkForClient(): void {
@@ -180,11 +252,15 @@ export class VchanServer extends EventEmitter<ServerEvents> {
   /** A client connected: the channel is made and handed out. */
   private accept(shared: ServerLink): void {
     this.state = 'connected';
+    this.stopAcceptTimer();
     const persist = this.options.persist ?? false;
-    const channel = new Vchan({
-      ...shared.link,
-      close: (peerGone: boolean) => this.channelClosed(channel, peerGone, persist),
-    });
+    const channel = new Vchan(
+      {
+        ...shared.link,
+        close: (peerGone: boolean) => this.channelClosed(channel, peerGone, persist),
+      },
+      this.deadlines,
+    );
     this.channel = channel;
     this.watchClientDomain(channel);
     this.emit('channel', channel);
@@ -217,6 +293,7 @@ export class VchanServer extends EventEmitter<ServerEvents> {
       link.reader.forgetUnread();
       link.writer.forgetUnread();
       link.control.reopenClientSlot();
+      this.startAcceptTimer();
       this.checkForClient();
       return;
     }

@@ -1,6 +1,6 @@
 import { Duplex, type DuplexOptions } from 'node:stream';
 import { XenVchanError } from '@xen-vchan/native';
-import { protocolError } from './errors.js';
+import { abortError, deadlineOption, protocolError } from './errors.js';
 import { LIVE_CONNECTED, LIVE_GONE, LIVE_WAITING, NOTIFY_READ, NOTIFY_WRITE } from './layout.js';
 import type { VchanLink } from './link.js';
 
@@ -16,6 +16,109 @@ export interface VchanStats {
   writeStalls: number;
   /** Times a read found the ring empty and had to wait for the peer. */
   readStalls: number;
+}
+
+/**
+ * Deadlines of a stream: how long it waits on a peer that stopped doing its part. createServer()
+ * and connect() take them too, for the streams they make. See "Deadlines" in the README.
+ */
+export interface VchanDeadlines {
+  /**
+   * How long `end()` waits for a peer that takes nothing from the ring, in ms. `end()` closes only
+   * once everything written is in the ring, so a peer that stopped reading would otherwise keep
+   * the stream, its pages and its port for ever (and a process that ended its streams would not
+   * exit). When the peer has taken nothing for this long while `end()` still has bytes to put in,
+   * the stream is destroyed with ETIMEDOUT saying how many bytes were not sent; the peer still
+   * reads what did go in. A slow reader that keeps reading is waited for, however long the rest
+   * takes. Seen between 1 and 1.5 times this after the last byte went in. Default 30 000; 0 waits
+   * for ever.
+   */
+  closeTimeout?: number;
+  /**
+   * Destroys the stream with ETIMEDOUT once it has waited on the peer this long, in ms, without a
+   * byte moving either way. The stream waits on the peer while (a) bytes written here wait for
+   * room in the ring (a write, a send() or end() in progress: the peer is not reading), or (b) its
+   * readable side wants data (a 'data' listener, async iteration, read() or recv() asked, and the
+   * buffer is under its high-water mark) and the ring is empty. Bytes moving in either direction
+   * count as progress, so a one-way transfer never trips it through its idle direction.
+   *
+   * Because of (b), a stream being read whose peer has nothing to say is stalled too: set it where
+   * the peer is expected to keep talking (answers due, a steady feed). Default 0, off: an idle peer
+   * is normal, as an idle socket is, and a stream has no way to know what the protocol above
+   * expects. The stall is seen between 1 and 1.5 times this after the last byte moved.
+   */
+  stallTimeout?: number;
+}
+
+/** Options of `new Vchan(link, options)`: the Duplex's (high-water marks) and the deadlines. */
+export interface VchanOptions extends DuplexOptions, VchanDeadlines {}
+
+/** A wait for the peer that the caller may give up: `send()` and `recv()`. */
+export interface WaitOptions {
+  /** Gives up the wait with ABORT_ERR (`cause`: the signal's reason). */
+  signal?: AbortSignal;
+  /** Gives up the wait with ETIMEDOUT after this many ms. Default 0: none, as with a socket. */
+  timeout?: number;
+}
+
+/** Checks the deadline options and keeps only those given (for createServer() and connect()). */
+export function vchanDeadlines(options: VchanDeadlines): VchanDeadlines {
+  return {
+    ...(options.closeTimeout !== undefined ? { closeTimeout: deadlineOption(options.closeTimeout, 0, 'closeTimeout') } : {}),
+    ...(options.stallTimeout !== undefined ? { stallTimeout: deadlineOption(options.stallTimeout, 0, 'stallTimeout') } : {}),
+  };
+}
+
+const DEFAULT_CLOSE_TIMEOUT = 30_000;
+
+/**
+ * Gives up on a wait that makes no progress. While armed it looks every half `timeout`, and calls
+ * `expire` once two looks in a row found `progress()` unchanged: between 1 and 1.5 times `timeout`
+ * after it last changed. One interval per watch, running only while armed, reading counters the
+ * stream keeps anyway: nothing is timed per chunk (in a PV guest every clock read is a system
+ * call), and an unarmed watch costs nothing. Unref'd: while the stream is open its bound port
+ * keeps the process alive, and the deadline should add nothing to that.
+ */
+class Watchdog {
+  private timer: NodeJS.Timeout | undefined;
+  private mark = 0;
+  private quietLooks = 0;
+
+  constructor(
+    readonly timeout: number,
+    private readonly progress: () => number,
+    private readonly waiting: () => boolean,
+    private readonly expire: () => void,
+  ) {}
+
+  arm(): void {
+    if (this.timer) return;
+    this.mark = this.progress();
+    this.quietLooks = 0;
+    this.timer = setInterval(this.look, Math.max(1, this.timeout / 2));
+    this.timer.unref();
+  }
+
+  disarm(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private readonly look = () => {
+    if (!this.waiting()) {
+      this.disarm();
+      return;
+    }
+    const now = this.progress();
+    if (now !== this.mark) {
+      this.mark = now;
+      this.quietLooks = 0;
+      return;
+    }
+    if (++this.quietLooks < 2) return;
+    this.disarm();
+    this.expire();
+  };
 }
 
 interface PendingWrite {
@@ -86,8 +189,19 @@ class SpinPolicy {
   }
 }
 
-/** Chunks queued by send(): they go into the ring in one piece or wait until they can. */
-const wholeMessages = new WeakSet<Uint8Array>();
+/**
+ * A message queued by send(). It goes into the ring in one piece, once the ring has room for all
+ * of it (one writeFrom, so it is never half in), or, cancelled by its signal or timeout before
+ * that, not at all: the Writable's buffer cannot drop an entry, so flush() skips it instead.
+ */
+interface QueuedMessage {
+  state: 'queued' | 'written' | 'cancelled';
+  /** Called once all of it is in the ring. */
+  written(): void;
+}
+
+/** Chunks queued by send(), with their state. */
+const wholeMessages = new WeakMap<Uint8Array, QueuedMessage>();
 
 /**
  * A connected vchan as a Node Duplex stream. Writes go into the ring this side writes; reads come
@@ -116,14 +230,40 @@ export class Vchan extends Duplex {
   private consumedUntold = 0;
   private producedUntold = 0;
   private readonly counters: VchanStats = { bytesRead: 0, bytesWritten: 0, eventsSent: 0, eventsReceived: 0, writeStalls: 0, readStalls: 0 };
+  /** Armed from end() until everything is in the ring (_final); null with closeTimeout 0. */
+  private readonly closeWatch: Watchdog | null;
+  /** Armed while the stream waits on the peer (see stallTimeout); null when off. */
+  private readonly stallWatch: Watchdog | null;
+  private finalCalled = false;
 
-  constructor(link: VchanLink, options: DuplexOptions = {}) {
+  constructor(link: VchanLink, options: VchanOptions = {}) {
+    const { closeTimeout, stallTimeout, ...duplexOptions } = options;
     super({
       readableHighWaterMark: DEFAULT_HIGH_WATER_MARK,
       writableHighWaterMark: DEFAULT_HIGH_WATER_MARK,
-      ...options,
+      ...duplexOptions,
       allowHalfOpen: false,
     });
+    const closeAfter = deadlineOption(closeTimeout, DEFAULT_CLOSE_TIMEOUT, 'closeTimeout');
+    const stallAfter = deadlineOption(stallTimeout, 0, 'stallTimeout');
+    this.closeWatch =
+      closeAfter > 0
+        ? new Watchdog(
+            closeAfter,
+            () => this.counters.bytesWritten,
+            () => !this.finalCalled && this.link !== null,
+            () => this.closeTimedOut(closeAfter),
+          )
+        : null;
+    this.stallWatch =
+      stallAfter > 0
+        ? new Watchdog(
+            stallAfter,
+            () => this.counters.bytesRead + this.counters.bytesWritten,
+            () => this.link !== null && this.waitingOnPeer() !== null,
+            () => this.stalled(stallAfter),
+          )
+        : null;
     this.link = link;
     link.events.on('event', this.onEvent);
     link.events.on('error', this.onEventsFailed);
@@ -152,10 +292,16 @@ export class Vchan extends Duplex {
 
   /**
    * Sends `message` the way libxenvchan_send does: all of it in one piece, once the ring has room
-   * for all of it, after whatever was written before. A message larger than the ring can never
-   * fit, so it is refused with EMSGSIZE (where libxenvchan would return 0 forever).
+   * for all of it, after whatever was written before. Resolves once it is in the ring. A message
+   * larger than the ring can never fit, so it is refused with EMSGSIZE (where libxenvchan would
+   * return 0 forever).
+   *
+   * `signal` and `timeout` give up the wait for room (default: none, as with a socket): the send
+   * rejects with ABORT_ERR or ETIMEDOUT and nothing of the message goes into the ring, so the peer
+   * never sees half of it, and what is written after it follows as if it had never been sent.
+   * Once the message is in the ring it stands, and the send resolves.
    */
-  send(message: Uint8Array): Promise<void> {
+  send(message: Uint8Array, options: WaitOptions = {}): Promise<void> {
     if (!this.link || this.writableEnded) {
       return Promise.reject(new XenVchanError('EPIPE', 'The vchan is closed; nothing more can be sent on it.'));
     }
@@ -165,9 +311,54 @@ export class Vchan extends Duplex {
         new XenVchanError('EMSGSIZE', `A ${message.length}-byte message cannot fit the ${size}-byte ring this side writes; send it in pieces (write()) or use a larger ring.`),
       );
     }
+    let timeout: number;
+    try {
+      timeout = deadlineOption(options.timeout, 0, 'timeout');
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const { signal } = options;
+    const what = `The send of a ${message.length}-byte message`;
+    const notSent = 'Nothing of it went into the ring; the stream goes on.';
+    if (signal?.aborted) return Promise.reject(abortError(signal.reason, what, notSent));
     const whole = Buffer.from(message);
-    wholeMessages.add(whole);
-    return new Promise((resolve, reject) => this.write(whole, (error) => (error ? reject(error) : resolve())));
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const settle = (error?: Error | null) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        if (error) reject(error);
+        else resolve();
+      };
+      const queued: QueuedMessage = { state: 'queued', written: () => settle() };
+      const cancel = (error: Error) => {
+        if (queued.state !== 'queued') return; // in the ring already: it stands
+        queued.state = 'cancelled';
+        settle(error);
+        // If it is the write waiting for room, skip it now, so that what follows it can go.
+        const pending = this.pending;
+        if (pending && pending.chunks[pending.chunk] === whole) this.guard(() => this.flush());
+      };
+      const onAbort = () => cancel(abortError(signal!.reason, what, notSent));
+      if (timeout > 0) {
+        timer = setTimeout(
+          () =>
+            cancel(
+              new XenVchanError(
+                'ETIMEDOUT',
+                `${what} did not go into the ring within ${timeout} ms: the ring had no room for it, as the peer is not reading (or not fast enough). ${notSent}`,
+              ),
+            ),
+          timeout,
+        );
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+      wholeMessages.set(whole, queued);
+      this.write(whole, settle);
+    });
   }
 
   /**
@@ -175,32 +366,72 @@ export class Vchan extends Duplex {
    * are there. A size larger than the ring this side reads is refused with EMSGSIZE, since a
    * libxenvchan peer could never send it in one piece. Rejects with ECONNRESET if the channel
    * ends first.
+   *
+   * `signal` and `timeout` give up the wait (default: none, as with a socket) with ABORT_ERR or
+   * ETIMEDOUT. A recv that gives up takes nothing: bytes that arrived meanwhile stay in the
+   * stream, for the next recv().
    */
-  async recv(size: number): Promise<Buffer> {
+  async recv(size: number, options: WaitOptions = {}): Promise<Buffer> {
     if (!Number.isInteger(size) || size < 0) throw new XenVchanError('ERR_INVALID_ARG_VALUE', `recv takes a byte count, got ${size}`);
     if (size > this.readRingSize && this.link) {
       throw new XenVchanError('EMSGSIZE', `A ${size}-byte message cannot fit the ${this.readRingSize}-byte ring this side reads.`);
     }
+    const timeout = deadlineOption(options.timeout, 0, 'timeout');
     if (size === 0) return Buffer.alloc(0);
-    for (;;) {
-      const chunk = this.read(size) as Buffer | null;
-      // At the end Node hands back whatever is left, even if short: that is not a message.
-      if (chunk && chunk.length === size) return chunk;
-      if (chunk) throw new XenVchanError('ECONNRESET', `The vchan closed after ${chunk.length} of the ${size} bytes asked for.`);
-      if (this.readableEnded || this.destroyed) {
-        throw new XenVchanError('ECONNRESET', `The vchan closed before ${size} bytes arrived.`);
+    const { signal } = options;
+    const what = `The recv of ${size} bytes`;
+    const nothingTaken = 'Nothing was taken from the stream; a later recv() gets the bytes that came.';
+    if (signal?.aborted) throw abortError(signal.reason, what, nothingTaken);
+    let gaveUp: Error | null = null;
+    let wake: (() => void) | null = null;
+    const poke = () => {
+      const waiting = wake;
+      wake = null;
+      waiting?.();
+    };
+    const giveUp = (error: Error) => {
+      gaveUp ??= error;
+      poke();
+    };
+    const onAbort = () => giveUp(abortError(signal!.reason, what, nothingTaken));
+    const timer =
+      timeout > 0
+        ? setTimeout(
+            () =>
+              giveUp(
+                new XenVchanError(
+                  'ETIMEDOUT',
+                  `${what} timed out after ${timeout} ms with ${this.readableLength} of them there: the peer has not sent the rest. ${nothingTaken}`,
+                ),
+              ),
+            timeout,
+          )
+        : undefined;
+    signal?.addEventListener('abort', onAbort, { once: true });
+    // The listeners stay for the whole recv: a 'readable' listener added while bytes are buffered
+    // is told so at once, so adding one per turn would spin on a short buffer, starving the event
+    // loop (and the timer and the event that would end the wait). Kept, it fires on new bytes only.
+    this.on('readable', poke);
+    this.on('end', poke);
+    this.on('close', poke);
+    try {
+      for (;;) {
+        if (gaveUp) throw gaveUp;
+        const chunk = this.read(size) as Buffer | null;
+        // At the end Node hands back whatever is left, even if short: that is not a message.
+        if (chunk && chunk.length === size) return chunk;
+        if (chunk) throw new XenVchanError('ECONNRESET', `The vchan closed after ${chunk.length} of the ${size} bytes asked for.`);
+        if (this.readableEnded || this.destroyed) {
+          throw new XenVchanError('ECONNRESET', `The vchan closed before ${size} bytes arrived.`);
+        }
+        await new Promise<void>((resolve) => (wake = resolve));
       }
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          this.off('readable', done);
-          this.off('end', done);
-          this.off('close', done);
-          resolve();
-        };
-        this.on('readable', done);
-        this.on('end', done);
-        this.on('close', done);
-      });
+    } finally {
+      this.off('readable', poke);
+      this.off('end', poke);
+      this.off('close', poke);
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 
@@ -230,10 +461,42 @@ export class Vchan extends Duplex {
   }
 
   /**
+   * Ends the writable side as any Writable does, and arms the closeTimeout: _final runs only once
+   * everything written is in the ring, which a peer that stopped reading never allows.
+   */
+  override end(...args: any[]): this {
+    super.end(...args);
+    if (!this.finalCalled && !this.destroyed && this.link) this.closeWatch?.arm();
+    return this;
+  }
+
+  private closeTimedOut(timeout: number): void {
+    this.destroy(
+      new XenVchanError(
+        'ETIMEDOUT',
+        `end() could not put everything written into the ring: the peer took nothing from it for ${timeout} ms (it stopped reading). ${this.unsentBytes()} bytes were not sent; the peer gets what did go in. Make sure the peer reads to the end, or raise the option closeTimeout (0 waits for ever).`,
+      ),
+    );
+  }
+
+  /** Bytes written to the stream and not yet in the ring. */
+  private unsentBytes(): number {
+    let inRing = 0;
+    const pending = this.pending;
+    if (pending) {
+      for (let index = 0; index < pending.chunk; index++) inRing += pending.chunks[index]!.length;
+      inRing += pending.offset;
+    }
+    return this.writableLength - inRing;
+  }
+
+  /**
    * Everything written is in the ring by now; close the channel (the peer drains it). A vchan has
    * no half-close, so the readable side ends too, after what the peer had put into the ring.
    */
   override _final(callback: (error?: Error | null) => void): void {
+    this.finalCalled = true;
+    this.closeWatch?.disarm();
     this.guard(() => this.takeWhatIsLeft());
     if (this.destroyed) {
       callback(); // the peer's nonsense destroyed the stream meanwhile; its error stands
@@ -272,6 +535,8 @@ export class Vchan extends Duplex {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.closeWatch?.disarm();
+    this.stallWatch?.disarm();
     const pending = this.pending;
     this.pending = null;
     this.closeLink();
@@ -432,7 +697,29 @@ export class Vchan extends Duplex {
     if (link.reader.available() > 0) return false;
     this.counters.readStalls++;
     this.readSpin.slept();
+    this.stallWatch?.arm();
     return true;
+  }
+
+  /**
+   * What the stream waits on the peer for, if anything (see stallTimeout): bytes written here that
+   * wait for room in the ring, or a readable side that wants data. The stall watch is armed where
+   * the stream starts to wait (about to sleep, off the data path) and looks at this.
+   */
+  private waitingOnPeer(): 'room' | 'data' | null {
+    if (this.pending !== null) return 'room';
+    if (this.wantsData && !this.ended) return 'data';
+    return null;
+  }
+
+  private stalled(timeout: number): void {
+    const waiting = this.waitingOnPeer() === 'room' ? `${this.unsentBytes()} bytes written here waited for room in the ring` : 'this side waited for data';
+    this.destroy(
+      new XenVchanError(
+        'ETIMEDOUT',
+        `The vchan stalled: nothing moved either way for ${timeout} ms while ${waiting} (option stallTimeout). The peer is stuck or gone quiet; if a quiet peer is normal here, raise stallTimeout or set it to 0.`,
+      ),
+    );
   }
 
   private flush(): void {
@@ -447,8 +734,12 @@ export class Vchan extends Duplex {
         return;
       }
       const chunk = pending.chunks[pending.chunk]!;
-      const whole = pending.offset === 0 && wholeMessages.has(chunk);
-      const needed = whole ? chunk.length : 1;
+      const message = pending.offset === 0 ? wholeMessages.get(chunk) : undefined;
+      if (message?.state === 'cancelled') {
+        pending.chunk++; // its send() gave up before it went in: none of it goes
+        continue;
+      }
+      const needed = message ? chunk.length : 1;
       let free = link.writer.space();
       if (free < needed) {
         // The reader must know about what is in the ring before we wait for it to make room.
@@ -460,6 +751,7 @@ export class Vchan extends Duplex {
           if (free < needed) {
             this.counters.writeStalls++;
             this.writeSpin.slept();
+            this.stallWatch?.arm();
             return;
           }
         }
@@ -472,6 +764,10 @@ export class Vchan extends Duplex {
       if (pending.offset === chunk.length) {
         pending.chunk++;
         pending.offset = 0;
+        if (message) {
+          message.state = 'written';
+          message.written();
+        }
       }
     }
     this.tellProduced(link);
