@@ -344,6 +344,34 @@ describe('sim XenStore socket with a hostile client', () => {
     await expectXenStoreServing();
   });
 
+  it('leaves out a watch event too long for one message, as xenstored does, and keeps the connection', async () => {
+    const { socket, messages, closed } = await rawXenStore();
+    let gone = false;
+    void closed.then(() => (gone = true));
+    const folder = '/local/domain/1/data/long-events';
+    const token = 't'.repeat(4000);
+    // Fits: 4096 bytes with the NULs, no more.
+    const short = `${folder}/${'s'.repeat(4096 - 2 - token.length - folder.length - 1)}`;
+    const long = `${folder}/${'l'.repeat(200)}`;
+    socket.write(encodeXsMessage(XsType.SIM_DECLARE_DOMAIN, 1, 0, xsStrings('1')));
+    socket.write(encodeXsMessage(XsType.MKDIR, 2, 0, xsStrings(folder)));
+    socket.write(encodeXsMessage(XsType.WATCH, 3, 0, xsStrings(folder, token)));
+    // path + token + 2 NULs is over XENSTORE_PAYLOAD_MAX: no event, and no broken framing.
+    socket.write(encodeXsMessage(XsType.WRITE, 4, 0, Buffer.from(`${long}\0x`)));
+    socket.write(encodeXsMessage(XsType.WRITE, 5, 0, Buffer.from(`${short}\0x`)));
+    socket.write(encodeXsMessage(XsType.RM, 6, 0, xsStrings(folder)));
+    const deadline = Date.now() + 2000;
+    while (!messages.some((message) => message.reqId === 6) && !gone && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(gone).toBe(false);
+    expect(messages.filter((message) => message.type === XsType.ERROR)).toEqual([]);
+    const events = messages.filter((message) => message.type === XsType.WATCH_EVENT).map((message) => message.payload.toString().split('\0')[0]);
+    // The first event is the watch's own; the removal reports the folder (and what went with it).
+    expect(events.slice(0, 2)).toEqual([folder, short]);
+    expect(events).not.toContain(long);
+    socket.destroy();
+    await expectXenStoreServing();
+  });
+
   it('survives a flood of random messages from a declared domain', async () => {
     const { socket, closed } = await rawXenStore();
     socket.write(encodeXsMessage(XsType.SIM_DECLARE_DOMAIN, 1, 0, xsStrings('5')));

@@ -2,14 +2,16 @@
  * XenStore watches: a connection asks to hear of changes at or below a path, under a token of
  * its choosing. As in xenstored, a watch fires once when registered, then for every write,
  * creation, removal or permission change at or below its path that the watcher may read; a
- * relative watch reports relative paths.
+ * relative watch reports relative paths. An event whose path and token would not fit in one
+ * message (XENSTORE_PAYLOAD_MAX) is not sent, as xenstored's add_event drops it: a long token on
+ * a short watched path, then a long path written below it, must not break the watcher's framing.
  */
 import { READ, rightsOf } from './access.js';
 import { XsFailure } from './failure.js';
 import { WATCH_QUOTA } from './limits.js';
 import type { NodeChange } from './node-operations.js';
 import { canonicalPath, domainPath, isRelativePath, isSpecialPath, isValidNodePath, isWithin } from './node-path.js';
-import { encodeXsMessage, XENSTORE_ABS_PATH_MAX, XsType, xsStrings } from './wire.js';
+import { encodeXsMessage, XENSTORE_ABS_PATH_MAX, XENSTORE_PAYLOAD_MAX, XsType, xsStrings } from './wire.js';
 
 /** Where a watch's events go: its connection. */
 export interface Watcher {
@@ -45,7 +47,7 @@ export class WatchTable {
 
   /** The event every new watch gets at once, so that its owner checks the current state. */
   announce(watcher: Watcher, path: string, token: string): void {
-    watcher.send(watchEvent(path, token));
+    sendEvent(watcher, path, token);
   }
 
   remove(watcher: Watcher, domid: number, path: string, token: string): void {
@@ -70,7 +72,7 @@ export class WatchTable {
         const hit = change.exact ? change.path === watch.path : isWithin(change.path, watch.path);
         if (!hit || !change.permissions.some((permissions) => (rightsOf(watch.domid, permissions) & READ) !== 0)) continue;
         const reported = watch.relativeTo ? change.path.slice(watch.relativeTo.length) : change.path;
-        watch.watcher.send(watchEvent(reported, watch.token));
+        sendEvent(watch.watcher, reported, watch.token);
       }
     }
   }
@@ -78,7 +80,7 @@ export class WatchTable {
   /** Fires `@introduceDomain` and the like; xenstored tells only privileged watchers by default. */
   fireSpecial(name: string): void {
     for (const watch of this.watches) {
-      if (watch.path === name && watch.domid === 0) watch.watcher.send(watchEvent(name, watch.token));
+      if (watch.path === name && watch.domid === 0) sendEvent(watch.watcher, name, watch.token);
     }
   }
 
@@ -99,6 +101,9 @@ function watchedPath(path: string, domid: number): string {
   return absolute;
 }
 
-function watchEvent(path: string, token: string): Buffer {
-  return encodeXsMessage(XsType.WATCH_EVENT, 0, 0, xsStrings(path, token));
+/** Sends one WATCH_EVENT, unless it would be over-long: then xenstored sends nothing, and neither do we. */
+function sendEvent(watcher: Watcher, path: string, token: string): void {
+  const payload = xsStrings(path, token);
+  if (payload.length > XENSTORE_PAYLOAD_MAX) return;
+  watcher.send(encodeXsMessage(XsType.WATCH_EVENT, 0, 0, payload));
 }
