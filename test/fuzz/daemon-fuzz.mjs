@@ -1,17 +1,18 @@
 // Hostile-client fuzzing of the sim daemon, seeded and bounded in time. One raw client sends
 // seeded frames to the daemon's control socket (lengths up to 4 GiB, random bytes, random JSON,
 // real operations with garbage fields) and to its XenStore socket (oversized headers, undeclared
-// domains, random messages), reconnecting whenever it is dropped. For every frame the fuzzer
-// knows what the daemon must do: answer it (the connection stays) or answer EPROTO/E2BIG and
-// close that connection within 1 s. Meanwhile a well-behaved process does real work through the
-// public API (gntalloc share/release, evtchn bind/unbind, XenStore write/read, status) and must
-// never fail; the daemon must never die; and grants and ports must end as they started.
+// domains, random messages, some with payloads over the limit), reconnecting whenever it is
+// dropped. For every frame the fuzzer knows what the daemon must do: answer it (the connection
+// stays, also after the answer) or answer EPROTO/E2BIG and close that connection within 1 s.
+// Meanwhile a well-behaved process does real work through the public API (gntalloc
+// share/release, evtchn bind/unbind, XenStore write/read, status) and must never fail; the daemon
+// must never die; and grants and ports must end as they started.
 //   node -e "import('./test/fuzz/daemon-fuzz.mjs').then(m => m.fuzzDaemon({ seconds: 5, seed: 1, log: console.error })).then(r => console.log(JSON.stringify(r)))"
 import { existsSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { openEventChannel } from '@xen-vchan/evtchn';
 import { openGntalloc } from '@xen-vchan/gntalloc';
-import { encodeXsMessage, SimConnection, simDirectory, simFiles, XENSTORE_PAYLOAD_MAX, XsMessageReader, XsType, xsStrings } from '@xen-vchan/sim';
+import { encodeXsMessage, SimConnection, simDirectory, simFiles, XENSTORE_PAYLOAD_MAX, XS_HEADER_BYTES, XsMessageReader, XsType, xsStrings } from '@xen-vchan/sim';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { random } from '../support/stream-data.mjs';
 
@@ -57,13 +58,18 @@ class RawLink {
     this.items = [];
     this.waiter = null;
     this.closedAt = null;
+    /** Why this side cut the connection: what the daemon sent could not be parsed. */
+    this.unparsable = null;
     this.socket = net.connect(path);
     this.socket.on('error', () => {});
     this.socket.on('data', (chunk) => {
       try {
         for (const item of reader(chunk)) this.items.push(item);
-      } catch {
-        this.socket.destroy(); // the daemon sent something unparsable: reported as an unexpected close
+      } catch (error) {
+        // The daemon sent something unparsable (a XenStore message over the limit, say): reported
+        // as an unexpected close, saying why.
+        this.unparsable = error.message;
+        this.socket.destroy();
       }
       this.wake();
     });
@@ -108,6 +114,11 @@ class RawLink {
 
   destroy() {
     this.socket.destroy();
+  }
+
+  /** Who closed, for a failure's text. */
+  get closedBy() {
+    return this.unparsable ? `the fuzzer, on something the daemon sent that it could not parse (${this.unparsable})` : 'the daemon';
   }
 
   wake() {
@@ -358,7 +369,8 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
     const reader = new XsMessageReader();
     // Watch events (the hostile client may set watches) answer no request: left out.
     const replies = (chunk) => reader.push(chunk).filter((message) => message.type !== XsType.WATCH_EVENT);
-    xs = { link: new RawLink(files.xenstore, replies), declared: false };
+    // `answered`: the last frame, if the daemon answered it and so must keep the connection.
+    xs = { link: new RawLink(files.xenstore, replies), declared: false, answered: null };
     if (!(await xs.link.ready)) {
       checkDaemonAlive();
       if (!daemonDead) fail('could not connect to the XenStore socket');
@@ -366,9 +378,19 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
     }
   };
 
+  /** Whether the frame's payload is over the limit: xenstored refuses its header before anything else. */
+  const oversized = (message) => message.length - XS_HEADER_BYTES > XENSTORE_PAYLOAD_MAX;
+
   const xenStoreStep = async () => {
+    if (xs?.link.closedAt != null && xs.answered !== null) {
+      // Closed after answering a frame that keeps it (caught here when the close came too late
+      // for that frame's own step to see it).
+      checkDaemonAlive();
+      fail(`the XenStore connection was closed by ${xs.link.closedBy} after ${xs.answered}, which was answered`);
+    }
     if (!xs || xs.link.closedAt !== null) await connectXenStore();
     if (!xs) return;
+    xs.answered = null;
     const id = reqId++;
     let message;
     let verdict;
@@ -381,32 +403,42 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
     } else if (!xs.declared) {
       if (chance(5)) {
         message = encodeXsMessage(chance(2) ? XsType.SIM_DECLARE_DOMAIN : pick(XS_TYPES), id, 0, randomPayload());
-        const text = message.subarray(16).toString('latin1');
+        const text = message.subarray(XS_HEADER_BYTES).toString('latin1');
         const valid = message.readUInt32LE(0) === XsType.SIM_DECLARE_DOMAIN && /^\d{1,5}\0$/.test(text) && Number(text.slice(0, -1)) <= 0x7fef;
-        verdict = valid ? 'reply' : 'EACCES';
-        what = `an undeclared first message of type ${message.readUInt32LE(0)}`;
+        // An oversized frame breaks the framing before the daemon looks at what it says.
+        verdict = oversized(message) ? 'E2BIG' : valid ? 'declared' : 'EACCES';
+        what = `an undeclared first message of type ${message.readUInt32LE(0)} with ${message.length - XS_HEADER_BYTES} bytes`;
       } else {
         message = encodeXsMessage(XsType.SIM_DECLARE_DOMAIN, id, 0, xsStrings(String(pick(HOSTILE_DOMAINS))));
-        verdict = 'reply';
+        verdict = 'declared';
         what = 'a domain declaration';
       }
     } else {
       const type = chance(8) ? next() : pick(XS_TYPES);
       message = encodeXsMessage(type, id, chance(4) ? int(4) : 0, randomPayload());
-      verdict = 'reply';
-      what = `XenStore message type ${type} with ${message.length - 16} bytes`;
+      // randomPayload may pass XENSTORE_PAYLOAD_MAX (several long strings): a framing violation,
+      // refused like an oversized header, whatever the type.
+      verdict = oversized(message) ? 'E2BIG' : 'reply';
+      what = `XenStore message type ${type} with ${message.length - XS_HEADER_BYTES} bytes`;
     }
     const sentAt = performance.now();
     xs.link.write(message);
-    const reply = await xs.link.take((item) => item.reqId === id, verdict === 'reply' ? REPLY_WITHIN_MS : CLOSE_WITHIN_MS);
+    const answered = verdict === 'reply' || verdict === 'declared';
+    const reply = await xs.link.take((item) => item.reqId === id, answered ? REPLY_WITHIN_MS : CLOSE_WITHIN_MS);
     if (reply === 'timeout') return fail(`no XenStore answer within the time allowed to ${what}`);
     if (reply !== 'closed' && reply.type === XsType.ERROR) countError(reply.payload.toString('latin1').replace(/\0$/, ''));
-    if (verdict === 'reply') {
+    if (answered) {
       if (reply === 'closed') {
         checkDaemonAlive();
-        return fail(`the XenStore closed the connection on ${what}`);
+        return fail(`the XenStore connection was closed by ${xs.link.closedBy} on ${what}`);
       }
-      if (!xs.declared && reply.type !== XsType.ERROR) xs.declared = true;
+      if (verdict === 'declared') {
+        if (reply.type !== XsType.SIM_DECLARE_DOMAIN || reply.payload.toString('latin1') !== 'OK\0') {
+          return fail(`${what} was answered type ${reply.type} ${JSON.stringify(reply.payload.toString('latin1'))}, not OK`);
+        }
+        xs.declared = true;
+      }
+      xs.answered = what;
       return;
     }
     report.violations++;
