@@ -5,19 +5,27 @@ import { openEventChannel } from '@xen-vchan/evtchn';
 import { connect, connectClientLink, createServer, createServerLink, Vchan } from '@xen-vchan/vchan';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// On the simulation this process plays domains 1 and 2; under the Xen harness it is dom0, which
+// may offer ports to itself and bind them.
+const xen = process.env.XEN_VCHAN_BACKEND === 'xen';
+const [ONE, TWO] = xen ? [0, 0] : [1, 2];
+const as = (domid) => (xen ? {} : { domid });
+const simAs = (domid) => (xen ? {} : { simDomid: domid });
+/** Time for events to arrive: emulated Xen is much slower. */
+const SETTLE_MS = xen ? 1000 : 100;
 const uncaught = [];
 process.on('uncaughtException', (error) => uncaught.push(error.message));
 
-const a = openEventChannel({ domid: 1 });
-const b = openEventChannel({ domid: 2 });
-const first = a.bindUnbound(2);
-const second = a.bindUnbound(2);
-const firstPeer = b.bindInterdomain(1, first);
-const secondPeer = b.bindInterdomain(1, second);
-const c = openEventChannel({ domid: 1 });
-const d = openEventChannel({ domid: 2 });
-const other = c.bindUnbound(2);
-const otherPeer = d.bindInterdomain(1, other);
+const a = openEventChannel(as(ONE));
+const b = openEventChannel(as(TWO));
+const first = a.bindUnbound(TWO);
+const second = a.bindUnbound(TWO);
+const firstPeer = b.bindInterdomain(ONE, first);
+const secondPeer = b.bindInterdomain(ONE, second);
+const c = openEventChannel(as(ONE));
+const d = openEventChannel(as(TWO));
+const other = c.bindUnbound(TWO);
+const otherPeer = d.bindInterdomain(ONE, other);
 
 const seen = { second: 0, other: 0, afterwards: 0 };
 a.on('event', (port) => {
@@ -33,12 +41,12 @@ c.on('event', (port) => {
 // Both ports of handle a become pending before a reads: one batch, the first listener throws.
 b.notify(firstPeer);
 b.notify(secondPeer);
-await sleep(100);
+await sleep(SETTLE_MS);
 d.notify(otherPeer);
-await sleep(100);
+await sleep(SETTLE_MS);
 // Handle a still hears events after the throw.
 b.notify(secondPeer);
-await sleep(100);
+await sleep(SETTLE_MS);
 seen.afterwards = seen.second;
 // An addon call that fails for its own reason reports its own error, not the old exception.
 let ownError = null;
@@ -50,8 +58,8 @@ try {
 for (const handle of [a, b, c, d]) handle.close();
 
 // A stream's 'data' listener that throws: an uncaught exception, and the stream goes on.
-const shared = createServerLink({ clientDomid: 2, leftMin: 4096, rightMin: 4096, devices: { domid: 1 } });
-const clientLink = connectClientLink({ serverDomid: 1, ringRef: shared.ringRef, port: shared.port, devices: { domid: 2 } });
+const shared = createServerLink({ clientDomid: TWO, leftMin: 4096, rightMin: 4096, devices: as(ONE) });
+const clientLink = connectClientLink({ serverDomid: ONE, ringRef: shared.ringRef, port: shared.port, devices: as(TWO) });
 const server = new Vchan(shared.link);
 const client = new Vchan(clientLink);
 const chunks = [];
@@ -60,15 +68,15 @@ server.on('data', (chunk) => {
   if (chunks.length === 1) throw new Error('data listener threw');
 });
 client.write('first');
-await sleep(100);
+await sleep(SETTLE_MS);
 client.write('second');
-await sleep(100);
+await sleep(SETTLE_MS);
 const stream = { chunks, destroyed: server.destroyed };
 server.destroy();
 client.destroy();
 
 // A server whose 'channel' listener throws still serves that channel, and its next client.
-const vchanServer = createServer({ domid: 2, name: 'throws', simDomid: 1, persist: true });
+const vchanServer = createServer({ domid: TWO, name: 'throws', ...simAs(ONE), persist: true });
 let served = 0;
 vchanServer.on('channel', (channel) => {
   served++;
@@ -76,12 +84,12 @@ vchanServer.on('channel', (channel) => {
   if (served === 1) throw new Error('channel listener threw');
 });
 await vchanServer.listen();
-const firstClient = await connect({ domid: 1, name: 'throws', simDomid: 2 });
-await sleep(100);
+const firstClient = await connect({ domid: ONE, name: 'throws', ...simAs(TWO) });
+await sleep(SETTLE_MS);
 firstClient.destroy();
-await sleep(100);
-const secondClient = await connect({ domid: 1, name: 'throws', simDomid: 2 });
-await sleep(100);
+await sleep(SETTLE_MS);
+const secondClient = await connect({ domid: ONE, name: 'throws', ...simAs(TWO) });
+await sleep(SETTLE_MS);
 secondClient.destroy();
 await vchanServer.close();
 
