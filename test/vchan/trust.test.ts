@@ -50,7 +50,8 @@ describe('a hostile peer or a throwing listener', () => {
     // The throw reaches Node as an uncaught exception, exactly once, like any listener's throw.
     expect(seen.uncaught).toEqual(['listener threw', 'data listener threw', 'channel listener threw']);
     expect(seen.seen).toEqual({ second: 2, other: 1, afterwards: 2 });
-    expect(seen.ownError).toBe('ENOTCONN');
+    // Its own error (Linux says EINVAL for a port number no fd has; the simulation ENOTCONN), not the old exception.
+    expect(['ENOTCONN', 'EINVAL']).toContain(seen.ownError);
     // The stream whose 'data' listener threw is not destroyed for it, and goes on delivering.
     expect(seen.stream).toEqual({ chunks: ['first', 'second'], destroyed: false });
     // The server whose 'channel' listener threw serves the next client too.
