@@ -30,6 +30,17 @@ function shell(line: string): Promise<number> {
   });
 }
 
+/** Starts `vchan proxy` processes: `start` resolves once one serves or listens; `exits` has their exit codes. */
+function proxies(): { exits: Promise<number>[]; start: (args: string[]) => Promise<void> } {
+  const exits: Promise<number>[] = [];
+  const start = (args: string[]) => {
+    const child = spawn(process.execPath, [bin, 'proxy', ...args], { env: { ...process.env, XEN_VCHAN_BACKEND: 'sim' }, stdio: ['ignore', 'inherit', 'pipe'] });
+    exits.push(new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1))));
+    return new Promise<void>((resolve) => child.stderr!.on('data', (text: Buffer) => /serving|listening/.test(String(text)) && resolve()));
+  };
+  return { exits, start };
+}
+
 describe('vchan CLI', () => {
   it.each(['listen', 'connect', 'proxy', 'bench', 'sim'])('%s --help explains itself', async (command) => {
     const { code, stdout } = await vchan([command, '--help']);
@@ -70,12 +81,7 @@ describe('vchan CLI', () => {
     await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
     const port = (echo.address() as net.AddressInfo).port;
     const socketPath = path.join(scratch, 'proxy.sock');
-    const exits: Promise<number>[] = [];
-    const start = (args: string[]) => {
-      const child = spawn(process.execPath, [bin, 'proxy', ...args], { env: { ...process.env, XEN_VCHAN_BACKEND: 'sim' }, stdio: ['ignore', 'inherit', 'pipe'] });
-      exits.push(new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1))));
-      return new Promise<void>((resolve) => child.stderr!.on('data', (text: Buffer) => /serving|listening/.test(String(text)) && resolve()));
-    };
+    const { exits, start } = proxies();
     try {
       await start(['--role', 'server', '-d', '2', '-n', 'echo', '--sim-domid', '1', '--tcp', String(port), '--once']);
       await start(['--role', 'client', '-d', '1', '-n', 'echo', '--sim-domid', '2', '--unix', socketPath, '--listen', '--once']);
@@ -105,12 +111,7 @@ describe('vchan CLI', () => {
     await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
     const port = (service.address() as net.AddressInfo).port;
     const socketPath = path.join(scratch, 'proxy-slow.sock');
-    const exits: Promise<number>[] = [];
-    const start = (args: string[]) => {
-      const child = spawn(process.execPath, [bin, 'proxy', ...args], { env: { ...process.env, XEN_VCHAN_BACKEND: 'sim' }, stdio: ['ignore', 'inherit', 'pipe'] });
-      exits.push(new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1))));
-      return new Promise<void>((resolve) => child.stderr!.on('data', (text: Buffer) => /serving|listening/.test(String(text)) && resolve()));
-    };
+    const { exits, start } = proxies();
     try {
       await start(['--role', 'server', '-d', '2', '-n', 'slow', '--sim-domid', '1', '--tcp', String(port), '--once']);
       await start(['--role', 'client', '-d', '1', '-n', 'slow', '--sim-domid', '2', '--unix', socketPath, '--listen', '--once']);
