@@ -223,20 +223,43 @@ async function fuzzRing({ seconds, seed, log = () => {} }) {
 
 
 /**
- * The waiting part: a listening server and a client that never connects properly. The server must
- * not recurse or stall on a flapping cli_live, must stay able to serve a real client afterwards,
- * and must close promptly.
+ * What the hostile-peer parts share: a seeded loop for `seconds`, a hostile peer process that is
+ * started again after any failed iteration, and the simulation's grants and ports checked at the
+ * end. `iteration` runs one round and throws to report it failed.
  */
-async function fuzzWaiting({ seconds, seed, log = () => {} }) {
+async function hostilePart({ part, seconds, seed, log = () => {} }, counters, iteration) {
   const next = random(seed);
   const sim = SimConnection.open();
   const baseline = simResources(sim);
-  const report = { part: 'waiting', seed, seconds, iterations: 0, violations: 0, clientLost: 0, servedAfter: 0, worstLagMs: 0, slowestCloseMs: 0, errors: {}, failures: [] };
-  const fail = (what) => report.failures.push(`waiting iteration ${report.iterations}: ${what}`);
+  const report = { part, seed, seconds, iterations: 0, violations: 0, ...counters, slowestCloseMs: 0, errors: {}, failures: [] };
+  const fail = (what) => report.failures.push(`${part} iteration ${report.iterations}: ${what}`);
   let peer = await Peer.start(HOSTILE, 'hostile');
   const deadline = Date.now() + seconds * 1000;
   while (Date.now() < deadline) {
     report.iterations++;
+    try {
+      await iteration({ next, report, fail, peer });
+    } catch (error) {
+      fail(`${error.code ?? ''} ${error.message}`);
+      await peer.stop();
+      peer = await Peer.start(HOSTILE, 'hostile');
+    }
+    if (report.iterations % 50 === 0) log(`  ${part}: ${report.iterations} iterations, ${report.failures.length} failures`);
+  }
+  await peer.stop();
+  report.resources = { start: baseline, end: await settledResources(sim, baseline) };
+  if (JSON.stringify(report.resources.end) !== JSON.stringify(baseline)) fail('grants or ports were left behind');
+  report.ok = report.failures.length === 0;
+  return report;
+}
+
+/**
+ * The waiting part: a listening server and a client that never connects properly. The server must
+ * not recurse or stall on a flapping cli_live, must stay able to serve a real client afterwards,
+ * and must close promptly.
+ */
+function fuzzWaiting(options) {
+  return hostilePart({ ...options, part: 'waiting' }, { clientLost: 0, servedAfter: 0, worstLagMs: 0 }, async ({ next, report, fail, peer }) => {
     const name = `fw-${report.iterations}`;
     const server = createServer({ domid: HOSTILE, name, simDomid: SELF, readMin: SIZES[next() % 5], writeMin: SIZES[next() % 5], persist: next() % 2 === 0 });
     let channels = 0;
@@ -264,10 +287,6 @@ async function fuzzWaiting({ seconds, seed, log = () => {} }) {
         else fail('a real client was not served within 1 s after a lurking one');
         await step('peer close', peer.call('close'));
       }
-    } catch (error) {
-      fail(`${error.code ?? ''} ${error.message}`);
-      await peer.stop();
-      peer = await Peer.start(HOSTILE, 'hostile');
     } finally {
       const started = performance.now();
       await step('server close', server.close());
@@ -275,15 +294,9 @@ async function fuzzWaiting({ seconds, seed, log = () => {} }) {
       const worst = lag.stop();
       report.worstLagMs = Math.max(report.worstLagMs, worst);
       if (worst > MAX_LAG_MS) fail(`the event loop stalled for ${worst.toFixed(0)} ms`);
+      for (const error of errors) if (!countError(report, error)) fail(`unexpected error ${error.code}: ${error.message}`);
     }
-    for (const error of errors) if (!countError(report, error)) fail(`unexpected error ${error.code}: ${error.message}`);
-    if (report.iterations % 50 === 0) log(`  waiting: ${report.iterations} iterations, ${report.failures.length} failures`);
-  }
-  await peer.stop();
-  report.resources = { start: baseline, end: await settledResources(sim, baseline) };
-  if (JSON.stringify(report.resources.end) !== JSON.stringify(baseline)) fail('grants or ports were left behind');
-  report.ok = report.failures.length === 0;
-  return report;
+  });
 }
 
 /**
@@ -291,16 +304,8 @@ async function fuzzWaiting({ seconds, seed, log = () => {} }) {
  * end() must take at most one ring more, close within 1 s, and keep the event loop turning; a
  * consumer that reads nothing must not see its buffer grow past the high-water mark and one ring.
  */
-async function fuzzClose({ seconds, seed, log = () => {} }) {
-  const next = random(seed);
-  const sim = SimConnection.open();
-  const baseline = simResources(sim);
-  const report = { part: 'close', seed, seconds, iterations: 0, violations: 0, floodedBytes: 0, worstLagMs: 0, slowestCloseMs: 0, mostBufferedOverMark: 0, errors: {}, failures: [] };
-  const fail = (what) => report.failures.push(`close iteration ${report.iterations}: ${what}`);
-  let peer = await Peer.start(HOSTILE, 'hostile');
-  const deadline = Date.now() + seconds * 1000;
-  while (Date.now() < deadline) {
-    report.iterations++;
+function fuzzClose(options) {
+  return hostilePart({ ...options, part: 'close' }, { floodedBytes: 0, worstLagMs: 0, mostBufferedOverMark: 0 }, async ({ next, report, fail, peer }) => {
     const name = `fc-${report.iterations}`;
     let server = null;
     try {
@@ -332,20 +337,10 @@ async function fuzzClose({ seconds, seed, log = () => {} }) {
       if (error && !countError(report, error)) fail(`unexpected error ${error.code}: ${error.message}`);
       channel.destroy();
       await step('peer close', peer.call('close'));
-    } catch (error) {
-      fail(`${error.code ?? ''} ${error.message}`);
-      await peer.stop();
-      peer = await Peer.start(HOSTILE, 'hostile');
     } finally {
       await step('server close', server?.close());
     }
-    if (report.iterations % 50 === 0) log(`  close: ${report.iterations} iterations, ${report.failures.length} failures`);
-  }
-  await peer.stop();
-  report.resources = { start: baseline, end: await settledResources(sim, baseline) };
-  if (JSON.stringify(report.resources.end) !== JSON.stringify(baseline)) fail('grants or ports were left behind');
-  report.ok = report.failures.length === 0;
-  return report;
+  });
 }
 
 const RUNNERS = { ring: fuzzRing, waiting: fuzzWaiting, close: fuzzClose, framing: fuzzFraming, daemon: fuzzDaemon };
