@@ -37,11 +37,13 @@ let toolstackReady = false;
  * console to a file.
  */
 export async function prepareToolstack(): Promise<void> {
-  if (toolstackReady) return;
+  // Once per boot: each test file has its own copy of this module, but dom0 has one xenconsoled.
+  if (toolstackReady || existsSync('/run/xen/toolstack-ready')) return;
   for (const dir of ['/var/lib/xen', '/var/log/xen', '/run/xen', '/var/lock', consoleDir]) mkdirSync(dir, { recursive: true });
   await run('xenstore-rm', ['/local/domain/0/domid']);
   await run('xen-init-dom0', []);
   await run('xenconsoled', ['--pid-file=/run/xen/xenconsoled.pid', '--log=guest', `--log-dir=${consoleDir}`]);
+  writeFileSync('/run/xen/toolstack-ready', '');
   toolstackReady = true;
 }
 
@@ -49,6 +51,8 @@ export interface GuestOptions {
   name: string;
   memoryMiB?: number;
   vcpus?: number;
+  /** More kernel command-line options for the guest (e.g. xen_privcmd.unrestricted=1). */
+  kernelArgs?: string;
   /** How long to wait for the guest's agent to report ready (ms). */
   bootTimeout?: number;
 }
@@ -75,7 +79,7 @@ export class Guest {
         'type = "pv"',
         `kernel = "${join(cache(), 'images/vmlinux')}"`,
         `ramdisk = "${image}"`,
-        'extra = "console=hvc0 quiet loglevel=3"',
+        `extra = "console=hvc0 quiet loglevel=3${options.kernelArgs ? ` ${options.kernelArgs}` : ''}"`,
         `memory = ${options.memoryMiB ?? 768}`,
         `vcpus = ${options.vcpus ?? 2}`,
         'on_poweroff = "destroy"',

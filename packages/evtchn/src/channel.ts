@@ -1,5 +1,5 @@
 import { EventEmitter } from 'eventemitter3';
-import { invalidArgument, XenVchanError, type BackendName } from '@xen-vchan/native';
+import { explainError, invalidArgument, XenVchanError, type BackendName } from '@xen-vchan/native';
 import type { EventChannelEvents } from './interface.js';
 import { addon, type Poller } from './native.js';
 
@@ -26,6 +26,22 @@ export function restrictAdvice(code: string): string | undefined {
   if (code === 'EINVAL') return 'A handle can be restricted to a domain from 1 to 32751, not to dom0.';
   if (code === 'EACCES') return 'This handle is already restricted; a restriction cannot be changed. Open a new handle.';
   return evtchnAdvice(code);
+}
+
+/**
+ * Xen's answer to a bind of port 0 of `domid` (see EventChannel.domainExists): the remote domain
+ * is looked up before the port, so ESRCH says it is gone and EINVAL that it exists.
+ */
+export function existenceFromBind(bindPortZero: () => void, domid: number): boolean {
+  try {
+    bindPortZero();
+    return true;
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (code === 'EINVAL') return true;
+    if (code === 'ESRCH') return false;
+    throw explainError(error, `evtchn domainExists(${domid})`, evtchnAdvice);
+  }
 }
 
 /**
@@ -64,6 +80,14 @@ export abstract class EventChannel extends EventEmitter<EventChannelEvents> {
    * handle (EACCES after), and not to dom0 (EINVAL), as Linux allows.
    */
   abstract restrictDomain(domid: number): void;
+  /**
+   * Whether Xen still has domain `domid` (alive or dying, not yet destroyed). Asked the one way an
+   * unprivileged domain can: binding to the domain's port 0, which is always reserved, so Xen
+   * refuses with EINVAL when the domain exists and ESRCH when it does not; nothing is bound either
+   * way. A domain that a survivor keeps as a zombie (still mapping its grants) still exists.
+   * Throws for any other answer (EACCES on a handle restricted to another domain).
+   */
+  abstract domainExists(domid: number): boolean;
   /** Unbinds every port and closes the handle (idempotent). */
   abstract close(): void;
 

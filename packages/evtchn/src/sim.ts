@@ -1,7 +1,7 @@
 import { closeSync, constants, openSync } from 'node:fs';
 import { explained, XenVchanError } from '@xen-vchan/native';
 import { EventRouter, SimConnection, simDomid } from '@xen-vchan/sim';
-import { EventChannel, evtchnAdvice, restrictAdvice } from './channel.js';
+import { EventChannel, evtchnAdvice, existenceFromBind, restrictAdvice } from './channel.js';
 import type { EventChannelOptions } from './interface.js';
 import { addon } from './native.js';
 
@@ -53,6 +53,15 @@ export class SimEventChannel extends EventChannel {
     this.checkDomain(remoteDomain);
     this.checkPort(remotePort);
     return this.track(this.call('evtchn bindInterdomain', 'evtchn.bindInterdomain', { remoteDomain, remotePort }).port);
+  }
+
+  domainExists(domid: number): boolean {
+    this.checkDomain(domid);
+    this.checkOpen();
+    return existenceFromBind(() => {
+      const { port } = this.connection.call('evtchn.bindInterdomain', { handle: this.handle, remoteDomain: domid, remotePort: 0 });
+      this.connection.call('evtchn.unbind', { handle: this.handle, port });
+    }, domid);
   }
 
   unbind(port: number): void {

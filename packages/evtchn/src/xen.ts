@@ -1,5 +1,5 @@
 import { explained } from '@xen-vchan/native';
-import { EventChannel, evtchnAdvice, restrictAdvice } from './channel.js';
+import { EventChannel, evtchnAdvice, existenceFromBind, restrictAdvice } from './channel.js';
 import { EVTCHN_DEVICE } from './interface.js';
 import { addon } from './native.js';
 
@@ -33,6 +33,14 @@ export class XenEventChannel extends EventChannel {
     this.checkDomain(remoteDomain);
     this.checkPort(remotePort);
     return this.track(explained('evtchn bindInterdomain', () => addon.bindInterdomain(this.fd, remoteDomain, remotePort), evtchnAdvice));
+  }
+
+  domainExists(domid: number): boolean {
+    this.checkDomain(domid);
+    return existenceFromBind(() => {
+      // Port 0 never binds; should a kernel ever bind it, it must not stay bound.
+      addon.unbind(this.fd, addon.bindInterdomain(this.fd, domid, 0));
+    }, domid);
   }
 
   unbind(port: number): void {

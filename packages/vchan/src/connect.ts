@@ -2,13 +2,14 @@ import { XenVchanError } from '@xen-vchan/native';
 import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
 import { abortError } from './errors.js';
 import { connectClientLink } from './links.js';
-import { PeerDomainWatch, peerGoneError } from './peer-domain.js';
+import { peerCheckInterval, peerGoneError, watchPeerDomain, type PeerDomainOptions, type PeerDomainWatcher } from './peer-domain.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
+import { announcePresence, withdrawPresence } from './presence.js';
 import { checkDomid, conventionalPath, parseXenStoreNumber } from './paths.js';
 import { Vchan, vchanDeadlines, type VchanDeadlines } from './stream.js';
 
 /** Options of connect(); `closeTimeout` and `stallTimeout` apply to the channel it makes. */
-export interface ConnectOptions extends BackendOptions, VchanDeadlines {
+export interface ConnectOptions extends BackendOptions, VchanDeadlines, PeerDomainOptions {
   /** The server's domain. */
   domid: number;
   /** Name under the conventional path /local/domain/<server>/data/vchan/<client>/<name>. Default 'vchan'. */
@@ -20,8 +21,8 @@ export interface ConnectOptions extends BackendOptions, VchanDeadlines {
   /** Gives up waiting for the server with ABORT_ERR. */
   signal?: AbortSignal;
   /**
-   * A XenStore connection to use (default: one of its own, closed once connected; on Xen, with the
-   * server in another domain than ours and dom0, kept while the channel watches that domain).
+   * A XenStore connection to use (default: one of its own, closed once connected; in dom0, with the
+   * server in another domain, kept while the channel watches that domain).
    */
   xenstore?: XenStore;
 }
@@ -36,22 +37,34 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
   const serverDomid = checkDomid(options.domid, 'domid (the server domain)');
   const timeout = options.timeout ?? 10_000;
   const deadlines = vchanDeadlines(options);
+  const checkInterval = peerCheckInterval(options);
   const xenstore = options.xenstore ?? (await openXenStore(xenstoreOptions(options)));
   try {
     const self = await xenstore.ownDomid();
     const path = options.path ?? conventionalPath(serverDomid, self, options.name ?? 'vchan');
     const { ringRef, port } = await waitForServer(xenstore, path, timeout, options.signal);
-    // Our own XenStore connection stays open while it watches for the server's domain, and goes
-    // with the link.
-    let watch: PeerDomainWatch | 'gone' | null = null;
+    // Written before we connect, so that a server watching for it has seen it by then. (dom0 is
+    // told of domain deaths by xenstored, and a server in our own domain dies with us.)
+    const presence = serverDomid === self || serverDomid === 0 ? null : await announcePresence(xenstore, self, serverDomid, path);
+    // Our own XenStore connection stays open while it watches for the server's domain or has a
+    // presence node to remove, and goes with the link.
+    let watch: PeerDomainWatcher | 'gone' | null = null;
+    let unwatched = false;
     const unwatch = () => {
-      if (watch instanceof PeerDomainWatch) watch.close();
-      if (!options.xenstore) xenstore.close();
+      if (unwatched) return;
+      unwatched = true;
+      if (watch !== null && watch !== 'gone') watch.close();
+      const closeOwn = () => {
+        if (!options.xenstore) xenstore.close();
+      };
+      if (presence) void xenstore.rm(presence).catch(() => {}).finally(closeOwn);
+      else closeOwn();
     };
     let link;
     try {
       link = connectClientLink({ serverDomid, ringRef, port, devices: deviceOptions(options), onClose: unwatch });
     } catch (error) {
+      if (presence) withdrawPresence(xenstore, presence);
       // Xen refuses a grant or a port that is gone: the keys outlived their server.
       if ((error as { code?: string }).code !== 'EINVAL') throw error;
       throw new XenVchanError(
@@ -67,9 +80,16 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
     let failed: Error | null = null;
     const onEarlyError = (error: Error) => void (failed ??= error);
     channel.on('error', onEarlyError);
-    watch = await PeerDomainWatch.start(xenstore, self, serverDomid, (error) => channel.peerDomainGone(error));
+    watch = await watchPeerDomain({
+      xenstore,
+      self,
+      peer: serverDomid,
+      check: link.checkPeer,
+      peerCheckInterval: checkInterval,
+      onGone: (error) => channel.peerDomainGone(error),
+    });
     channel.off('error', onEarlyError);
-    if (!(watch instanceof PeerDomainWatch) || channel.destroyed) unwatch();
+    if (((watch === null || watch === 'gone') && !presence) || channel.destroyed) unwatch();
     if (failed) throw failed;
     if (watch === 'gone') {
       channel.destroy();

@@ -1,5 +1,6 @@
 import type { EventChannel } from '@xen-vchan/evtchn';
 import { ControlPage, type Side } from './control.js';
+import type { PeerCheck } from './peer-liveness.js';
 import { LIVE_GONE } from './layout.js';
 import { RingReader, RingWriter } from './ring.js';
 
@@ -14,6 +15,8 @@ export interface VchanLink {
   readonly writer: RingWriter;
   readonly events: EventChannel;
   readonly port: number;
+  /** Asks, with one system call, whether the peer's domain still exists (see peer-liveness.ts). */
+  readonly checkPeer: PeerCheck;
   /**
    * Ends this side's use of the channel. `peerGone` says the peer left first. The usual link sets
    * its live byte to 0, notifies, then unmaps the rings and the control page, unbinds the port and

@@ -6,6 +6,7 @@ import { protocolError } from './errors.js';
 import { ControlOffset, inPageRingOffset, LIVE_CONNECTED, LIVE_WAITING, NOTIFY_WRITE, PAGE_ORDER, ringPages } from './layout.js';
 import { ringEnds, sayGoodbye, type VchanLink } from './link.js';
 import { badOrders, chooseOrders, type RingOrders } from './orders.js';
+import { domainCheck, grantCopyCheck } from './peer-liveness.js';
 
 /** Which devices to use: the backend and, on the simulation, the domain and state folder. */
 export type DeviceOptions = Pick<EventChannelOptions, 'backend' | 'domid' | 'simDirectory'>;
@@ -85,7 +86,16 @@ export function createServerLink(options: {
     const right = ringMemory(orders.right, false);
     const { reader, writer } = ringEnds(control, 'server', left, right);
     const release = () => cleanup.run();
-    const link: VchanLink = { side: 'server', control, reader, writer, events, port, close: () => sayGoodbye(control, events, port, release) };
+    const link: VchanLink = {
+      side: 'server',
+      control,
+      reader,
+      writer,
+      events,
+      port,
+      checkPeer: domainCheck(events, options.clientDomid),
+      close: () => sayGoodbye(control, events, port, release),
+    };
     return { link, release, ringRef: page0.refs[0]!, port, orders };
   } catch (error) {
     cleanup.run();
@@ -140,7 +150,16 @@ export function connectClientLink(options: {
     control.requestWake(NOTIFY_WRITE);
     events.notify(port);
     const release = () => cleanup.run();
-    return { side: 'client', control, reader, writer, events, port, close: () => sayGoodbye(control, events, port, release) };
+    return {
+      side: 'client',
+      control,
+      reader,
+      writer,
+      events,
+      port,
+      checkPeer: grantCopyCheck(gntdev, options.serverDomid, options.ringRef),
+      close: () => sayGoodbye(control, events, port, release),
+    };
   } catch (error) {
     cleanup.run();
     throw error;

@@ -1,17 +1,88 @@
 import { XenVchanError } from '@xen-vchan/native';
 import type { Watch, XenStore } from '@xen-vchan/xenstore';
+import { deadlineOption } from './errors.js';
+import { checkPeerPeriodically, DEFAULT_PEER_CHECK_INTERVAL, type PeerCheck } from './peer-liveness.js';
+import { watchPresence } from './presence.js';
+
+/** Options of connect() and createServer() about noticing a destroyed peer domain. */
+export interface PeerDomainOptions {
+  /**
+   * How often an unprivileged end checks that the peer's domain still exists, in ms. A domain
+   * that is destroyed or crashes cannot close its end, and Xen tells an unprivileged survivor
+   * nothing, so it asks: one system call per check (see the README's "When the peer domain dies").
+   * The stream then fails with ECONNRESET within about this interval. dom0 does not poll: it is
+   * told through XenStore's `@releaseDomain`. Default 500; 0 turns the checks off.
+   */
+  peerCheckInterval?: number;
+}
+
+/** A running watch on the peer's domain, by whichever means this domain has. */
+export interface PeerDomainWatcher {
+  close(): void;
+}
 
 /**
- * Notices that the peer's whole domain went away. A process that dies still has its kernel clear
- * the live byte (the unmap notification), but a destroyed or crashed domain has no kernel left to
- * do that, and Xen tells nobody on the shared page: the survivor would wait forever. xenstored
- * fires `@releaseDomain` whenever some domain dies; on each, we ask whether the peer is still there.
- *
- * Only privileged domains (dom0) may ask xenstored about other domains, so an unprivileged domain
- * cannot watch this way; it is warned once per process and relies on the live byte alone. Nor is
- * dom0 watched: when dom0 goes, so does everything else.
+ * Starts noticing the peer domain's death: dom0 (and any domain xenstored answers about others)
+ * watches `@releaseDomain`; an unprivileged domain runs `check` every `peerCheckInterval` ms and,
+ * for a server whose client announced itself, watches the client's presence node (presence.ts).
+ * Resolves with 'gone' when the peer domain is already gone, and with null when there is nothing
+ * to watch: the peer is in our own domain, or is dom0 (when dom0 goes, so does everything else).
+ * Never rejects: a watch that cannot be had costs only the early notice, and says so in a warning.
  */
-export class PeerDomainWatch {
+export async function watchPeerDomain(options: {
+  xenstore: XenStore;
+  self: number;
+  peer: number;
+  check: PeerCheck | undefined;
+  peerCheckInterval: number;
+  /** A server's view of its client's presence node, and whether the client's live byte says connected. */
+  presence?: { path: string; stillConnected: () => boolean };
+  onGone: (error: XenVchanError) => void;
+}): Promise<PeerDomainWatcher | 'gone' | null> {
+  const { xenstore, self, peer, onGone } = options;
+  if (peer === self || peer === 0) return null;
+  const watched = await PeerDomainWatch.start(xenstore, peer, onGone);
+  if (watched !== null) return watched;
+  if (!options.check || options.peerCheckInterval === 0) {
+    warnUnwatched(peer, options.check ? 'peerCheckInterval is 0' : 'this end has no way to check');
+    return null;
+  }
+  let told = false;
+  const gone = () => {
+    if (told) return;
+    told = true;
+    watcher.close();
+    onGone(peerGoneError(peer));
+  };
+  const stopChecks = checkPeerPeriodically(options.check, options.peerCheckInterval, gone, (error) => warnUnwatched(peer, `checking failed: ${error.message}`));
+  let presence: { close(): void } | null = null;
+  const watcher = {
+    close: () => {
+      stopChecks();
+      presence?.close();
+    },
+  };
+  if (options.presence) {
+    // Only a quicker notice: without it the checks still find the death.
+    presence = await watchPresence(xenstore, options.presence.path, options.presence.stillConnected, gone).catch(() => null);
+  }
+  return watcher;
+}
+
+/** The peerCheckInterval option, checked. */
+export function peerCheckInterval(options: PeerDomainOptions): number {
+  return deadlineOption(options.peerCheckInterval, DEFAULT_PEER_CHECK_INTERVAL, 'peerCheckInterval');
+}
+
+/**
+ * Notices that the peer's whole domain went away, the privileged way. A process that dies still
+ * has its kernel clear the live byte (the unmap notification), but a destroyed or crashed domain
+ * has no kernel left to do that, and Xen tells nobody on the shared page: the survivor would wait
+ * forever. xenstored fires `@releaseDomain` whenever some domain dies; on each, we ask whether the
+ * peer is still there. Only privileged domains (dom0) may ask xenstored about other domains; the
+ * others check for themselves (peer-liveness.ts).
+ */
+class PeerDomainWatch implements PeerDomainWatcher {
   private watch: Watch | null = null;
   private closed = false;
 
@@ -22,13 +93,11 @@ export class PeerDomainWatch {
   ) {}
 
   /**
-   * Starts watching when it means something and is allowed: on Xen, for a peer in another domain
-   * than ours and dom0, from a privileged domain. Resolves with null when there is nothing to watch,
-   * and with 'gone' when the peer domain does not exist (any more). Never rejects: a watch that
-   * cannot be set only costs the early notice, and says so in a warning.
+   * Starts watching from a privileged domain. Resolves with 'gone' when the peer domain does not
+   * exist (any more), and with null when xenstored will not answer us about other domains.
    */
-  static async start(xenstore: XenStore, self: number, peer: number, onGone: (error: XenVchanError) => void): Promise<PeerDomainWatch | 'gone' | null> {
-    if (xenstore.transport === 'sim' || peer === self || peer === 0 || unprivileged) return null;
+  static async start(xenstore: XenStore, peer: number, onGone: (error: XenVchanError) => void): Promise<PeerDomainWatch | 'gone' | null> {
+    if (xenstore.transport === 'sim' || unprivileged) return null;
     try {
       if (!(await xenstore.isDomainIntroduced(peer))) return 'gone';
       const watcher = new PeerDomainWatch(xenstore, peer, onGone);
@@ -36,8 +105,10 @@ export class PeerDomainWatch {
       void watcher.follow(watcher.watch);
       return watcher;
     } catch (error) {
+      // xenstored refuses unprivileged domains; that is what the checks are for. Anything else is
+      // worth a warning, and the checks still run.
       if ((error as { code?: string }).code === 'EACCES') unprivileged = true;
-      warnUnwatched(peer, error as Error);
+      else warnUnwatched(peer, `watching @releaseDomain failed: ${(error as Error).message}`);
       return null;
     }
   }
@@ -74,12 +145,11 @@ export function peerGoneError(peer: number): XenVchanError {
 /** Set once xenstored refused to tell us about another domain: it will refuse every time. */
 let unprivileged = false;
 let warned = false;
-function warnUnwatched(peer: number, error: Error): void {
+function warnUnwatched(peer: number, why: string): void {
   if (warned) return;
   warned = true;
-  const why = unprivileged ? 'only privileged domains may ask xenstored whether another domain still exists' : `watching failed: ${error.message}`;
   process.emitWarning(
-    `A vchan here will not notice if domain ${peer} is destroyed without closing (${why}); a close or a crashed process is still seen.`,
+    `A vchan here may not notice if domain ${peer} is destroyed without closing (${why}); a close or a crashed process is still seen.`,
     { code: 'XEN_VCHAN_PEER_UNWATCHED' },
   );
 }

@@ -2,16 +2,17 @@ import { EventEmitter } from 'eventemitter3';
 import { XenVchanError } from '@xen-vchan/native';
 import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
 import { LIVE_CONNECTED, LIVE_GONE } from './layout.js';
+import { presencePath } from './presence.js';
 import { abortError, deadlineOption } from './errors.js';
 import { createServerLink, type ServerLink } from './links.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
 import { sayGoodbye } from './link.js';
 import { checkDomid, conventionalPath } from './paths.js';
-import { PeerDomainWatch, peerGoneError } from './peer-domain.js';
+import { peerCheckInterval, peerGoneError, watchPeerDomain, type PeerDomainOptions, type PeerDomainWatcher } from './peer-domain.js';
 import { Vchan, vchanDeadlines, type VchanDeadlines } from './stream.js';
 
 /** Options of createServer(); `closeTimeout` and `stallTimeout` apply to each channel it makes. */
-export interface ServerOptions extends BackendOptions, VchanDeadlines {
+export interface ServerOptions extends BackendOptions, VchanDeadlines, PeerDomainOptions {
   /** The client's domain: only it may map the pages, bind the port and read the keys. */
   domid: number;
   /** Name under the conventional path /local/domain/<server>/data/vchan/<client>/<name>. Default 'vchan'. */
@@ -69,8 +70,9 @@ export class VchanServer extends EventEmitter<ServerEvents> {
   private channel: Vchan | null = null;
   private publishedPath: string | null = null;
   private selfDomid = 0;
-  /** Watches the connected client's domain (see PeerDomainWatch); ends with the channel. */
-  private clientWatch: Promise<PeerDomainWatch | null> | null = null;
+  /** Watches the connected client's domain (see watchPeerDomain); ends with the channel. */
+  private clientWatch: Promise<PeerDomainWatcher | null> | null = null;
+  private readonly peerCheckInterval: number;
   private readonly acceptTimeout: number;
   /** Runs while the server waits for a client, when acceptTimeout is set. */
   private acceptTimer: NodeJS.Timeout | undefined;
@@ -84,6 +86,7 @@ export class VchanServer extends EventEmitter<ServerEvents> {
     this.acceptTimeout = deadlineOption(options.acceptTimeout, 0, 'acceptTimeout');
     // Checked here, not when a client arrives, where a bad value could only fail that client.
     this.deadlines = vchanDeadlines(options);
+    this.peerCheckInterval = peerCheckInterval(options);
   }
 
   /** The XenStore path the server published, once listening. */
@@ -262,14 +265,25 @@ export class VchanServer extends EventEmitter<ServerEvents> {
       this.deadlines,
     );
     this.channel = channel;
-    this.watchClientDomain(channel);
+    this.watchClientDomain(channel, shared);
     this.emit('channel', channel);
   }
 
-  /** A client whose whole domain is destroyed cannot say goodbye; see PeerDomainWatch. */
-  private watchClientDomain(channel: Vchan): void {
-    if (!this.xenstore) return;
-    this.clientWatch = PeerDomainWatch.start(this.xenstore, this.selfDomid, this.options.domid, (error) => channel.peerDomainGone(error)).then((watch) => {
+  /** A client whose whole domain is destroyed cannot say goodbye; see watchPeerDomain. */
+  private watchClientDomain(channel: Vchan, shared: ServerLink): void {
+    if (!this.xenstore || !this.publishedPath) return;
+    this.clientWatch = watchPeerDomain({
+      xenstore: this.xenstore,
+      self: this.selfDomid,
+      peer: this.options.domid,
+      check: shared.link.checkPeer,
+      peerCheckInterval: this.peerCheckInterval,
+      presence: {
+        path: presencePath(this.options.domid, this.selfDomid, this.publishedPath),
+        stillConnected: () => shared.link.control.peerLive === LIVE_CONNECTED,
+      },
+      onGone: (error) => channel.peerDomainGone(error),
+    }).then((watch) => {
       if (watch === 'gone') channel.peerDomainGone(peerGoneError(this.options.domid));
       return watch === 'gone' ? null : watch;
     });

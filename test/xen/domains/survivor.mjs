@@ -1,0 +1,96 @@
+// The end that survives when the peer's whole domain is destroyed mid-stream (test/xen/guests.test.ts
+// with two real guests, test/sim/peer-death.test.ts on the simulation).
+//
+//   node survivor.mjs server|client --peer DOMID --name NAME [--ring BYTES] [--timeout MS]
+//
+// Streams both ways (writes a pattern with backpressure, reads everything) until the channel
+// fails. Once it has received 4 MiB it writes `data/survivor/<name>` = "streaming" in its own
+// XenStore home, so the test knows when to destroy the peer. When the channel fails it notes the
+// error and the wall-clock time (Date.now(): all domains share Xen's clock), waits for 'close', and
+// counts what the process still maps of the devices. Prints, last,
+// `RESULT {"code","message","failedAt","received","mappingsWhileOpen","mappingsAfter"}` and then
+// leaves by itself: a process that does not exit still holds a handle, a port or a timer.
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { openXenStore } from '@xen-vchan/xenstore';
+import { connect, createServer } from '@xen-vchan/vchan';
+import { makePattern, PATTERN_SIZE } from '../../interop/bulk-node.mjs';
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    peer: { type: 'string' },
+    name: { type: 'string', default: 'survivor' },
+    ring: { type: 'string', default: String(2 ** 20) },
+    timeout: { type: 'string', default: '120000' },
+  },
+});
+const role = positionals[0];
+if ((role !== 'server' && role !== 'client') || values.peer === undefined) {
+  console.error('usage: survivor.mjs server|client --peer DOMID --name NAME [--ring BYTES]');
+  process.exit(2);
+}
+const peer = Number(values.peer);
+const ring = Number(values.ring);
+const CHUNK = 64 * 1024;
+
+/** Mappings of the grant devices (Xen) or of the simulation's page files in this process. */
+function deviceMappings() {
+  const simPages = process.env.SURVIVOR_SIM_PAGES;
+  return readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((line) => line.endsWith('/dev/xen/gntdev') || line.endsWith('/dev/xen/gntalloc') || (simPages && line.includes(simPages))).length;
+}
+
+async function open() {
+  if (role === 'client') return connect({ domid: peer, name: values.name, timeout: Number(values.timeout) });
+  const server = createServer({ domid: peer, name: values.name, readMin: ring, writeMin: ring });
+  const accepted = once(server, 'channel');
+  await server.listen();
+  console.log(`LISTENING ${server.path}`);
+  const [channel] = await accepted;
+  return channel;
+}
+
+const channel = await open();
+console.log(`CONNECTED ${role}`);
+let received = 0;
+let announced = false;
+let failure = null;
+// Not events.once: that rejects on 'error', which is the outcome we wait for.
+const closed = new Promise((resolve) => channel.once('close', resolve));
+channel.on('error', (error) => {
+  failure ??= { code: error.code ?? null, message: error.message, failedAt: Date.now() };
+});
+channel.on('end', () => {
+  failure ??= { code: 'END', message: 'the peer ended the stream', failedAt: Date.now() };
+});
+channel.on('data', (piece) => {
+  received += piece.length;
+  if (!announced && received >= 4 * 2 ** 20) {
+    announced = true;
+    void (async () => {
+      const xenstore = await openXenStore();
+      try {
+        const self = await xenstore.ownDomid();
+        await xenstore.write(`/local/domain/${self}/data/survivor/${values.name}`, 'streaming');
+      } finally {
+        xenstore.close();
+      }
+    })().catch((error) => console.log(`cannot announce: ${error.message}`));
+  }
+});
+const mappingsWhileOpen = deviceMappings();
+const pattern = makePattern(7);
+let sent = 0;
+while (!channel.destroyed && !channel.writableEnded) {
+  const at = sent % PATTERN_SIZE;
+  sent += CHUNK;
+  if (!channel.write(pattern.subarray(at, at + CHUNK))) {
+    await Promise.race([new Promise((resolve) => channel.once('drain', resolve)), closed]);
+  }
+}
+await closed;
+const result = { ...failure, received, sent, mappingsWhileOpen, mappingsAfter: deviceMappings() };
+console.log(`RESULT ${JSON.stringify(result)}`);

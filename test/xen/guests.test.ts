@@ -1,0 +1,165 @@
+// Two unprivileged guests, dom0 out of the data path: vitest runs in dom0 and starts two PV guests
+// (test/xen/domu.ts); Node in one guest talks to Node in the other through real grants, event
+// channels and xenstored. Then one guest is destroyed mid-stream (`xl destroy`: no kernel is left
+// to run its unmap notification) and the other, which Xen tells nothing, must notice by itself.
+// Everything here needs the harness: bash test/xen/run.sh test/xen/guests.test.ts
+//
+// The tests run in order: the first destroy takes guest A, the second starts it again.
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { openXenStore } from '@xen-vchan/xenstore';
+import { inDom0, requireDom0 } from './dom0.js';
+import { domainExists, Guest, waitUntilGone, type JobResult } from './domu.js';
+
+const MiB = 2 ** 20;
+/** Bytes each way in the both-ways stream. */
+const BOTH_WAYS_BYTES = 16 * MiB;
+/** Memory per guest: two must fit beside dom0 in the harness's QEMU (see run-in-dom0.sh). */
+const GUEST_MIB = Number(process.env.XEN_VCHAN_GUEST_MIB ?? 448);
+/** What the survivor must take at most to notice, from the start of `xl destroy` (issue 12). */
+const NOTICE_WITHIN_MS = 2000;
+
+let a: Guest | undefined;
+let b: Guest | undefined;
+const report: string[] = [];
+
+/** The `RESULT {...}` line a script prints last. */
+function resultOf<T>(job: JobResult, where: string): T {
+  const line = job.output.split('\n').reverse().find((text) => text.startsWith('RESULT '));
+  if (job.code !== 0 || !line) throw new Error(`${where} ended with ${job.signal ?? `status ${job.code}`}:\n${job.output}`);
+  return JSON.parse(line.slice('RESULT '.length)) as T;
+}
+
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const consoles = [a, b].map((guest) => (guest ? `--- console of ${guest.name} (tail):\n${guest.console().slice(-3000)}` : '')).join('\n');
+      reject(new Error(`${what}: no outcome within ${ms} ms\n${consoles}`));
+    }, ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function until(what: string, check: () => Promise<boolean>, timeout: number): Promise<void> {
+  const deadline = Date.now() + timeout;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  const xenstore = await openXenStore();
+  try {
+    await xenstore.read(path);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    xenstore.close();
+  }
+}
+
+interface Survived {
+  code: string | null;
+  message: string;
+  failedAt: number;
+  received: number;
+  mappingsWhileOpen: number;
+  mappingsAfter: number;
+}
+
+/**
+ * `victim` runs a sender at full speed to or from `survivor`; once the survivor has 4 MiB, dom0
+ * destroys the victim's domain. Returns what the survivor saw and when.
+ */
+async function destroyMidStream(survivor: Guest, victim: Guest, survivorRole: 'server' | 'client', name: string) {
+  const survivorArgs = [survivorRole, '--peer', String(victim.domid), '--name', name];
+  const victimArgs =
+    survivorRole === 'server'
+      ? ['client', '--peer', String(survivor.domid), '--name', name, '--send', String(1 << 30), '--seed', '5', '--timeout', '120000']
+      : ['server', '--peer', String(survivor.domid), '--name', name, '--ring', String(MiB), '--send', String(1 << 30), '--seed', '5'];
+  const surviving = survivor.spawn(survivor.node('test/xen/domains/survivor.mjs', survivorArgs), { timeout: 300_000 });
+  await surviving.started;
+  victim.spawn(victim.node('test/xen/domains/stream.mjs', victimArgs), { timeout: 300_000 });
+  await until('the stream to run', () => exists(`/local/domain/${survivor.domid}/data/survivor/${name}`), 120_000);
+
+  const destroyedAt = Date.now();
+  execFileSync('xl', ['destroy', String(victim.domid)]);
+  const destroyReturned = Date.now();
+  const outcome = resultOf<Survived>(await within(surviving.done, 30_000, `the ${survivorRole} surviving the destroy`), `the survivor (${survivorRole})`);
+  // The survivor let go of the dead domain's pages, so Xen can finish destroying it.
+  await waitUntilGone(victim.domid, 30_000);
+  const goneAt = Date.now();
+  await victim.destroy(); // gone already; this lets go of dom0's XenStore handle for it
+  return { outcome, noticedMs: outcome.failedAt - destroyedAt, destroyMs: destroyReturned - destroyedAt, goneMs: goneAt - destroyedAt };
+}
+
+describe('two unprivileged guests', () => {
+  beforeAll(async () => {
+    if (!inDom0) return; // beforeEach fails each test with the reason
+    [a, b] = await Promise.all([Guest.start({ name: 'vchan-a', memoryMiB: GUEST_MIB }), Guest.start({ name: 'vchan-b', memoryMiB: GUEST_MIB })]);
+  }, 360_000);
+  afterAll(async () => {
+    await Promise.all([a?.destroy(), b?.destroy()]);
+    if (report.length > 0) console.log(report.map((line) => `xen-guests: ${line}`).join('\n'));
+  }, 120_000);
+  beforeEach(() => requireDom0('test/xen/guests.test.ts'));
+
+  test('a checksummed stream runs both ways at once between the guests over 1 MiB rings', async () => {
+    const started = performance.now();
+    const name = 'both-ways';
+    const server = a!.spawn(a!.node('test/xen/domains/both-ways.mjs', ['server', '--peer', String(b!.domid), '--name', name, '--bytes', String(BOTH_WAYS_BYTES), '--seed', '11']));
+    await server.started;
+    const client = b!.spawn(b!.node('test/xen/domains/both-ways.mjs', ['client', '--peer', String(a!.domid), '--name', name, '--bytes', String(BOTH_WAYS_BYTES), '--seed', '12']));
+    type Ends = { sent: { bytes: number; sha256: string }; received: { bytes: number; sha256: string }; seconds: number; mibps: number };
+    const [fromA, fromB] = await within(
+      Promise.all([server.done.then((job) => resultOf<Ends>(job, 'the server in A')), client.done.then((job) => resultOf<Ends>(job, 'the client in B'))]),
+      300_000,
+      'the both-ways stream',
+    );
+    expect(fromA.sent.bytes).toBe(BOTH_WAYS_BYTES);
+    expect(fromB.received).toEqual(fromA.sent);
+    expect(fromA.received).toEqual(fromB.sent);
+    expect(fromA.sent.sha256).not.toBe(fromB.sent.sha256); // two different patterns, really both ways
+    // Each guest's own domain home: the server removed its keys when it closed.
+    expect(await exists(`/local/domain/${a!.domid}/data/vchan/${b!.domid}/${name}/ring-ref`)).toBe(false);
+    report.push(
+      `both ways: ${BOTH_WAYS_BYTES / MiB} MiB each way, 1 MiB rings, guest ${a!.domid} <-> guest ${b!.domid}: ${fromA.mibps.toFixed(2)} MiB/s (both directions), sha256 ok (${((performance.now() - started) / 1000).toFixed(1)} s wall)`,
+    );
+  }, 360_000);
+
+  test('xl destroy of the server guest: the client guest fails with ECONNRESET within 2 s and keeps nothing', async () => {
+    const { outcome, noticedMs, destroyMs, goneMs } = await destroyMidStream(b!, a!, 'client', 'kill-server');
+    a = undefined;
+    expect(outcome.code).toBe('ECONNRESET');
+    expect(outcome.mappingsWhileOpen).toBeGreaterThan(0);
+    expect(outcome.mappingsAfter).toBe(0);
+    expect(noticedMs).toBeLessThan(NOTICE_WITHIN_MS);
+    report.push(
+      `destroy the server's guest: the client noticed ${noticedMs} ms after xl destroy began (xl destroy took ${destroyMs} ms; domain gone after ${goneMs} ms), ${(outcome.received / MiB).toFixed(0)} MiB in, mappings ${outcome.mappingsWhileOpen} -> ${outcome.mappingsAfter}`,
+    );
+  }, 360_000);
+
+  test('xl destroy of the client guest: the server guest fails with ECONNRESET within 2 s and keeps nothing', async () => {
+    a = await Guest.start({ name: 'vchan-a', memoryMiB: GUEST_MIB });
+    const { outcome, noticedMs, destroyMs, goneMs } = await destroyMidStream(b!, a, 'server', 'kill-client');
+    const victim = a.domid;
+    a = undefined;
+    expect(outcome.code).toBe('ECONNRESET');
+    expect(outcome.mappingsWhileOpen).toBeGreaterThan(0);
+    expect(outcome.mappingsAfter).toBe(0);
+    expect(noticedMs).toBeLessThan(NOTICE_WITHIN_MS);
+    // The server removed what it had published for the dead client.
+    expect(await exists(`/local/domain/${b!.domid}/data/vchan/${victim}/kill-client/ring-ref`)).toBe(false);
+    expect(domainExists(victim)).toBe(false);
+    report.push(
+      `destroy the client's guest: the server noticed ${noticedMs} ms after xl destroy began (xl destroy took ${destroyMs} ms; domain gone after ${goneMs} ms), ${(outcome.received / MiB).toFixed(0)} MiB in, mappings ${outcome.mappingsWhileOpen} -> ${outcome.mappingsAfter}`,
+    );
+  }, 480_000);
+});
