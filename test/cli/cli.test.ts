@@ -148,4 +148,35 @@ describe('vchan CLI', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('sim destroy ends a domain, its processes with it, and says what it did', async () => {
+    const dir = path.join(path.dirname(process.env.XEN_VCHAN_SIM_DIR!), `cli-destroy-${process.pid}`);
+    try {
+      expect((await vchan(['sim', 'destroy', '3', '--dir', dir])).stdout).toMatch(/no sim daemon .* no domain 3 to destroy/);
+      expect((await vchan(['sim', 'start', '--dir', dir])).code).toBe(0);
+      const script = `import { openEventChannel } from '@xen-vchan/evtchn'; globalThis.held = openEventChannel(); globalThis.held.bindUnbound(4); console.log('ready'); setInterval(() => {}, 1 << 30);`;
+      const domain3 = spawn(process.execPath, ['--input-type=module', '-e', script], {
+        cwd: root,
+        env: { ...process.env, XEN_VCHAN_SIM_DIR: dir, XEN_VCHAN_SIM_DOMID: '3', XEN_VCHAN_BACKEND: 'sim' },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      const killedBy = new Promise((resolve) => domain3.on('exit', (_code, signal) => resolve(signal)));
+      await new Promise((resolve) => domain3.stdout!.once('data', resolve));
+      const destroyed = await vchan(['sim', 'destroy', '3', '--dir', dir]);
+      expect(destroyed.code).toBe(0);
+      expect(destroyed.stdout).toMatch(new RegExp(`^destroyed domain 3: killed pid ${domain3.pid}; closed 1 handle and 1 port without unmap notifications;`));
+      expect(await killedBy).toBe('SIGKILL');
+      expect((await vchan(['sim', 'status', '--dir', dir])).stdout).toMatch(/^ +3 .* destroyed$/m);
+      const again = JSON.parse((await vchan(['sim', 'destroy', '3', '--dir', dir, '--json'])).stdout);
+      expect(again).toMatchObject({ domid: 3, killed: [], handlesClosed: 0 });
+      const dom0 = await vchan(['sim', 'destroy', '0', '--dir', dir]);
+      expect(dom0.code).toBe(1);
+      expect(dom0.stderr).toMatch(/EPERM.*vchan sim stop/);
+      expect((await vchan(['sim', 'destroy', '--dir', dir])).code).toBe(2);
+      expect((await vchan(['sim', 'destroy', 'three', '--dir', dir])).code).toBe(2);
+    } finally {
+      await vchan(['sim', 'stop', '--dir', dir]);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

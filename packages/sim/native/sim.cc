@@ -1,6 +1,7 @@
 // The few syscalls the simulated hypervisor needs that Node does not offer: a blocking Unix
 // socket to the sim daemon (control calls are synchronous, like the real devices' ioctls),
-// flock for the daemon's single-instance lock, mkfifo for event wake-ups, and shared mmap.
+// flock for the daemon's single-instance lock, mkfifo for event wake-ups, shared mmap, and the
+// peer credentials of a connection (which process to kill when its domain is destroyed).
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -79,6 +80,15 @@ Napi::Value MmapPages(const Napi::CallbackInfo& info) {
   return WrapMapping(env, base, length);
 }
 
+// peerPid(fd) -> the pid of the process that connected the Unix socket fd (SO_PEERCRED). The
+// kernel's word, not the process's: the daemon kills by it, so a claimed pid must not do.
+Napi::Value PeerPid(const Napi::CallbackInfo& info) {
+  ucred credentials{};
+  socklen_t length = sizeof credentials;
+  if (getsockopt(ToFd(info[0]), SOL_SOCKET, SO_PEERCRED, &credentials, &length) < 0) return ThrowErrno(info.Env(), errno, "getsockopt");
+  return Napi::Number::New(info.Env(), credentials.pid);
+}
+
 Napi::Value Munmap(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), UnmapBuffer(info.Env(), info[0].As<Napi::ArrayBuffer>()));
 }
@@ -90,6 +100,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mmap", Napi::Function::New(env, Mmap));
   exports.Set("mmapPages", Napi::Function::New(env, MmapPages));
   exports.Set("munmap", Napi::Function::New(env, Munmap));
+  exports.Set("peerPid", Napi::Function::New(env, PeerPid));
   return exports;
 }
 

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { sleepSync, XenVchanError } from '@xen-vchan/native';
 import { addon } from './addon.js';
 import { ensureSimDirectory, simDirectory, simFiles, type SimFiles } from './paths.js';
-import { encodeFrame, PROTOCOL_VERSION, type Operation, type Replies, type Reply, type Requests } from './protocol.js';
+import { encodeFrame, PROTOCOL_VERSION, type Operation, type Replies, type Reply, type Requests, type SimDomainDestroyed } from './protocol.js';
 
 const DAEMON_START_TIMEOUT_MS = 10_000;
 const daemonEntry = fileURLToPath(new URL('./daemon/main.js', import.meta.url));
@@ -72,6 +72,34 @@ export class SimConnection {
       if (n === 0) throw daemonGone(this.files, 'it closed the connection');
       got += n;
     }
+  }
+}
+
+/**
+ * Destroys simulated domain `domid` as `xl destroy` (or a crash) ends a Xen guest, for testing what
+ * survivors see when no kernel is left to run unmap notifications. Every process acting as the
+ * domain (a device handle or XenStore connection as it) is killed with SIGKILL; its unmap
+ * notifications never run; its event-channel ports close, each peer's end turning unbound without
+ * an event; grants others still map stay readable until unmapped (grant copies from them answer
+ * GNTST_bad_domain); binding to the domain fails with ESRCH once nothing of it is mapped; its
+ * XenStore nodes go, and dom0's @releaseDomain watches fire. A process acting as the domain later
+ * makes it a new, live domain. Domain 0 and the calling process's own domain are refused (EPERM,
+ * EDEADLK). Returns what was done.
+ */
+export function destroySimDomain(domid: number, options: { simDirectory?: string } = {}): SimDomainDestroyed {
+  if (!Number.isInteger(domid) || domid < 0 || domid > 0x7fef) {
+    throw new XenVchanError('ERR_INVALID_ARG_VALUE', `Cannot destroy domain ${String(domid)}: a domain id is an integer from 0 to 32751.`);
+  }
+  const connection = SimConnection.open(options.simDirectory);
+  try {
+    return connection.call('domain.destroy', { domid });
+  } catch (error) {
+    if ((error as { code?: string }).code !== 'ENOSYS') throw error;
+    throw new XenVchanError(
+      'ENOSYS',
+      `The simulation daemon of ${connection.files.directory} is older than domain destruction. Stop it (vchan sim stop) and try again.`,
+      { cause: error },
+    );
   }
 }
 

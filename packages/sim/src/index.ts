@@ -1,7 +1,7 @@
-export { SimConnection } from './client.js';
+export { SimConnection, destroySimDomain } from './client.js';
 export { simDirectory, simDomid, simFiles, type SimFiles } from './paths.js';
 export { PortTable, WakeupSender, signalPort, MAX_PORTS } from './port-table.js';
-export type { SimStatus, PageLocation } from './protocol.js';
+export type { SimStatus, SimDomainDestroyed, SimDomainState, PageLocation } from './protocol.js';
 export { addon as simAddon } from './addon.js';
 export { mapPages, unmapPages } from './memory.js';
 export { EventRouter } from './events.js';

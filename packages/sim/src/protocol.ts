@@ -3,7 +3,11 @@
  * and a JSON body. Calls are synchronous and strictly one at a time per connection, like ioctls,
  * so frames need no ids. Errors come back as { error: { code, message } } with an errno name.
  */
-/** Bumped whenever a call or reply changes shape; a daemon serves only clients of its own version. */
+/**
+ * Bumped whenever a call or reply changes shape; a daemon serves only clients of its own version.
+ * A new call needs none (an older daemon answers it ENOSYS, and the client says so), nor a field
+ * added to a reply that older clients can ignore and newer ones do without.
+ */
 export const PROTOCOL_VERSION = 1;
 
 export interface ControlError {
@@ -117,6 +121,7 @@ export interface Requests {
   'evtchn.unbind': { handle: number; port: number };
   'evtchn.restrict': { handle: number; domid: number };
   close: { handle: number };
+  'domain.destroy': { domid: number };
   status: Record<string, never>;
   stop: Record<string, never>;
 }
@@ -140,17 +145,44 @@ export interface Replies {
   'evtchn.unbind': null;
   'evtchn.restrict': null;
   close: null;
+  'domain.destroy': SimDomainDestroyed;
   status: SimStatus;
   stop: null;
 }
 
 export type Operation = keyof Requests;
 
+/** What destroying a simulated domain did. */
+export interface SimDomainDestroyed {
+  domid: number;
+  /** The processes that acted as the domain (device handles or XenStore connections), sent SIGKILL. */
+  killed: number[];
+  /** Its gntalloc, gntdev and evtchn handles, closed without running any unmap notification. */
+  handlesClosed: number;
+  /** Its event-channel ports, closed; the peer end of each went back to unbound, with no event. */
+  portsClosed: number;
+  /**
+   * Its grants that other domains still map: they stay mapped and readable (Xen keeps the domain
+   * as a zombie) until the last mapper unmaps them.
+   */
+  grantsStillMapped: number;
+  /** XenStore nodes removed: its home /local/domain/<domid> and every other node it owned. */
+  xenstoreNodesRemoved: number;
+  /** Its XenStore connections, closed. */
+  xenstoreConnectionsClosed: number;
+}
+
+/**
+ * A domain as the simulated hypervisor sees it: 'live'; 'zombie' once destroyed while others
+ * still map its grants; 'gone' once destroyed and unmapped by all (until a process acts as it again).
+ */
+export type SimDomainState = 'live' | 'zombie' | 'gone';
+
 export interface SimStatus {
   daemonPid: number;
   directory: string;
   clients: { pid: number; handles: number }[];
-  domains: { domid: number; grants: number; limit: number; ports: number }[];
+  domains: { domid: number; state: SimDomainState; grants: number; limit: number; ports: number }[];
   grants: { domid: number; ref: number; grantee: number; writable: boolean; mappedBy: number; released: boolean }[];
   ports: { domid: number; port: number; state: 'unbound' | 'interdomain'; remoteDomain: number; remotePort: number }[];
 }

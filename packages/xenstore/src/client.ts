@@ -41,7 +41,7 @@ export class XenStore extends NodeOperations {
   /**
    * Whether xenstored knows `domid` as a live domain (IS_DOMAIN_INTRODUCED). False once the domain
    * is dying or gone. Only privileged domains may ask (xenstored answers EACCES to others, since
-   * XSA-115); the simulation answers ENOSYS.
+   * XSA-115), and so does the simulation.
    */
   async isDomainIntroduced(domid: number): Promise<boolean> {
     checkDomid(domid);

@@ -2,12 +2,21 @@ import { closeSync, ftruncateSync, openSync, rmSync, unlinkSync, writeSync } fro
 import { addon } from '../addon.js';
 import type { SimFiles } from '../paths.js';
 import { MAX_PORTS, PortState, PortTable, signalPort, TABLE_BYTES, WakeupSender } from '../port-table.js';
-import { PROTOCOL_VERSION, type Operation, type PageLocation, type Replies, type Requests, type SimStatus } from '../protocol.js';
+import {
+  PROTOCOL_VERSION,
+  type Operation,
+  type PageLocation,
+  type Replies,
+  type Requests,
+  type SimDomainState,
+  type SimStatus,
+} from '../protocol.js';
 
 const PAGE = 4096;
 const DEFAULT_GNTALLOC_LIMIT = 1024;
 // Grant-copy statuses, as Xen's grant_table.h numbers them.
 const GNTST_OKAY = 0;
+const GNTST_BAD_DOMAIN = -2;
 const GNTST_BAD_GNTREF = -4;
 const GNTST_PERMISSION_DENIED = -8;
 
@@ -104,6 +113,7 @@ const requestShapes: { [Op in Operation]: Shape<Requests[Op]> } = {
   'evtchn.unbind': { handle: id, port: u32 },
   'evtchn.restrict': { handle: id, domid },
   close: { handle: id },
+  'domain.destroy': { domid },
   status: {},
   stop: {},
 };
@@ -116,9 +126,31 @@ export function checkRequest(op: string, request: unknown): { op: Operation; req
 }
 
 export interface Client {
+  /** The pid the process gave in hello (0 before it did): for status and logs. */
   pid: number;
+  /**
+   * The pid the kernel gives for the connection (null if it could not say): whom a domain's
+   * destruction kills. Never the pid a client claims, which could name any process of the user.
+   */
+  readonly peerPid: number | null;
   handles: Set<number>;
+  /** Killed with its domain: calls it sent before it died are refused, so none can bring the domain back. */
+  killed: boolean;
 }
+
+/** What destroying a domain needs of the simulated xenstored (xenstore/server.ts). */
+export interface DomainXenStore {
+  /** Pids of the processes with a XenStore connection as `domid`. */
+  processesOf(domid: number): number[];
+  /** Closes the domain's connections (and the killed processes' others) and removes its nodes, as libxl and xenstored do. */
+  destroyDomain(domid: number, killed: readonly number[]): { nodesRemoved: number; connectionsClosed: number };
+}
+
+/**
+ * Who lets go of a handle's holdings: its 'process' (closing, exiting or killed: its kernel still
+ * runs the unmap notifications), or the destruction of its whole 'domain' (no kernel is left to).
+ */
+type Ending = 'process' | 'domain';
 
 interface PortRef {
   domid: number;
@@ -148,6 +180,8 @@ interface Grant {
   page: number;
   mappers: number;
   released: boolean;
+  /** Its domain was destroyed while others mapped it: it lives on only until they unmap. */
+  orphaned: boolean;
   notify: UnmapNotify | null;
 }
 
@@ -171,6 +205,11 @@ interface Domain {
   nextRef: number;
   ports: PortTable;
   usedPorts: Set<number>;
+  /**
+   * Destroyed, and no process has acted as it since. The entry stays: every process keeps the
+   * domain's port table mapped, so a later incarnation must reuse it.
+   */
+  destroyed: boolean;
 }
 
 /**
@@ -188,14 +227,21 @@ export class Hypervisor {
   private readonly portHolds = new Map<string, number>();
   private readonly closingPorts = new Set<string>();
   private readonly wakeups: WakeupSender;
+  /** Every connected client, handles or not: a domain's destruction must find all its processes. */
+  private readonly clients = new Set<Client>();
   private nextId = 1;
 
-  constructor(private readonly files: SimFiles) {
+  constructor(
+    private readonly files: SimFiles,
+    private readonly xenstore: DomainXenStore | null = null,
+  ) {
     this.wakeups = new WakeupSender(files.wakeup);
   }
 
   /** Runs one call from a client; every field is checked first (see requestShapes), whatever the sender. */
   handle(client: Client, op: string, request: unknown): unknown {
+    this.clients.add(client);
+    if (client.killed) throw new ControlFailure('ESRCH', 'this process was killed with its domain; it cannot act any more');
     const call = checkRequest(op, request);
     const method = (this as unknown as Record<string, (client: Client, request: unknown) => unknown>)[`op_${call.op.replace('.', '_')}`];
     if (typeof method !== 'function') throw new ControlFailure('ENOSYS', `operation ${call.op} is not served by the hypervisor`);
@@ -207,9 +253,16 @@ export class Hypervisor {
    * handle is closed even if one fails (its state may be broken); the first failure is rethrown.
    */
   clientGone(client: Client): void {
+    this.clients.delete(client);
     const handles = [...client.handles].map((id) => this.handles.get(id)).filter((handle) => handle !== undefined);
     handles.sort((a, b) => Number(a.kind === 'evtchn') - Number(b.kind === 'evtchn'));
     forEachSettled(handles, (handle) => this.closeHandle(handle));
+  }
+
+  /** A process acts as `domid` in XenStore: a destroyed domain lives again (a new domain with that id). */
+  domainActive(domid: number): void {
+    const domain = this.domains.get(domid);
+    if (domain) domain.destroyed = false;
   }
 
   shutdown(): void {
@@ -263,6 +316,7 @@ export class Hypervisor {
         page,
         mappers: 0,
         released: false,
+        orphaned: false,
         notify: null,
       };
       allocation.grants.push(grant);
@@ -314,6 +368,8 @@ export class Hypervisor {
       if (!grant || (grant.released && grant.mappers === 0)) {
         throw new ControlFailure('EINVAL', `grant ${ref} of domain ${domid} does not exist`);
       }
+      // Xen cannot pin a page of a dying domain for a new mapping; existing ones stay.
+      if (grant.orphaned) throw new ControlFailure('EINVAL', `grant ${ref} of domain ${domid} belongs to a destroyed domain`);
       if (grant.grantee !== handle.domid) {
         throw new ControlFailure('EINVAL', `grant ${ref} of domain ${domid} is for domain ${grant.grantee}, not ${handle.domid}`);
       }
@@ -351,6 +407,8 @@ export class Hypervisor {
   op_gntdev_resolveCopy(client: Client, request: Requests['gntdev.resolveCopy']): Replies['gntdev.resolveCopy'] {
     const handle = this.handleOf(client, request.handle, 'gntdev');
     const grant = this.grants.get(grantKey(request.domid, request.ref));
+    // Xen looks the domain up before the grant, and refuses a dying domain's pinned grant as well.
+    if (grant?.orphaned || this.domains.get(request.domid)?.destroyed) return { status: GNTST_BAD_DOMAIN };
     if (!grant || (grant.released && grant.mappers === 0)) return { status: GNTST_BAD_GNTREF };
     if (grant.grantee !== handle.domid || (request.write && !grant.writable)) return { status: GNTST_PERMISSION_DENIED };
     return { status: GNTST_OKAY, page: { file: grant.allocation.file, offset: grant.page * PAGE } };
@@ -387,7 +445,13 @@ export class Hypervisor {
     this.checkRestriction(handle, request.remoteDomain);
     const remotePort = request.remotePort;
     const remoteDomain = this.domains.get(request.remoteDomain);
-    const remote = remoteDomain && remotePort > 0 && remotePort < MAX_PORTS ? remoteDomain.ports.read(remotePort) : null;
+    // Xen looks the remote domain up first. A zombie is still found (and has no port to offer).
+    // A domain the sim never saw may well exist (there is no toolstack to say), so it is not ESRCH.
+    if (remoteDomain && this.stateOf(remoteDomain) === 'gone') {
+      throw new ControlFailure('ESRCH', `domain ${request.remoteDomain} does not exist (it was destroyed)`);
+    }
+    if (remotePort === 0) throw new ControlFailure('EINVAL', 'port 0 is reserved in every domain; it is never offered');
+    const remote = remoteDomain && remotePort < MAX_PORTS ? remoteDomain.ports.read(remotePort) : null;
     if (!remote || remote.state !== PortState.Unbound || remote.remoteDomain !== handle.domid) {
       throw new ControlFailure('EINVAL', `port ${remotePort} of domain ${request.remoteDomain} is not offered to domain ${handle.domid}`);
     }
@@ -430,6 +494,68 @@ export class Hypervisor {
     return null;
   }
 
+  // --- domains --------------------------------------------------------------------------
+
+  /**
+   * `xl destroy`: the domain ends at once, as a crash ends it. Its processes are killed; what its
+   * kernel would have done on the way out (unmap notifications) never happens; Xen closes its
+   * ports, which turns each peer's end back into an unbound port without an event; pages others
+   * still map stay with them until they unmap (the domain lingers as a zombie until then); libxl
+   * and xenstored clear its XenStore nodes and tell dom0 through @releaseDomain.
+   */
+  op_domain_destroy(client: Client, { domid }: Requests['domain.destroy']): Replies['domain.destroy'] {
+    if (domid === 0) {
+      throw new ControlFailure('EPERM', 'domain 0 cannot be destroyed: every other domain depends on it. Stop the simulation instead (vchan sim stop).');
+    }
+    const handles = [...this.handles.values()].filter((handle) => handle.domid === domid);
+    const actors = new Set([...handles.map((handle) => handle.client.peerPid), ...(this.xenstore?.processesOf(domid) ?? [])].filter((pid) => pid !== null));
+    if (handles.some((handle) => handle.client === client) || (client.peerPid !== null && actors.has(client.peerPid))) {
+      throw new ControlFailure(
+        'EDEADLK',
+        `this process acts as domain ${domid} (it opened a device or XenStore as it), and would be killed before it read the answer. ` +
+          `Destroy the domain from another process, such as \`vchan sim destroy ${domid}\`.`,
+      );
+    }
+    // Killed first, as Xen pauses a domain before tearing it down: nothing of its processes may
+    // act after this call, not even a call they sent before they died.
+    const killed = [...actors].filter(killProcess);
+    for (const other of new Set([...this.clients, ...handles.map((handle) => handle.client)])) {
+      if (other.peerPid !== null && killed.includes(other.peerPid)) other.killed = true;
+    }
+    const portsClosed = handles.reduce((count, handle) => count + (handle.kind === 'evtchn' ? handle.ports.size : 0), 0);
+    // Maps before event channels, as for a dead process: a dropped notification lets go of its port.
+    handles.sort((a, b) => Number(a.kind === 'evtchn') - Number(b.kind === 'evtchn'));
+    let grantsStillMapped = 0;
+    let xenstore = { nodesRemoved: 0, connectionsClosed: 0 };
+    // Every step even if one fails (a page file removed by hand): a half-destroyed domain would
+    // keep processes' state that nobody releases.
+    runAll(
+      () => forEachSettled(handles, (handle) => this.closeHandle(handle, 'domain')),
+      () => {
+        const domain = this.domain(domid);
+        domain.destroyed = true;
+        domain.limit = defaultLimit();
+        for (const grant of this.grants.values()) {
+          if (grant.domid !== domid || grant.orphaned) continue;
+          grant.orphaned = true;
+          grantsStillMapped++;
+        }
+      },
+      () => {
+        if (this.xenstore) xenstore = this.xenstore.destroyDomain(domid, killed);
+      },
+    );
+    return {
+      domid,
+      killed,
+      handlesClosed: handles.length,
+      portsClosed,
+      grantsStillMapped,
+      xenstoreNodesRemoved: xenstore.nodesRemoved,
+      xenstoreConnectionsClosed: xenstore.connectionsClosed,
+    };
+  }
+
   op_status(): SimStatus {
     const clients = new Set([...this.handles.values()].map((handle) => handle.client));
     const ports: SimStatus['ports'] = [];
@@ -451,6 +577,7 @@ export class Hypervisor {
       clients: [...clients].map((client) => ({ pid: client.pid, handles: client.handles.size })),
       domains: [...this.domains.values()].map((domain) => ({
         domid: domain.domid,
+        state: this.stateOf(domain),
         grants: domain.grantsInUse,
         limit: domain.limit,
         ports: domain.usedPorts.size,
@@ -473,8 +600,15 @@ export class Hypervisor {
     handle.id = this.nextId++;
     this.handles.set(handle.id, handle);
     handle.client.handles.add(handle.id);
-    this.domain(handle.domid);
+    // A process acting as a destroyed domain makes it a new, live domain with the same id.
+    this.domain(handle.domid).destroyed = false;
     return handle;
+  }
+
+  private stateOf(domain: Domain): SimDomainState {
+    if (!domain.destroyed) return 'live';
+    for (const grant of this.grants.values()) if (grant.domid === domain.domid && grant.orphaned) return 'zombie';
+    return 'gone';
   }
 
   private handleOf<K extends Handle['kind']>(client: Client, id: number, kind: K): Extract<Handle, { kind: K }> {
@@ -496,14 +630,14 @@ export class Hypervisor {
   }
 
   /** Closes a handle and all it holds; even if a part fails (rethrown), the rest is released and the handle is gone. */
-  private closeHandle(handle: Handle): void {
+  private closeHandle(handle: Handle, ending: Ending = 'process'): void {
     try {
       switch (handle.kind) {
         case 'gntalloc':
-          forEachSettled([...handle.allocations], (id) => this.releaseAllocation(handle, this.allocations.get(id)!));
+          forEachSettled([...handle.allocations], (id) => this.releaseAllocation(handle, this.allocations.get(id)!, ending));
           break;
         case 'gntdev':
-          forEachSettled([...handle.mappings], (id) => this.unmapMapping(handle, this.mappings.get(id)!));
+          forEachSettled([...handle.mappings], (id) => this.unmapMapping(handle, this.mappings.get(id)!, ending));
           break;
         case 'evtchn':
           runAll(
@@ -530,14 +664,14 @@ export class Hypervisor {
       } finally {
         closeSync(fd);
       }
-      const configured = Number(process.env.XEN_VCHAN_SIM_GNTALLOC_LIMIT);
       domain = {
         domid,
-        limit: Number.isInteger(configured) && configured >= 0 && process.env.XEN_VCHAN_SIM_GNTALLOC_LIMIT ? configured : DEFAULT_GNTALLOC_LIMIT,
+        limit: defaultLimit(),
         grantsInUse: 0,
         nextRef: 8, // Xen keeps the first refs for the guest's own frontends
         ports: PortTable.map(file),
         usedPorts: new Set(),
+        destroyed: false,
       };
       this.domains.set(domid, domain);
     }
@@ -594,6 +728,12 @@ export class Hypervisor {
     );
   }
 
+  /** A notification runs only where a kernel is left to run it: not for a destroyed domain. */
+  private endNotify(notify: UnmapNotify | null, ending: Ending): void {
+    if (ending === 'process') this.fireNotify(notify);
+    else this.dropNotify(notify);
+  }
+
   private dropNotify(notify: UnmapNotify | null): void {
     if (!notify?.port) return;
     const key = portKey(notify.port.domid, notify.port.port);
@@ -606,7 +746,7 @@ export class Hypervisor {
     if (this.closingPorts.delete(key)) this.finishClosingPort(notify.port.domid, notify.port.port);
   }
 
-  private releaseAllocation(handle: Extract<Handle, { kind: 'gntalloc' }>, allocation: Allocation): void {
+  private releaseAllocation(handle: Extract<Handle, { kind: 'gntalloc' }>, allocation: Allocation, ending: Ending = 'process'): void {
     handle.allocations.delete(allocation.id);
     forEachSettled(allocation.grants, (grant) => {
       grant.released = true;
@@ -616,19 +756,19 @@ export class Hypervisor {
       const notify = grant.notify;
       grant.notify = null;
       runAll(
-        () => this.fireNotify(notify),
+        () => this.endNotify(notify, ending),
         () => this.freeGrantIfUnused(grant),
       );
     });
   }
 
-  private unmapMapping(handle: Extract<Handle, { kind: 'gntdev' }>, mapping: Mapping): void {
+  private unmapMapping(handle: Extract<Handle, { kind: 'gntdev' }>, mapping: Mapping, ending: Ending = 'process'): void {
     handle.mappings.delete(mapping.id);
     this.mappings.delete(mapping.id);
     const notify = mapping.notify;
     mapping.notify = null;
     runAll(
-      () => this.fireNotify(notify),
+      () => this.endNotify(notify, ending),
       () =>
         forEachSettled(mapping.grants, (grant) => {
           grant.mappers--;
@@ -676,6 +816,22 @@ export class Hypervisor {
     domain.ports.write(port, { state: PortState.Free, remoteDomain: 0, remotePort: 0, owner: 0 });
     domain.ports.clearPending(port);
     domain.usedPorts.delete(port);
+  }
+}
+
+function defaultLimit(): number {
+  const configured = Number(process.env.XEN_VCHAN_SIM_GNTALLOC_LIMIT);
+  return Number.isInteger(configured) && configured >= 0 && process.env.XEN_VCHAN_SIM_GNTALLOC_LIMIT ? configured : DEFAULT_GNTALLOC_LIMIT;
+}
+
+/** SIGKILLs `pid`; false if there is no such process (any more) or it is not ours to kill. */
+function killProcess(pid: number): boolean {
+  if (pid === process.pid) return false;
+  try {
+    process.kill(pid, 'SIGKILL');
+    return true;
+  } catch {
+    return false;
   }
 }
 

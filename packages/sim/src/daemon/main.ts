@@ -5,7 +5,7 @@
  */
 import { chmodSync, closeSync, constants, lstatSync, mkdirSync, openSync, rmSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
-import { addon } from '../addon.js';
+import { addon, peerPidOf } from '../addon.js';
 import { ensureSimDirectory, simFiles, type SimFiles } from '../paths.js';
 import { encodeFrame, FrameReader, FrameViolation, parseCall } from '../protocol.js';
 import { startXenStoreServer } from '../xenstore/server.js';
@@ -64,8 +64,10 @@ function main(): void {
     return; // another daemon serves this folder
   }
   clearLeftovers(files);
-  const hypervisor = new Hypervisor(files);
-  const xenstore = startXenStoreServer(files, log);
+  // Each needs the other for a domain's life: the hypervisor clears a destroyed domain's XenStore
+  // side, and a XenStore connection as a destroyed domain makes it live again.
+  const xenstore = startXenStoreServer(files, log, (domid) => hypervisor.domainActive(domid));
+  const hypervisor = new Hypervisor(files, xenstore);
   const sockets = new Set<net.Socket>();
   let idleTimer: NodeJS.Timeout | null = null;
 
@@ -126,7 +128,7 @@ function main(): void {
     if (idleTimer) clearTimeout(idleTimer);
     idleTimer = null;
     sockets.add(socket);
-    const client: Client = { pid: 0, handles: new Set() };
+    const client: Client = { pid: 0, peerPid: peerPidOf(socket), handles: new Set(), killed: false };
     const frames = new FrameReader();
     let refused = false;
     socket.on('data', (chunk) => {

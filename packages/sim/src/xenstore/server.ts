@@ -5,6 +5,7 @@
  */
 import { chmodSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { peerPidOf } from '../addon.js';
 import type { SimFiles } from '../paths.js';
 import { XenStoreService, type XenStoreClient } from './service.js';
 import type { Transaction } from './transactions.js';
@@ -16,13 +17,24 @@ const DROP_FLUSH_MS = 1000;
 export interface XenStoreServer {
   /** Closes every connection and removes the socket; the tree goes with the daemon. */
   close(): void;
+  /** Pids of the processes with a connection declared as `domid`. */
+  processesOf(domid: number): number[];
+  /**
+   * Closes the domain's connections and every connection of the `killed` processes, then removes
+   * the domain's nodes (XenStoreService.destroyDomain).
+   */
+  destroyDomain(domid: number, killed: readonly number[]): { nodesRemoved: number; connectionsClosed: number };
 }
 
 class SocketClient implements XenStoreClient {
   domid: number | null = null;
   readonly transactions = new Map<number, Transaction>();
+  /** The connecting process, as the kernel says (null if it cannot): killed with its domain. */
+  readonly pid: number | null;
 
-  constructor(private readonly socket: net.Socket) {}
+  constructor(readonly socket: net.Socket) {
+    this.pid = peerPidOf(socket);
+  }
 
   send(message: Buffer): void {
     if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.write(message);
@@ -61,15 +73,17 @@ function endThenCut(socket: net.Socket, last?: Buffer): void {
  * Starts listening at once, so that the socket exists before the daemon's control socket does:
  * a client that reached the daemon can then always reach its XenStore.
  */
-export function startXenStoreServer(files: SimFiles, log: (message: string) => void): XenStoreServer {
-  const service = new XenStoreService(log);
+export function startXenStoreServer(files: SimFiles, log: (message: string) => void, onDomainDeclared?: (domid: number) => void): XenStoreServer {
+  const service = new XenStoreService(log, onDomainDeclared);
   const sockets = new Set<net.Socket>();
+  const clients = new Set<SocketClient>();
   // Left by a dead daemon; the daemon lock proves nobody serves this folder any more.
   rmSync(files.xenstore, { force: true });
 
   const server = net.createServer((socket) => {
     sockets.add(socket);
     const client = new SocketClient(socket);
+    clients.add(client);
     const reader = new XsMessageReader();
     let dropped = false;
     socket.on('data', (chunk) => {
@@ -91,6 +105,7 @@ export function startXenStoreServer(files: SimFiles, log: (message: string) => v
     socket.on('error', () => {});
     socket.on('close', () => {
       sockets.delete(socket);
+      clients.delete(client);
       try {
         service.disconnect(client);
       } catch (error) {
@@ -102,11 +117,25 @@ export function startXenStoreServer(files: SimFiles, log: (message: string) => v
   server.on('error', (error) => log(`the XenStore socket ${files.xenstore} failed: ${error.message}`));
   server.listen(files.xenstore, () => chmodSync(files.xenstore, 0o600));
 
+  const connectionsOf = (domid: number) => [...clients].filter((client) => client.domid === domid);
   return {
     close() {
       server.close();
       for (const socket of sockets) socket.destroy();
       rmSync(files.xenstore, { force: true });
+    },
+    processesOf(domid) {
+      return connectionsOf(domid).flatMap((client) => (client.pid === null ? [] : [client.pid]));
+    },
+    destroyDomain(domid, killed) {
+      const connections = [...clients].filter((client) => client.domid === domid || (client.pid !== null && killed.includes(client.pid)));
+      // Cut at once, not ended: a dead domain's ring takes no more replies, and what its killed
+      // processes still sent must not be read (a late declaration would bring the domain back).
+      for (const client of connections) {
+        service.disconnect(client);
+        client.socket.destroy();
+      }
+      return { nodesRemoved: service.destroyDomain(domid), connectionsClosed: connections.length };
     },
   };
 }

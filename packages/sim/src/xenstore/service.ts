@@ -21,7 +21,7 @@ import {
   writeNode,
   type RequestContext,
 } from './node-operations.js';
-import { domainPath } from './node-path.js';
+import { childPath, domainPath } from './node-path.js';
 import { formatXsPermission, MAX_PERMISSION_DOMID } from './permissions.js';
 import { NodeStore, type XsNode } from './store.js';
 import { TransactionTable, type Transaction } from './transactions.js';
@@ -44,13 +44,14 @@ interface Reply {
 }
 
 const OK = xsStrings('OK');
+/** DOMID_SELF, which IS_DOMAIN_INTRODUCED always answers "T" for. */
+const DOMID_SELF = 0x7ff0;
 const typeNames = new Map<number, string>(Object.entries(XsType).map(([name, type]) => [type, name]));
 /** Message types of xs_wire.h the simulation does not implement: they serve toolstacks and xenstored's own upkeep. */
 const unsupported = new Set<number>([
   XsType.CONTROL,
   XsType.INTRODUCE,
   XsType.RELEASE,
-  XsType.IS_DOMAIN_INTRODUCED,
   XsType.RESUME,
   XsType.SET_TARGET,
   XsType.RESET_WATCHES,
@@ -64,11 +65,18 @@ export class XenStoreService {
   private readonly generations = new WeakMap<XsNode, number>();
   private nextGeneration = 1;
 
-  /** Domains that ever connected, and dom0: there is no toolstack to say which exist. */
+  /**
+   * Domains that connected and were not destroyed since, and dom0: there is no toolstack to say
+   * which exist, so a domain is introduced when a connection first declares it.
+   */
   private readonly domains = new Set<number>([0]);
   private readonly domainExists = (domid: number) => this.domains.has(domid);
 
-  constructor(private readonly log: (message: string) => void) {
+  constructor(
+    private readonly log: (message: string) => void,
+    /** Told when a connection declares its domain: the hypervisor's domain of that id lives (again). */
+    private readonly onDomainDeclared: (domid: number) => void = () => {},
+  ) {
     introduceDomain(this.store, 0, this.domainExists);
   }
 
@@ -99,6 +107,45 @@ export class XenStoreService {
     this.watches.removeAll(client);
   }
 
+  /**
+   * The XenStore part of destroying `domid` (its connections are the server's to close first):
+   * libxl removes the domain's home before the destroy hypercall; xenstored, once it sees the
+   * domain gone, removes every node the domain still owns anywhere (domain_tree_remove), forgets
+   * the domain, and fires @releaseDomain. Watches fire as for any removal. Returns how many nodes went.
+   */
+  destroyDomain(domid: number): number {
+    let removed = this.removeAsToolstack(domainPath(domid));
+    for (const path of this.nodesOwnedBy(domid)) removed += this.removeAsToolstack(path);
+    this.domains.delete(domid);
+    this.watches.fireSpecial('@releaseDomain');
+    return removed;
+  }
+
+  /** Removes `path` and its subtree as dom0 would, firing the watches; returns how many nodes went. */
+  private removeAsToolstack(path: string): number {
+    if (!this.store.get(path)) return 0;
+    const context: RequestContext = { domid: 0, view: this.store, changes: [], domainExists: this.domainExists };
+    removeNode(context, path);
+    this.watches.fire(context.changes);
+    return context.changes.length;
+  }
+
+  /** The topmost nodes owned by `domid`, depth first from the root; what lies below each goes with it. */
+  private nodesOwnedBy(domid: number): string[] {
+    const owned: string[] = [];
+    const visit = (path: string) => {
+      const node = this.store.get(path);
+      if (!node) return;
+      if (node.permissions[0]!.domid === domid) {
+        owned.push(path);
+        return;
+      }
+      for (const name of node.children) visit(childPath(path, name));
+    };
+    visit('/');
+    return owned;
+  }
+
   private declare(client: XenStoreClient, message: XsMessage): void {
     const domid = message.type === XsType.SIM_DECLARE_DOMAIN ? declaredDomain(message.payload) : null;
     if (domid === null) {
@@ -109,6 +156,7 @@ export class XenStoreService {
     }
     client.domid = domid;
     this.domains.add(domid);
+    this.onDomainDeclared(domid);
     const changes = introduceDomain(this.store, domid, this.domainExists);
     if (changes) {
       this.watches.fire(changes);
@@ -151,6 +199,12 @@ export class XenStoreService {
         if (path === undefined) throw new XsFailure('EINVAL', 'SET_PERMS needs a path');
         this.onNodes(client, domid, message, (context) => setPermissions(context, path, parsePermissions(context, texts)));
         return { payload: OK };
+      }
+      case XsType.IS_DOMAIN_INTRODUCED: {
+        // xenstored's XS_FLAG_PRIV: checked before the payload is read.
+        if (domid !== 0) throw new XsFailure('EACCES', 'only dom0 may ask whether a domain is introduced');
+        const asked = atoiDomid(oneArgument(message));
+        return { payload: xsStrings(asked === DOMID_SELF || this.domains.has(asked) ? 'T' : 'F') };
       }
       case XsType.GET_DOMAIN_PATH: {
         const text = oneArgument(message);
@@ -222,6 +276,12 @@ function oneArgument(message: XsMessage): string {
   const end = message.payload.indexOf(0);
   if (end < 0 || end !== message.payload.length - 1) throw new XsFailure('EINVAL', 'expected one NUL-terminated string');
   return message.payload.toString('utf8', 0, end);
+}
+
+/** A domain id as xenstored reads it, with atoi: what is not a number is 0, a negative one wraps. */
+function atoiDomid(text: string): number {
+  const match = /^\s*([+-]?\d+)/.exec(text);
+  return match ? Number(match[1]) >>> 0 : 0;
 }
 
 function declaredDomain(payload: Buffer): number | null {

@@ -1,7 +1,7 @@
 import { closeSync, existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { SimConnection, simDirectory, simFiles, simAddon } from '@xen-vchan/sim';
-import { EXIT, UsageError, type Command } from './command.js';
+import { destroySimDomain, SimConnection, simDirectory, simFiles, simAddon, type SimDomainDestroyed } from '@xen-vchan/sim';
+import { EXIT, parseDomid, UsageError, type Command } from './command.js';
 
 function daemonRunning(directory: string): boolean {
   const socket = simFiles(directory).socket;
@@ -16,16 +16,21 @@ function daemonRunning(directory: string): boolean {
 
 export const simCommand: Command = {
   name: 'sim',
-  summary: "start, stop or inspect the simulation's daemon: domains, grants, ports, clients",
+  summary: "start, stop or inspect the simulation's daemon (domains, grants, ports, clients); destroy a domain",
   usage: `usage: vchan sim <start|stop|status> [options]
+       vchan sim destroy <domid> [options]
 
   start          start the simulation's daemon (it keeps running until stopped)
   stop           stop it; it removes its state (grant pages, port tables, wake-up FIFOs)
   status         what is in use: domains, grants, event-channel ports, client processes;
                  anything listed after every user exited is a leak
+  destroy DOMID  end a domain as \`xl destroy\` or a crash does: its processes are killed
+                 (SIGKILL), no unmap notification runs, its peers' ports turn unbound with
+                 no event, its XenStore nodes go (@releaseDomain fires); pages others map
+                 stay until they unmap. Domain 0 cannot be destroyed; exit 1 on refusal
 
       --dir DIR  the state folder (default $XEN_VCHAN_SIM_DIR or /dev/shm/xen-vchan-sim-<uid>)
-      --json     status as JSON
+      --json     status (or what destroy did) as JSON
   -h, --help     this text`,
   async run(argv) {
     const { values, positionals } = parseArgs({
@@ -71,7 +76,10 @@ export const simCommand: Command = {
           `sim daemon ${status.daemonPid} serves ${status.directory}`,
           `clients: ${clients.length === 0 ? 'none' : clients.map((client) => `pid ${client.pid} (${client.handles} handles)`).join(', ')}`,
           'domains:',
-          ...status.domains.map((domain) => `  ${String(domain.domid).padStart(5)}  grants ${domain.grants}/${domain.limit}  ports ${domain.ports}`),
+          ...status.domains.map(
+            (domain) =>
+              `  ${String(domain.domid).padStart(5)}  grants ${domain.grants}/${domain.limit}  ports ${domain.ports}${destroyedNote[domain.state] ?? ''}`,
+          ),
           `grants: ${status.grants.length}`,
           ...status.grants.map(
             (grant) =>
@@ -83,8 +91,36 @@ export const simCommand: Command = {
         process.stdout.write(`${lines.join('\n')}\n`);
         return EXIT.ok;
       }
+      case 'destroy': {
+        if (positionals.length !== 2) throw new UsageError('say which domain to destroy: vchan sim destroy <domid>');
+        const domid = parseDomid(positionals[1], 'the domain to destroy');
+        if (!daemonRunning(directory)) {
+          process.stdout.write(`no sim daemon runs for ${directory}: there is no domain ${domid} to destroy\n`);
+          return EXIT.ok;
+        }
+        try {
+          const destroyed = destroySimDomain(domid, { simDirectory: directory });
+          process.stdout.write(values.json ? `${JSON.stringify(destroyed)}\n` : `${destroyedLine(destroyed)}\n`);
+        } finally {
+          SimConnection.open(directory).close();
+        }
+        return EXIT.ok;
+      }
       default:
-        throw new UsageError(`say start, stop or status${action ? `, not ${action}` : ''}`);
+        throw new UsageError(`say start, stop, status or destroy${action ? `, not ${action}` : ''}`);
     }
   },
 };
+
+/** Status notes by domain state; a daemon from before domain destruction gives no state. */
+const destroyedNote: Record<string, string> = { zombie: '  destroyed, its pages still mapped by others', gone: '  destroyed' };
+
+function destroyedLine(destroyed: SimDomainDestroyed): string {
+  const plural = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : 's'}`;
+  const killed = destroyed.killed.length === 0 ? 'killed no process' : `killed pid ${destroyed.killed.join(', ')}`;
+  return (
+    `destroyed domain ${destroyed.domid}: ${killed}; closed ${plural(destroyed.handlesClosed, 'handle')} and ${plural(destroyed.portsClosed, 'port')} ` +
+    `without unmap notifications; ${plural(destroyed.grantsStillMapped, 'grant')} still mapped by others; ` +
+    `removed ${plural(destroyed.xenstoreNodesRemoved, 'XenStore node')}`
+  );
+}
