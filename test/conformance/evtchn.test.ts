@@ -123,6 +123,16 @@ describe('evtchn', () => {
     expect(local.ports).toEqual([localPort]);
   });
 
+  it('says a running domain exists, binding nothing to ask', async () => {
+    const { localPort, peerPort } = await connect();
+    expect(local.domainExists(PEER)).toBe(true);
+    expect(local.domainExists(SELF)).toBe(true);
+    expect(local.ports).toEqual([localPort]);
+    // The question left the connected port alone: events still cross.
+    local.notify(localPort);
+    await peer.call('waitEvent', { id: peerChannel, port: peerPort, timeoutMs: WAIT_MS });
+  });
+
   it('rejects use after close with EBADF', () => {
     local.close();
     expect(() => local.bindUnbound(PEER)).toThrow(expect.objectContaining({ code: 'EBADF' }));

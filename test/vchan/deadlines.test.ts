@@ -442,6 +442,8 @@ describe('servers and connect', () => {
     expect(() => createServer({ domid: PEER, stallTimeout: Number.NaN, ...serverSim })).toThrow(/stallTimeout/);
     expect(() => createServer({ domid: PEER, closeTimeout: 2 ** 31, ...serverSim })).toThrow(/closeTimeout/);
     await expect(connect({ domid: SELF, closeTimeout: -5, ...clientSim })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    expect(() => createServer({ domid: PEER, peerCheckInterval: -1, ...serverSim })).toThrow(/peerCheckInterval/);
+    await expect(connect({ domid: SELF, peerCheckInterval: Number.POSITIVE_INFINITY, ...clientSim })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
   });
 });
 

@@ -41,10 +41,11 @@ export async function watchPeerDomain(options: {
 }): Promise<PeerDomainWatcher | 'gone' | null> {
   const { xenstore, self, peer, onGone } = options;
   if (peer === self || peer === 0) return null;
-  const watched = await PeerDomainWatch.start(xenstore, peer, onGone);
+  const watched = await PeerDomainWatch.start(xenstore, self, peer, onGone);
   if (watched !== null) return watched;
-  if (!options.check || options.peerCheckInterval === 0) {
-    warnUnwatched(peer, options.check ? 'peerCheckInterval is 0' : 'this end has no way to check');
+  const check = options.peerCheckInterval > 0 ? options.check : undefined;
+  if (!check && !options.presence) {
+    // Turned off on purpose (peerCheckInterval 0): the user chose to rely on the live byte.
     return null;
   }
   let told = false;
@@ -54,10 +55,14 @@ export async function watchPeerDomain(options: {
     watcher.close();
     onGone(peerGoneError(peer));
   };
-  const stopChecks = checkPeerPeriodically(options.check, options.peerCheckInterval, gone, (error) => warnUnwatched(peer, `checking failed: ${error.message}`));
+  const stopChecks = check
+    ? checkPeerPeriodically(check, options.peerCheckInterval, gone, (error) => warnUnwatched(peer, `checking failed: ${error.message}`))
+    : () => {};
   let presence: { close(): void } | null = null;
+  let closed = false;
   const watcher = {
     close: () => {
+      closed = true;
       stopChecks();
       presence?.close();
     },
@@ -65,6 +70,7 @@ export async function watchPeerDomain(options: {
   if (options.presence) {
     // Only a quicker notice: without it the checks still find the death.
     presence = await watchPresence(xenstore, options.presence.path, options.presence.stillConnected, gone).catch(() => null);
+    if (closed) presence?.close();
   }
   return watcher;
 }
@@ -96,8 +102,8 @@ class PeerDomainWatch implements PeerDomainWatcher {
    * Starts watching from a privileged domain. Resolves with 'gone' when the peer domain does not
    * exist (any more), and with null when xenstored will not answer us about other domains.
    */
-  static async start(xenstore: XenStore, peer: number, onGone: (error: XenVchanError) => void): Promise<PeerDomainWatch | 'gone' | null> {
-    if (xenstore.transport === 'sim' || unprivileged) return null;
+  static async start(xenstore: XenStore, self: number, peer: number, onGone: (error: XenVchanError) => void): Promise<PeerDomainWatch | 'gone' | null> {
+    if (refusedDomains.has(self)) return null;
     try {
       if (!(await xenstore.isDomainIntroduced(peer))) return 'gone';
       const watcher = new PeerDomainWatch(xenstore, peer, onGone);
@@ -107,7 +113,7 @@ class PeerDomainWatch implements PeerDomainWatcher {
     } catch (error) {
       // xenstored refuses unprivileged domains; that is what the checks are for. Anything else is
       // worth a warning, and the checks still run.
-      if ((error as { code?: string }).code === 'EACCES') unprivileged = true;
+      if ((error as { code?: string }).code === 'EACCES') refusedDomains.add(self);
       else warnUnwatched(peer, `watching @releaseDomain failed: ${(error as Error).message}`);
       return null;
     }
@@ -142,8 +148,11 @@ export function peerGoneError(peer: number): XenVchanError {
   return new XenVchanError('ECONNRESET', `The peer domain ${peer} is gone (destroyed or crashed) without closing the vchan; what it had not yet put into the ring is lost.`);
 }
 
-/** Set once xenstored refused to tell us about another domain: it will refuse every time. */
-let unprivileged = false;
+/**
+ * Our domains that xenstored refused to tell about other domains: it will refuse every time. (One
+ * on Xen; a process on the simulation may act as several.)
+ */
+const refusedDomains = new Set<number>();
 let warned = false;
 function warnUnwatched(peer: number, why: string): void {
   if (warned) return;

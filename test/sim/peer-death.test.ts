@@ -1,0 +1,149 @@
+// The peer's whole domain is destroyed mid-stream, on the simulation: the same scripts and the same
+// checks as the two-guest tests under real Xen (test/xen/guests.test.ts), with destroySimDomain in
+// place of `xl destroy`. Each end is its own process acting as its domain, as a guest would be.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { destroySimDomain, simFiles, SimConnection } from '@xen-vchan/sim';
+import { openXenStore } from '@xen-vchan/xenstore';
+
+const root = path.resolve(import.meta.dirname, '../..');
+const NOTICE_WITHIN_MS = 2000;
+const children: { kill: () => void }[] = [];
+
+interface Ended {
+  code: number | null;
+  signal: string | null;
+  output: string;
+}
+
+/** Runs a test/xen/domains script as domain `domid`; `done` resolves when it exits. */
+function runAs(domid: number, script: string, args: string[]): { done: Promise<Ended> } {
+  const child = spawn(process.execPath, [path.join(root, 'test/xen/domains', script), ...args], {
+    env: { ...process.env, XEN_VCHAN_SIM_DOMID: String(domid), SURVIVOR_SIM_PAGES: simFiles(process.env.XEN_VCHAN_SIM_DIR!).pages },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+  children.push({ kill: () => child.kill('SIGKILL') });
+  return { done: new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal, output }))) };
+}
+
+function resultOf<T>(ended: Ended, where: string): T {
+  const line = ended.output.split('\n').reverse().find((text) => text.startsWith('RESULT '));
+  if (ended.code !== 0 || !line) throw new Error(`${where} ended with ${ended.signal ?? `status ${ended.code}`}:\n${ended.output}`);
+  return JSON.parse(line.slice('RESULT '.length)) as T;
+}
+
+async function until(what: string, check: () => Promise<boolean>, timeout: number): Promise<void> {
+  const deadline = Date.now() + timeout;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+interface Survived {
+  code: string | null;
+  message: string;
+  failedAt: number;
+  received: number;
+  mappingsWhileOpen: number;
+  mappingsAfter: number;
+}
+
+afterEach(() => {
+  for (const child of children.splice(0)) child.kill();
+});
+
+describe('two unprivileged domains (simulation)', () => {
+  it('a checksummed stream runs both ways at once over 1 MiB rings', { timeout: 60_000 }, async () => {
+    const bytes = String(16 * 2 ** 20);
+    const server = runAs(1, 'both-ways.mjs', ['server', '--peer', '2', '--name', 'both-ways', '--bytes', bytes, '--seed', '11']);
+    const client = runAs(2, 'both-ways.mjs', ['client', '--peer', '1', '--name', 'both-ways', '--bytes', bytes, '--seed', '12']);
+    type Ends = { sent: { bytes: number; sha256: string }; received: { bytes: number; sha256: string } };
+    const [fromServer, fromClient] = await Promise.all([server.done.then((ended) => resultOf<Ends>(ended, 'the server')), client.done.then((ended) => resultOf<Ends>(ended, 'the client'))]);
+    expect(fromServer.sent.bytes).toBe(16 * 2 ** 20);
+    expect(fromClient.received).toEqual(fromServer.sent);
+    expect(fromServer.received).toEqual(fromClient.sent);
+    expect(fromServer.sent.sha256).not.toBe(fromClient.sent.sha256);
+  });
+});
+
+describe('the peer domain is destroyed mid-stream (simulation)', () => {
+  const cases = [
+    // Unprivileged survivors: the grant-copy check (client), the presence node (server).
+    { survivorRole: 'client', survivor: 2, announced: true },
+    { survivorRole: 'server', survivor: 2, announced: true },
+    // A client that wrote no presence node (libxenvchan's never do): the server's own checks.
+    { survivorRole: 'server', survivor: 2, announced: false },
+    // dom0 survivors: xenstored's @releaseDomain.
+    { survivorRole: 'client', survivor: 0, announced: true },
+    { survivorRole: 'server', survivor: 0, announced: true },
+  ] as const;
+  for (const { survivorRole, survivor, announced } of cases) {
+    const victimRole = survivorRole === 'client' ? 'server' : 'client';
+    const who = survivor === 0 ? 'dom0' : 'an unprivileged domain';
+    const title = `${who} as the ${survivorRole} fails with ECONNRESET within 2 s when the ${victimRole}'s domain is destroyed, and keeps nothing${announced ? '' : ' (a client without a presence node)'}`;
+    it(title, { timeout: 60_000 }, async () => {
+      const victim = 1;
+      const name = `death-${survivorRole}-${survivor}${announced ? '' : '-silent'}`;
+      const xenstore = await openXenStore({ domid: 0 });
+      if (!announced) {
+        // dom0 takes the place where the client would announce itself; its write is refused. (The
+        // domain's home must exist first, made as a toolstack would: by the domain's first connection.)
+        const asVictim = await openXenStore({ domid: victim });
+        await asVictim.ownDomid();
+        asVictim.close();
+        await xenstore.write(`/local/domain/${victim}/data/vchan-client`, '');
+        await xenstore.setPermissions(`/local/domain/${victim}/data/vchan-client`, [{ domid: 0, access: 'none' }]);
+      }
+      const surviving = runAs(survivor, 'survivor.mjs', [survivorRole, '--peer', String(victim), '--name', name]);
+      const victimArgs =
+        victimRole === 'server'
+          ? ['server', '--peer', String(survivor), '--name', name, '--ring', String(2 ** 20), '--send', String(2 ** 40), '--seed', '5']
+          : ['client', '--peer', String(survivor), '--name', name, '--send', String(2 ** 40), '--seed', '5', '--timeout', '30000'];
+      const victimRun = runAs(victim, 'stream.mjs', victimArgs);
+      try {
+        await until(
+          'the stream to run',
+          () => xenstore.read(`/local/domain/${survivor}/data/survivor/${name}`).then(() => true, () => false),
+          30_000,
+        ).catch(async (error) => {
+          for (const child of children) child.kill();
+          const [v, s] = await Promise.all([victimRun.done, surviving.done]);
+          throw new Error(`${(error as Error).message}\n--- ${victimRole}:\n${v.output}\n--- ${survivorRole}:\n${s.output}`);
+        });
+        const destroyedAt = Date.now();
+        const destroyed = destroySimDomain(victim);
+        expect(destroyed).toBeTruthy();
+        const killed = await victimRun.done;
+        expect(killed.signal).toBe('SIGKILL');
+        const outcome = resultOf<Survived>(await surviving.done, `the surviving ${survivorRole}`);
+        expect(outcome.code, outcome.message).toBe('ECONNRESET');
+        expect(outcome.failedAt - destroyedAt).toBeLessThan(NOTICE_WITHIN_MS);
+        expect(outcome.mappingsWhileOpen).toBeGreaterThan(0);
+        expect(outcome.mappingsAfter).toBe(0);
+        // The survivor exited by itself (resultOf checked status 0) and the daemon holds nothing of
+        // either domain: the survivor released its grants and ports, the dead domain's went with it.
+        const connection = SimConnection.open(process.env.XEN_VCHAN_SIM_DIR);
+        try {
+          const status = connection.call('status', {});
+          expect(status.grants).toEqual([]);
+          expect(status.ports).toEqual([]);
+        } finally {
+          connection.close();
+        }
+        if (!announced) {
+          // The victim's home went with it, dom0's node included: nothing announced, nothing left.
+          await expect(xenstore.read(`/local/domain/${victim}/data/vchan-client`)).rejects.toMatchObject({ code: 'ENOENT' });
+        }
+        await xenstore.rm(`/local/domain/${survivor}/data/survivor`).catch(() => {});
+        console.log(`sim: ${who} as the ${survivorRole}${announced ? '' : ' (no presence node)'} noticed its peer's domain destroyed after ${outcome.failedAt - destroyedAt} ms`);
+      } finally {
+        xenstore.close();
+      }
+    });
+  }
+});
