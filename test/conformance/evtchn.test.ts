@@ -136,5 +136,6 @@ describe('evtchn', () => {
   it('rejects use after close with EBADF', () => {
     local.close();
     expect(() => local.bindUnbound(PEER)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    expect(() => local.domainExists(PEER)).toThrow(expect.objectContaining({ code: 'EBADF' }));
   });
 });

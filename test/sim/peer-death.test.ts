@@ -6,9 +6,12 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { destroySimDomain, simFiles, SimConnection } from '@xen-vchan/sim';
 import { openXenStore } from '@xen-vchan/xenstore';
+import { connect, createServer, presencePath, type Vchan } from '@xen-vchan/vchan';
+import type { XenVchanError } from '@xen-vchan/native';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const NOTICE_WITHIN_MS = 2000;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const children: { kill: () => void }[] = [];
 
 interface Ended {
@@ -68,27 +71,35 @@ describe('two unprivileged domains (simulation)', () => {
     expect(fromClient.received).toEqual(fromServer.sent);
     expect(fromServer.received).toEqual(fromClient.sent);
     expect(fromServer.sent.sha256).not.toBe(fromClient.sent.sha256);
+    // The client removed its presence node when it closed.
+    const xenstore = await openXenStore({ domid: 0 });
+    try {
+      await expect(xenstore.read(presencePath(2, 1, '/local/domain/1/data/vchan/2/both-ways'))).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      xenstore.close();
+    }
   });
 });
 
 describe('the peer domain is destroyed mid-stream (simulation)', () => {
   const cases = [
-    // Unprivileged survivors: the grant-copy check (client), the presence node (server).
-    { survivorRole: 'client', survivor: 2, announced: true },
-    { survivorRole: 'server', survivor: 2, announced: true },
-    // A client that wrote no presence node (libxenvchan's never do): the server's own checks.
-    { survivorRole: 'server', survivor: 2, announced: false },
-    // dom0 survivors: xenstored's @releaseDomain.
-    { survivorRole: 'client', survivor: 0, announced: true },
-    { survivorRole: 'server', survivor: 0, announced: true },
+    // Unprivileged survivors: the grant-copy check (client); the presence node alone (server, its
+    // checks off), and the checks alone (a client that wrote no presence node, as libxenvchan's).
+    { survivorRole: 'client', survivor: 2, announced: true, checks: true },
+    { survivorRole: 'server', survivor: 2, announced: true, checks: false },
+    { survivorRole: 'server', survivor: 2, announced: false, checks: true },
+    // dom0 survivors: xenstored's @releaseDomain (dom0 does not check).
+    { survivorRole: 'client', survivor: 0, announced: true, checks: true },
+    { survivorRole: 'server', survivor: 0, announced: true, checks: true },
   ] as const;
-  for (const { survivorRole, survivor, announced } of cases) {
+  for (const { survivorRole, survivor, announced, checks } of cases) {
     const victimRole = survivorRole === 'client' ? 'server' : 'client';
     const who = survivor === 0 ? 'dom0' : 'an unprivileged domain';
-    const title = `${who} as the ${survivorRole} fails with ECONNRESET within 2 s when the ${victimRole}'s domain is destroyed, and keeps nothing${announced ? '' : ' (a client without a presence node)'}`;
+    const how = !announced ? ' (a client without a presence node)' : checks ? '' : ' (no checks: the presence node alone)';
+    const title = `${who} as the ${survivorRole} fails with ECONNRESET within 2 s when the ${victimRole}'s domain is destroyed, and keeps nothing${how}`;
     it(title, { timeout: 60_000 }, async () => {
       const victim = 1;
-      const name = `death-${survivorRole}-${survivor}${announced ? '' : '-silent'}`;
+      const name = `death-${survivorRole}-${survivor}${announced ? '' : '-silent'}${checks ? '' : '-unchecked'}`;
       const xenstore = await openXenStore({ domid: 0 });
       if (!announced) {
         // dom0 takes the place where the client would announce itself; its write is refused. (The
@@ -99,7 +110,7 @@ describe('the peer domain is destroyed mid-stream (simulation)', () => {
         await xenstore.write(`/local/domain/${victim}/data/vchan-client`, '');
         await xenstore.setPermissions(`/local/domain/${victim}/data/vchan-client`, [{ domid: 0, access: 'none' }]);
       }
-      const surviving = runAs(survivor, 'survivor.mjs', [survivorRole, '--peer', String(victim), '--name', name]);
+      const surviving = runAs(survivor, 'survivor.mjs', [survivorRole, '--peer', String(victim), '--name', name, ...(checks ? [] : ['--check-interval', '0'])]);
       const victimArgs =
         victimRole === 'server'
           ? ['server', '--peer', String(survivor), '--name', name, '--ring', String(2 ** 20), '--send', String(2 ** 40), '--seed', '5']
@@ -140,10 +151,63 @@ describe('the peer domain is destroyed mid-stream (simulation)', () => {
           await expect(xenstore.read(`/local/domain/${victim}/data/vchan-client`)).rejects.toMatchObject({ code: 'ENOENT' });
         }
         await xenstore.rm(`/local/domain/${survivor}/data/survivor`).catch(() => {});
-        console.log(`sim: ${who} as the ${survivorRole}${announced ? '' : ' (no presence node)'} noticed its peer's domain destroyed after ${outcome.failedAt - destroyedAt} ms`);
+        console.log(`sim: ${who} as the ${survivorRole}${how} noticed its peer's domain destroyed after ${outcome.failedAt - destroyedAt} ms`);
       } finally {
         xenstore.close();
       }
     });
   }
+});
+
+describe('what a dead or failed client leaves the server (simulation)', () => {
+  it('a second connect that fails leaves the connected client alone', { timeout: 30_000 }, async () => {
+    // Both clients in domain 2, unprivileged: the first one's presence node is what the server
+    // watches, and the failed attempt must not take it away.
+    const server = createServer({ domid: 2, name: 'taken', backend: 'sim', simDomid: 1 });
+    const accepted = new Promise<Vchan>((resolve) => server.once('channel', resolve));
+    await server.listen();
+    const first = await connect({ domid: 1, name: 'taken', backend: 'sim', simDomid: 2 });
+    const served = await accepted;
+    try {
+      await expect(connect({ domid: 1, name: 'taken', backend: 'sim', simDomid: 2, timeout: 0 })).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+      await sleep(1200); // more than two check intervals
+      expect(served.destroyed).toBe(false);
+      const arrived = new Promise<Buffer>((resolve) => served.once('data', resolve));
+      first.write('still here');
+      expect((await arrived).toString()).toBe('still here');
+    } finally {
+      first.destroy();
+      served.destroy();
+      await server.close();
+    }
+  });
+
+  it('a persistent server whose client domain died waits for the next client instead of taking the dead one again', { timeout: 60_000 }, async () => {
+    const server = createServer({ domid: 1, name: 'persist', backend: 'sim', simDomid: 2, persist: true, readMin: 4096, writeMin: 4096 });
+    const channels: Vchan[] = [];
+    const failures: string[] = [];
+    server.on('channel', (channel) => {
+      channels.push(channel);
+      channel.on('error', (error: XenVchanError) => failures.push(error.code));
+      channel.resume();
+    });
+    await server.listen();
+    try {
+      const victimArgs = ['client', '--peer', '2', '--name', 'persist', '--send', String(2 ** 40), '--seed', '5', '--timeout', '30000'];
+      runAs(1, 'stream.mjs', victimArgs);
+      await until('the first client', async () => channels.length === 1, 30_000);
+      destroySimDomain(1);
+      await until('the first channel to fail', async () => failures.length === 1, 5_000);
+      expect(failures).toEqual(['ECONNRESET']);
+      await sleep(1500);
+      expect(channels).toHaveLength(1); // not the dead client again, and again
+      // Domain 1 comes back as a new domain; the server serves it on the same pages.
+      const next = runAs(1, 'stream.mjs', ['client', '--peer', '2', '--name', 'persist', '--recv', '0', '--timeout', '30000']);
+      await until('the next client', async () => channels.length === 2, 30_000);
+      channels[1]!.end();
+      expect((await next.done).code).toBe(0);
+    } finally {
+      await server.close();
+    }
+  });
 });

@@ -5,7 +5,8 @@
 // Everything here needs the harness: bash test/xen/run.sh test/xen/guests.test.ts
 //
 // The tests run in order: the first destroy takes guest A, the second starts it again.
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { inDom0, requireDom0 } from './dom0.js';
@@ -114,7 +115,8 @@ async function destroyMidStream(survivor: Guest, victim: Guest, survivorRole: 's
 
   const home = await removalOf(`/local/domain/${victim.domid}`);
   const destroyedAt = Date.now();
-  execFileSync('xl', ['destroy', String(victim.domid)]);
+  // Not execFileSync: dom0's watch on the home must be heard while xl runs.
+  await promisify(execFile)('xl', ['destroy', String(victim.domid)]);
   const destroyReturned = Date.now();
   const outcome = resultOf<Survived>(await within(surviving.done, 30_000, `the ${survivorRole} surviving the destroy`), `the survivor (${survivorRole})`);
   const homeRemovedAt = await within(home.removedAt, 10_000, `the removal of domain ${victim.domid}'s home`).finally(home.close);

@@ -4,7 +4,7 @@ import { abortError } from './errors.js';
 import { connectClientLink } from './links.js';
 import { peerCheckInterval, peerGoneError, watchPeerDomain, type PeerDomainOptions, type PeerDomainWatcher } from './peer-domain.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
-import { announcePresence, withdrawPresence } from './presence.js';
+import { announcePresence, type Presence } from './presence.js';
 import { checkDomid, conventionalPath, parseXenStoreNumber } from './paths.js';
 import { Vchan, vchanDeadlines, type VchanDeadlines } from './stream.js';
 
@@ -21,8 +21,9 @@ export interface ConnectOptions extends BackendOptions, VchanDeadlines, PeerDoma
   /** Gives up waiting for the server with ABORT_ERR. */
   signal?: AbortSignal;
   /**
-   * A XenStore connection to use (default: one of its own, closed once connected; in dom0, with the
-   * server in another domain, kept while the channel watches that domain).
+   * A XenStore connection to use (default: one of its own, kept while the channel watches the
+   * server's domain or has a presence node to remove (a server in another domain), else closed once
+   * connected). One you give stays yours to close, after the channel.
    */
   xenstore?: XenStore;
 }
@@ -39,32 +40,36 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
   const deadlines = vchanDeadlines(options);
   const checkInterval = peerCheckInterval(options);
   const xenstore = options.xenstore ?? (await openXenStore(xenstoreOptions(options)));
+  // Once a link exists, its close lets go of the XenStore connection (after removing our node).
+  let linkOwnsXenStore = false;
   try {
     const self = await xenstore.ownDomid();
     const path = options.path ?? conventionalPath(serverDomid, self, options.name ?? 'vchan');
     const { ringRef, port } = await waitForServer(xenstore, path, timeout, options.signal);
-    // Written before we connect, so that a server watching for it has seen it by then. (dom0 is
-    // told of domain deaths by xenstored, and a server in our own domain dies with us.)
-    const presence = serverDomid === self || serverDomid === 0 ? null : await announcePresence(xenstore, self, serverDomid, path);
-    // Our own XenStore connection stays open while it watches for the server's domain or has a
-    // presence node to remove, and goes with the link.
-    let watch: PeerDomainWatcher | 'gone' | null = null;
-    let unwatched = false;
-    const unwatch = () => {
-      if (unwatched) return;
-      unwatched = true;
-      if (watch !== null && watch !== 'gone') watch.close();
-      const closeOwn = () => {
-        if (!options.xenstore) xenstore.close();
-      };
-      if (presence) void xenstore.rm(presence).catch(() => {}).finally(closeOwn);
-      else closeOwn();
+    // What the channel holds beyond its link, each let go once, when the link closes: the watch on
+    // the server's domain, our presence node and (unless the caller gave it) the XenStore connection.
+    let watch: PeerDomainWatcher | null = null;
+    let presence: Presence | null = null;
+    let linkClosed = false;
+    let xenstoreClosed = false;
+    const closeOwnXenStore = () => {
+      if (xenstoreClosed || options.xenstore) return;
+      xenstoreClosed = true;
+      xenstore.close();
+    };
+    const letGo = () => {
+      linkClosed = true;
+      watch?.close();
+      watch = null;
+      const withdrawn = presence?.withdraw() ?? Promise.resolve();
+      presence = null;
+      void withdrawn.finally(closeOwnXenStore);
     };
     let link;
     try {
-      link = connectClientLink({ serverDomid, ringRef, port, devices: deviceOptions(options), onClose: unwatch });
+      link = connectClientLink({ serverDomid, ringRef, port, devices: deviceOptions(options), onClose: letGo });
+      linkOwnsXenStore = true;
     } catch (error) {
-      if (presence) withdrawPresence(xenstore, presence);
       // Xen refuses a grant or a port that is gone: the keys outlived their server.
       if ((error as { code?: string }).code !== 'EINVAL') throw error;
       throw new XenVchanError(
@@ -80,24 +85,41 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
     let failed: Error | null = null;
     const onEarlyError = (error: Error) => void (failed ??= error);
     channel.on('error', onEarlyError);
-    watch = await watchPeerDomain({
-      xenstore,
-      self,
-      peer: serverDomid,
-      check: link.checkPeer,
-      peerCheckInterval: checkInterval,
-      onGone: (error) => channel.peerDomainGone(error),
-    });
-    channel.off('error', onEarlyError);
-    if (((watch === null || watch === 'gone') && !presence) || channel.destroyed) unwatch();
-    if (failed) throw failed;
-    if (watch === 'gone') {
-      channel.destroy();
-      throw peerGoneError(serverDomid);
+    try {
+      // Written once connected, never before: an attempt that fails must not touch the node of a
+      // client that is connected. (dom0 is told of domain deaths by xenstored, and a server in our
+      // own domain dies with us.)
+      if (serverDomid !== self && serverDomid !== 0 && self !== 0) {
+        const written = await announcePresence(xenstore, self, serverDomid, path);
+        if (linkClosed) void written?.withdraw();
+        else presence = written;
+      }
+      const watched = await watchPeerDomain({
+        xenstore,
+        self,
+        peer: serverDomid,
+        check: link.checkPeer,
+        peerCheckInterval: checkInterval,
+        onGone: (error) => channel.peerDomainGone(error),
+      });
+      if (watched === 'gone') {
+        channel.destroy();
+        throw peerGoneError(serverDomid);
+      }
+      // A channel that failed while we waited has let go already: what came after goes now.
+      if (linkClosed) watched?.close();
+      else watch = watched;
+    } finally {
+      // Its 'error' may still be on its way (emitted on a later tick); nobody else will listen.
+      channel.off('error', onEarlyError);
+      if (failed || channel.errored) channel.on('error', () => {});
     }
+    if (failed || channel.errored) throw failed ?? channel.errored;
+    // Nothing to remove or watch: the connection is not needed any more.
+    if (!watch && !presence) closeOwnXenStore();
     return channel;
   } catch (error) {
-    if (!options.xenstore) xenstore.close();
+    if (!options.xenstore && !linkOwnsXenStore) xenstore.close();
     throw error;
   }
 }

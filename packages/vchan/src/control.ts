@@ -62,6 +62,14 @@ export class ControlPage {
   }
 
   /**
+   * Server only: marks the client slot as waiting after the client's whole domain died, which left
+   * its live byte at connected (no kernel ran its unmap notification). A dead domain writes no more.
+   */
+  forgetDeadClient(): void {
+    Atomics.store(this.bytes, ControlOffset.clientLive, LIVE_WAITING);
+  }
+
+  /**
    * Asks the peer to wake us for `bit`: set in the peer's notify byte. Atomics.or is a full
    * barrier, so the request is visible before the caller re-reads the indices.
    */

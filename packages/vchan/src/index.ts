@@ -5,6 +5,8 @@ export type { BackendOptions } from './options.js';
 export { createServerLink, connectClientLink, type ServerLink, type DeviceOptions } from './links.js';
 export { chooseOrders, type RingOrders } from './orders.js';
 export { conventionalPath } from './paths.js';
+export { presencePath } from './presence.js';
+export type { PeerDomainOptions } from './peer-domain.js';
 export type { VchanLink } from './link.js';
 export { MessageChannel, type MessageChannelOptions, type MessageSendOptions } from './framing.js';
 export { RpcPeer, RemoteError, jsonCodec, structuredCloneCodec, type Codec, type Handler, type RpcOptions, type CallOptions } from './rpc.js';

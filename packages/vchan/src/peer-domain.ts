@@ -25,8 +25,9 @@ export interface PeerDomainWatcher {
  * Starts noticing the peer domain's death: dom0 (and any domain xenstored answers about others)
  * watches `@releaseDomain`; an unprivileged domain runs `check` every `peerCheckInterval` ms and,
  * for a server whose client announced itself, watches the client's presence node (presence.ts).
- * Resolves with 'gone' when the peer domain is already gone, and with null when there is nothing
- * to watch: the peer is in our own domain, or is dom0 (when dom0 goes, so does everything else).
+ * Resolves with 'gone' when a privileged domain finds the peer domain already gone, and with null
+ * when there is nothing to watch: the peer is in our own domain, or is dom0 (when dom0 goes, so
+ * does everything else), or the checks are off and there is no presence node to watch.
  * Never rejects: a watch that cannot be had costs only the early notice, and says so in a warning.
  */
 export async function watchPeerDomain(options: {
@@ -49,17 +50,9 @@ export async function watchPeerDomain(options: {
     return null;
   }
   let told = false;
-  const gone = () => {
-    if (told) return;
-    told = true;
-    watcher.close();
-    onGone(peerGoneError(peer));
-  };
-  const stopChecks = check
-    ? checkPeerPeriodically(check, options.peerCheckInterval, gone, (error) => warnUnwatched(peer, `checking failed: ${error.message}`))
-    : () => {};
-  let presence: { close(): void } | null = null;
   let closed = false;
+  let stopChecks = () => {};
+  let presence: { close(): void } | null = null;
   const watcher = {
     close: () => {
       closed = true;
@@ -67,12 +60,37 @@ export async function watchPeerDomain(options: {
       presence?.close();
     },
   };
+  const gone = () => {
+    if (told || closed) return;
+    told = true;
+    watcher.close();
+    tellGone(onGone, peerGoneError(peer));
+  };
   if (options.presence) {
     // Only a quicker notice: without it the checks still find the death.
     presence = await watchPresence(xenstore, options.presence.path, options.presence.stillConnected, gone).catch(() => null);
-    if (closed) presence?.close();
+  }
+  // Started last: a caller that closed the watcher while we waited has let go of the handles the
+  // checks would use.
+  if (closed) presence?.close();
+  else if (check) {
+    stopChecks = checkPeerPeriodically(check, options.peerCheckInterval, gone, (error) => warnUnwatched(peer, `checking failed: ${error.message}`));
   }
   return watcher;
+}
+
+/**
+ * Runs `onGone`; what it throws (a user's listener, reached through the stream) becomes an uncaught
+ * exception, as a throwing listener does elsewhere, rather than an unhandled rejection or nothing.
+ */
+function tellGone(onGone: (error: XenVchanError) => void, error: XenVchanError): void {
+  try {
+    onGone(error);
+  } catch (thrown) {
+    queueMicrotask(() => {
+      throw thrown;
+    });
+  }
 }
 
 /** The peerCheckInterval option, checked. */
@@ -134,7 +152,7 @@ class PeerDomainWatch implements PeerDomainWatcher {
         if (await this.xenstore.isDomainIntroduced(this.peer)) continue;
         if (this.closed) return;
         this.close();
-        this.onGone(peerGoneError(this.peer));
+        tellGone(this.onGone, peerGoneError(this.peer));
         return;
       }
     } catch {

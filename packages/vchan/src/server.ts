@@ -73,6 +73,8 @@ export class VchanServer extends EventEmitter<ServerEvents> {
   /** Watches the connected client's domain (see watchPeerDomain); ends with the channel. */
   private clientWatch: Promise<PeerDomainWatcher | null> | null = null;
   private readonly peerCheckInterval: number;
+  /** The current client's whole domain was found gone: its live byte will never be cleared. */
+  private clientDomainGone = false;
   private readonly acceptTimeout: number;
   /** Runs while the server waits for a client, when acceptTimeout is set. */
   private acceptTimer: NodeJS.Timeout | undefined;
@@ -282,15 +284,27 @@ export class VchanServer extends EventEmitter<ServerEvents> {
         path: presencePath(this.options.domid, this.selfDomid, this.publishedPath),
         stillConnected: () => shared.link.control.peerLive === LIVE_CONNECTED,
       },
-      onGone: (error) => channel.peerDomainGone(error),
+      onGone: (error) => {
+        this.clientDomainGone = true;
+        channel.peerDomainGone(error);
+      },
     }).then((watch) => {
-      if (watch === 'gone') channel.peerDomainGone(peerGoneError(this.options.domid));
-      return watch === 'gone' ? null : watch;
+      if (watch !== 'gone') return watch;
+      this.clientDomainGone = true;
+      try {
+        channel.peerDomainGone(peerGoneError(this.options.domid));
+      } catch (thrown) {
+        // A user's listener threw: an uncaught exception, as anywhere else, not a rejection.
+        queueMicrotask(() => {
+          throw thrown;
+        });
+      }
+      return null;
     });
   }
 
   private unwatchClientDomain(): void {
-    void this.clientWatch?.then((watch) => watch?.close());
+    void this.clientWatch?.then((watch) => watch?.close()).catch(() => {});
     this.clientWatch = null;
   }
 
@@ -298,6 +312,8 @@ export class VchanServer extends EventEmitter<ServerEvents> {
     if (this.channel !== channel) return;
     this.channel = null;
     this.unwatchClientDomain();
+    const clientDomainGone = this.clientDomainGone;
+    this.clientDomainGone = false;
     if (persist && peerGone && this.state === 'connected') {
       // Only the client left: keep the pages, the port and the keys for the next one, but not
       // the bytes meant for or sent by the last one. (A client that connects in the very instant
@@ -306,7 +322,10 @@ export class VchanServer extends EventEmitter<ServerEvents> {
       const { link } = this.shared!;
       link.reader.forgetUnread();
       link.writer.forgetUnread();
-      link.control.reopenClientSlot();
+      // A client whose domain died left its live byte at connected: taken as is, it would be
+      // accepted again at once, and again, each channel failing as the last did.
+      if (clientDomainGone) link.control.forgetDeadClient();
+      else link.control.reopenClientSlot();
       this.startAcceptTimer();
       this.checkForClient();
       return;

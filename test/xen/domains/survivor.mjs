@@ -1,7 +1,10 @@
 // The end that survives when the peer's whole domain is destroyed mid-stream (test/xen/guests.test.ts
 // with two real guests, test/sim/peer-death.test.ts on the simulation).
 //
-//   node survivor.mjs server|client --peer DOMID --name NAME [--ring BYTES] [--timeout MS]
+//   node survivor.mjs server|client --peer DOMID --name NAME [--ring BYTES] [--timeout MS] [--check-interval MS]
+//
+// --check-interval is the channel's peerCheckInterval (0: no periodic checks, so an unprivileged
+// server can only notice through its client's presence node).
 //
 // Streams both ways (writes a pattern with backpressure, reads everything) until the channel
 // fails. Once it has received 4 MiB it writes `data/survivor/<name>` = "streaming" in its own
@@ -24,6 +27,7 @@ const { positionals, values } = parseArgs({
     name: { type: 'string', default: 'survivor' },
     ring: { type: 'string', default: String(2 ** 20) },
     timeout: { type: 'string', default: '120000' },
+    'check-interval': { type: 'string' },
   },
 });
 const role = positionals[0];
@@ -34,6 +38,7 @@ if ((role !== 'server' && role !== 'client') || values.peer === undefined) {
 const peer = Number(values.peer);
 const ring = Number(values.ring);
 const CHUNK = 64 * 1024;
+const checks = values['check-interval'] === undefined ? {} : { peerCheckInterval: Number(values['check-interval']) };
 
 /** Mappings of the grant devices (Xen) or of the simulation's page files in this process. */
 function deviceMappings() {
@@ -44,8 +49,8 @@ function deviceMappings() {
 }
 
 async function open() {
-  if (role === 'client') return connect({ domid: peer, name: values.name, timeout: Number(values.timeout) });
-  const server = createServer({ domid: peer, name: values.name, readMin: ring, writeMin: ring });
+  if (role === 'client') return connect({ domid: peer, name: values.name, timeout: Number(values.timeout), ...checks });
+  const server = createServer({ domid: peer, name: values.name, readMin: ring, writeMin: ring, ...checks });
   const accepted = once(server, 'channel');
   await server.listen();
   console.log(`LISTENING ${server.path}`);
