@@ -19,7 +19,7 @@ const BOTH_WAYS_BYTES = 16 * MiB;
 const GUEST_MIB = Number(process.env.XEN_VCHAN_GUEST_MIB ?? 448);
 /**
  * What the survivor may take at most to notice, from when the toolstack starts taking the peer's
- * domain apart (see removalOf); the time from the start of the `xl destroy` command is reported too.
+ * domain apart (the removal of its XenStore home); the time from the start of the `xl destroy` command is reported too.
  */
 const NOTICE_WITHIN_MS = 2000;
 
@@ -79,23 +79,22 @@ interface Survived {
 }
 
 /**
- * Resolves with Date.now() when `path` stops existing, seen through a dom0 watch (xenstored fires a
- * watch on the root of a removal). For a domain's home, that is libxl's first visible act of
- * `xl destroy`, just before it asks Xen to kill the domain; before it, the xl process starts and
- * tears down the devices, which under TCG takes a second or more that no survivor could see.
+ * Resolves with dom0's Date.now() when `path` first satisfies `holds` (its value, or null once it
+ * does not exist), seen through a dom0 watch. Times are taken on dom0's clock alone: under TCG a
+ * guest's clock can be seconds apart from dom0's.
  */
-async function removalOf(path: string): Promise<{ removedAt: Promise<number>; close: () => void }> {
+async function momentWhen(path: string, holds: (value: string | null) => boolean): Promise<{ at: Promise<number>; close: () => void }> {
   const xenstore = await openXenStore();
   const watch = await xenstore.watch(path);
-  const removedAt = (async () => {
+  const at = (async () => {
     for await (const _event of watch) {
-      const present = await xenstore.read(path).then(() => true, () => false);
-      if (!present) return Date.now();
+      const value = await xenstore.read(path).catch(() => null);
+      if (holds(value)) return Date.now();
     }
-    throw new Error(`the watch on ${path} ended before it was removed`);
+    throw new Error(`the watch on ${path} ended first`);
   })();
-  removedAt.catch(() => {});
-  return { removedAt, close: () => void watch.close().catch(() => {}).finally(() => xenstore.close()) };
+  at.catch(() => {});
+  return { at, close: () => void watch.close().catch(() => {}).finally(() => xenstore.close()) };
 }
 
 /**
@@ -113,23 +112,28 @@ async function destroyMidStream(survivor: Guest, victim: Guest, survivorRole: 's
   victim.spawn(victim.node('test/xen/domains/stream.mjs', victimArgs), { timeout: 300_000 });
   await until('the stream to run', () => exists(`/local/domain/${survivor.domid}/data/survivor/${name}`), 120_000);
 
-  const home = await removalOf(`/local/domain/${victim.domid}`);
+  // The victim's home going is libxl's first visible act of `xl destroy`, just before it asks Xen to
+  // kill the domain; before it, the xl process starts and takes the devices down, which under TCG
+  // takes a second or more that no survivor could see.
+  const home = await momentWhen(`/local/domain/${victim.domid}`, (value) => value === null);
+  const failure = await momentWhen(`/local/domain/${survivor.domid}/data/survivor/${name}`, (value) => value?.startsWith('failed') ?? false);
   const destroyedAt = Date.now();
   // Not execFileSync: dom0's watch on the home must be heard while xl runs.
   await promisify(execFile)('xl', ['destroy', String(victim.domid)]);
   const destroyReturned = Date.now();
   const outcome = resultOf<Survived>(await within(surviving.done, 30_000, `the ${survivorRole} surviving the destroy`), `the survivor (${survivorRole})`);
-  const homeRemovedAt = await within(home.removedAt, 10_000, `the removal of domain ${victim.domid}'s home`).finally(home.close);
+  const homeRemovedAt = await within(home.at, 10_000, `the removal of domain ${victim.domid}'s home`).finally(home.close);
+  const failedAt = await within(failure.at, 10_000, `the survivor's report of its failure`).finally(failure.close);
   // The survivor let go of the dead domain's pages, so Xen can finish destroying it.
   await waitUntilGone(victim.domid, 30_000);
   const goneAt = Date.now();
   await victim.destroy(); // gone already; this lets go of dom0's XenStore handle for it
   return {
     outcome,
-    /** From the moment the toolstack started taking the domain apart (see removalOf). */
-    noticedMs: outcome.failedAt - homeRemovedAt,
+    /** From the moment the toolstack started taking the domain apart (its home removed), on dom0's clock. */
+    noticedMs: failedAt - homeRemovedAt,
     /** From the start of the `xl destroy` command, its own start-up under TCG included. */
-    sinceCommandMs: outcome.failedAt - destroyedAt,
+    sinceCommandMs: failedAt - destroyedAt,
     homeRemovedMs: homeRemovedAt - destroyedAt,
     destroyMs: destroyReturned - destroyedAt,
     goneMs: goneAt - destroyedAt,

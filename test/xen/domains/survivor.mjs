@@ -8,9 +8,10 @@
 //
 // Streams both ways (writes a pattern with backpressure, reads everything) until the channel
 // fails. Once it has received 4 MiB it writes `data/survivor/<name>` = "streaming" in its own
-// XenStore home, so the test knows when to destroy the peer. When the channel fails it notes the
-// error and the wall-clock time (Date.now(): all domains share Xen's clock), waits for 'close', and
-// counts what the process still maps of the devices. Prints, last,
+// XenStore home, so the test knows when to destroy the peer, and the moment the channel fails it
+// writes "failed <code>" there, so the test times the failure on its own clock (guests' clocks can
+// be seconds apart from dom0's under emulation). Then it waits for 'close' and counts what the
+// process still maps of the devices. Prints, last,
 // `RESULT {"code","message","failedAt","received","mappingsWhileOpen","mappingsAfter"}` and then
 // leaves by itself: a process that does not exit still holds a handle, a port or a timer.
 import { once } from 'node:events';
@@ -60,30 +61,27 @@ async function open() {
 
 const channel = await open();
 console.log(`CONNECTED ${role}`);
+// Open before anything happens, so that the failure is reported without a connection's delay.
+const xenstore = await openXenStore();
+const progressNode = `/local/domain/${await xenstore.ownDomid()}/data/survivor/${values.name}`;
+const report = (value) => void xenstore.write(progressNode, value).catch((error) => console.log(`cannot write ${progressNode}: ${error.message}`));
 let received = 0;
 let announced = false;
 let failure = null;
 // Not events.once: that rejects on 'error', which is the outcome we wait for.
 const closed = new Promise((resolve) => channel.once('close', resolve));
-channel.on('error', (error) => {
-  failure ??= { code: error.code ?? null, message: error.message, failedAt: Date.now() };
-});
-channel.on('end', () => {
-  failure ??= { code: 'END', message: 'the peer ended the stream', failedAt: Date.now() };
-});
+const failed = (code, message) => {
+  if (failure) return;
+  failure = { code, message, failedAt: Date.now() };
+  report(`failed ${code}`);
+};
+channel.on('error', (error) => failed(error.code ?? null, error.message));
+channel.on('end', () => failed('END', 'the peer ended the stream'));
 channel.on('data', (piece) => {
   received += piece.length;
   if (!announced && received >= 4 * 2 ** 20) {
     announced = true;
-    void (async () => {
-      const xenstore = await openXenStore();
-      try {
-        const self = await xenstore.ownDomid();
-        await xenstore.write(`/local/domain/${self}/data/survivor/${values.name}`, 'streaming');
-      } finally {
-        xenstore.close();
-      }
-    })().catch((error) => console.log(`cannot announce: ${error.message}`));
+    report('streaming');
   }
 });
 const mappingsWhileOpen = deviceMappings();
@@ -97,5 +95,8 @@ while (!channel.destroyed && !channel.writableEnded) {
   }
 }
 await closed;
+// The last write goes out before the connection closes.
+await xenstore.read(progressNode).catch(() => {});
+xenstore.close();
 const result = { ...failure, received, sent, mappingsWhileOpen, mappingsAfter: deviceMappings() };
 console.log(`RESULT ${JSON.stringify(result)}`);
