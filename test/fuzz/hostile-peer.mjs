@@ -10,13 +10,31 @@ import { random } from '../support/stream-data.mjs';
 import { serveCommands } from '../support/agent-loop.mjs';
 
 const simDomid = Number(process.env.XEN_VCHAN_SIM_DOMID ?? 0);
+/** @type {import('@xen-vchan/vchan').VchanLink | null} */
 let link = null;
-/** What this peer published as a server, removed again on close (a domain's XenStore quota is finite). */
+/**
+ * What this peer published as a server, removed again on close (a domain's XenStore quota is finite).
+ * @type {string | null}
+ */
 let published = null;
 
 const OFFSET = { leftCons: 0, leftProd: 4, rightCons: 8, rightProd: 12, leftOrder: 16, rightOrder: 18, clientLive: 20, serverLive: 21, clientNotify: 22, serverNotify: 23 };
+/** @typedef {keyof typeof OFFSET} Field */
+/** @type {(Field | 'grant')[]} */
+const FIELDS = ['leftCons', 'leftProd', 'rightCons', 'rightProd', 'leftOrder', 'rightOrder', 'clientLive', 'serverLive', 'clientNotify', 'serverNotify', 'grant'];
 
-/** Values that break ring arithmetic in different ways. */
+/** The link the scribbling commands work on: connectTo or serve must have made one. */
+function connected() {
+  if (!link) throw new Error('no link: connectTo or serve first');
+  return link;
+}
+
+/**
+ * Values that break ring arithmetic in different ways.
+ * @param {() => number} next
+ * @param {number} current
+ * @param {number} size
+ */
 function nastyIndex(next, current, size) {
   switch (next() % 7) {
     case 0: return (current + size + 1 + (next() % 1000)) >>> 0; // more than the ring holds
@@ -30,7 +48,10 @@ function nastyIndex(next, current, size) {
 }
 
 const commands = {
-  /** Be the client of our side's server; then scribble. */
+  /**
+   * Be the client of our side's server; then scribble.
+   * @param {{ serverDomid: number; name: string }} args
+   */
   connectTo: async ({ serverDomid, name }) => {
     const xenstore = await openXenStore({ domid: simDomid });
     const path = `/local/domain/${serverDomid}/data/vchan/${simDomid}/${name}`;
@@ -40,12 +61,16 @@ const commands = {
     link = connectClientLink({ serverDomid, ringRef, port, devices: { domid: simDomid } });
     return { side: 'client', readSize: link.reader.size, writeSize: link.writer.size };
   },
-  /** Be a server for our side's client to connect to; publish normally or with garbage. */
+  /**
+   * Be a server for our side's client to connect to; publish normally or with garbage.
+   * @param {{ clientDomid: number; name: string; leftMin: number; rightMin: number; garbage?: { ringRef?: string; port?: string } }} args
+   */
   serve: async ({ clientDomid, name, leftMin, rightMin, garbage }) => {
     const shared = createServerLink({ clientDomid, leftMin, rightMin, devices: { domid: simDomid } });
     link = shared.link;
     const xenstore = await openXenStore({ domid: simDomid });
     const path = `/local/domain/${simDomid}/data/vchan/${clientDomid}/${name}`;
+    /** @type {import('@xen-vchan/xenstore').Permission[]} */
     const perms = [{ domid: simDomid, access: 'none' }, { domid: clientDomid, access: 'read' }];
     const ringRef = garbage?.ringRef ?? String(shared.ringRef);
     const port = garbage?.port ?? String(shared.port);
@@ -59,18 +84,25 @@ const commands = {
     published = path;
     return { side: 'server', readSize: link.reader.size, writeSize: link.writer.size };
   },
-  /** Writes `count` seeded scribbles, one event each; returns what was written. */
+  /**
+   * Writes `count` seeded scribbles, one event each; returns what was written.
+   * @param {{ seed: number; count: number; gapMs?: number }} args
+   */
   scribble: async ({ seed, count, gapMs }) => {
     const next = random(seed);
-    const page = link.control.buffer;
+    const page = connected().control.buffer;
     const words = new Int32Array(page, 0, 6);
     const halves = new Uint16Array(page, 0, 12);
     const bytes = new Uint8Array(page, 0, 24);
+    /** @type {{ field: Field | 'grant'; value: number }[]} */
     const log = [];
     for (let i = 0; i < count && link; i++) {
-      const field = ['leftCons', 'leftProd', 'rightCons', 'rightProd', 'leftOrder', 'rightOrder', 'clientLive', 'serverLive', 'clientNotify', 'serverNotify', 'grant'][next() % 11];
+      const field = FIELDS[next() % 11];
       let value;
-      if (field.endsWith('Cons') || field.endsWith('Prod')) {
+      if (field === 'grant') {
+        value = next();
+        new Int32Array(page)[6 + (next() % 8)] = value | 0;
+      } else if (field.endsWith('Cons') || field.endsWith('Prod')) {
         const index = OFFSET[field] / 4;
         const size = field.startsWith('left') ? (link.side === 'client' ? link.writer.size : link.reader.size) : (link.side === 'client' ? link.reader.size : link.writer.size);
         value = nastyIndex(next, Atomics.load(words, index) >>> 0, size);
@@ -78,9 +110,6 @@ const commands = {
       } else if (field.endsWith('Order')) {
         value = next() % 40;
         Atomics.store(halves, OFFSET[field] / 2, value);
-      } else if (field === 'grant') {
-        value = next();
-        new Int32Array(page)[6 + (next() % 8)] = value | 0;
       } else {
         value = next() % 8 === 0 ? next() & 0xff : next() % 4;
         Atomics.store(bytes, OFFSET[field], value);
@@ -99,6 +128,7 @@ const commands = {
    * Plays a client that never finishes connecting: maps page 0 and binds the port as a client
    * would, then writes seeded nonsense into cli_live, the notify bytes and the indices, poking the
    * port each time, while the server waits for a real client. Lets go of everything at the end.
+   * @param {{ serverDomid: number; name: string; seed: number; count: number; gapMs?: number }} args
    */
   lurk: async ({ serverDomid, name, seed, count, gapMs }) => {
     const next = random(seed);
@@ -134,6 +164,7 @@ const commands = {
   /**
    * For `ms`, keeps the ring it writes full and consumes everything in the ring it reads, poking
    * the port all the time: a peer that refills as fast as our side can take, while our side ends.
+   * @param {{ ms: number }} args
    */
   flood: async ({ ms }) => {
     const block = Buffer.alloc(1 << 20, 0x6b);
@@ -155,10 +186,14 @@ const commands = {
     }
     return { written };
   },
-  /** Writes one byte field and pokes the event channel. */
+  /**
+   * Writes one byte field and pokes the event channel.
+   * @param {{ field: Field; value: number }} args
+   */
   scribbleField: ({ field, value }) => {
-    new Uint8Array(link.control.buffer)[OFFSET[field]] = value;
-    link.events.notify(link.port);
+    const current = connected();
+    new Uint8Array(current.control.buffer)[OFFSET[field]] = value;
+    current.events.notify(current.port);
   },
   close: async () => {
     link?.close(false);

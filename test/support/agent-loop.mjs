@@ -1,12 +1,23 @@
 // The IPC side of every peer process: runs the command the test process names, with its
 // arguments, and sends back the result or the error (message and code).
+//
+// Each command states the arguments it takes; they arrive as the test process sent them (see
+// Peer.call in peer.mjs), which is where the arguments are taken on trust.
+/** @typedef {{ seq: number; command: string; args?: Record<string, unknown> }} AgentCall */
+
+/**
+ * @param {Record<string, (args: never) => unknown>} commands
+ */
 export function serveCommands(commands) {
-  process.on('message', async ({ seq, command, args }) => {
+  const send = process.send?.bind(process);
+  if (!send) throw new Error('an agent needs an IPC channel: start it with Peer.start (peer.mjs)');
+  process.on('message', async (/** @type {AgentCall} */ { seq, command, args }) => {
     try {
-      process.send({ seq, result: await commands[command](args ?? {}) });
+      send({ seq, result: await commands[command](/** @type {never} */ (args ?? {})) });
     } catch (error) {
-      process.send({ seq, error: { message: error.message, code: error.code } });
+      const { message, code } = /** @type {NodeJS.ErrnoException} */ (error);
+      send({ seq, error: { message, code } });
     }
   });
-  process.send({ ready: true });
+  send({ ready: true });
 }

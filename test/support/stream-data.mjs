@@ -2,7 +2,11 @@
 // so a receiver can check what arrived without the data ever crossing outside the channel.
 import { createHash } from 'node:crypto';
 
-/** xorshift32: small, fast, and the same in every process. */
+/**
+ * xorshift32: small, fast, and the same in every process.
+ * @param {number} seed
+ * @returns {() => number} the next unsigned 32-bit value on each call
+ */
 export function random(seed) {
   let state = seed >>> 0 || 0x9e3779b9;
   return () => {
@@ -16,7 +20,12 @@ export function random(seed) {
 }
 
 
-/** Writes `total` bytes in chunks of 1..maxChunk bytes, honouring backpressure; returns the sha256. */
+/**
+ * Writes `total` bytes in chunks of 1..maxChunk bytes, honouring backpressure; returns the sha256.
+ * @param {import('node:stream').Writable} stream
+ * @param {{ total: number; seed: number; maxChunk: number }} spec
+ * @returns {Promise<string>}
+ */
 export async function sendSeeded(stream, { total, seed, maxChunk }) {
   const next = random(seed);
   const hash = createHash('sha256');
@@ -31,7 +40,7 @@ export async function sendSeeded(stream, { total, seed, maxChunk }) {
       await new Promise((resolve, reject) => {
         const onDrain = () => {
           stream.off('close', onClose);
-          resolve();
+          resolve(undefined);
         };
         const onClose = () => {
           stream.off('drain', onDrain);
@@ -45,7 +54,11 @@ export async function sendSeeded(stream, { total, seed, maxChunk }) {
   return hash.digest('hex');
 }
 
-/** Reads until 'end'; returns the byte count and sha256. */
+/**
+ * Reads until 'end'; returns the byte count and sha256.
+ * @param {AsyncIterable<Buffer>} stream
+ * @returns {Promise<{ bytes: number; sha256: string }>}
+ */
 export async function receiveAll(stream) {
   const hash = createHash('sha256');
   let bytes = 0;
@@ -56,12 +69,17 @@ export async function receiveAll(stream) {
   return { bytes, sha256: hash.digest('hex') };
 }
 
-/** Reads exactly `expected` bytes (the channel stays open, for the other direction); returns count and sha256. */
+/**
+ * Reads exactly `expected` bytes (the channel stays open, for the other direction); returns count and sha256.
+ * @param {import('node:stream').Readable} stream
+ * @param {number} expected
+ * @returns {Promise<{ bytes: number; sha256: string }>}
+ */
 export function receiveCount(stream, expected) {
   const hash = createHash('sha256');
   let bytes = 0;
   return new Promise((resolve, reject) => {
-    const onData = (chunk) => {
+    const onData = (/** @type {Buffer} */ chunk) => {
       hash.update(chunk);
       bytes += chunk.length;
       if (bytes >= expected) finish();
