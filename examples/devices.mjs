@@ -13,12 +13,23 @@ const ALIVE = 256; // domain 2 keeps this byte at 1 while it has the page mapped
 const onXen = process.env.XEN_VCHAN_BACKEND === 'xen';
 const [FIRST, SECOND] = onXen ? [0, 0] : [1, 2];
 
+/** @typedef {import('@xen-vchan/evtchn').EventChannel} EventChannel */
+
+/**
+ * @param {Uint8Array} page
+ * @param {string} text
+ */
 const writeText = (page, text) => {
   page.fill(0, MESSAGE, MESSAGE + 256);
   new TextEncoder().encodeInto(text, page.subarray(MESSAGE, MESSAGE + 255));
 };
-const readText = (page) => new TextDecoder().decode(page.subarray(MESSAGE, page.indexOf(0, MESSAGE)));
-const log = (domain, text) => console.log(`[domain ${domain}] ${text}`);
+const readText = (/** @type {Uint8Array} */ page) => new TextDecoder().decode(page.subarray(MESSAGE, page.indexOf(0, MESSAGE)));
+const log = (/** @type {number} */ domain, /** @type {string} */ text) => console.log(`[domain ${domain}] ${text}`);
+/**
+ * @param {EventChannel} channel
+ * @param {number} port
+ * @returns {Promise<void>}
+ */
 const nextEvent = (channel, port) => new Promise((resolve) => channel.on('event', function onEvent(got) {
   if (got !== port) return;
   channel.off('event', onEvent);
@@ -57,6 +68,10 @@ async function firstDomain() {
   process.exitCode = ok ? 0 : 1;
 }
 
+/**
+ * @param {number} ref
+ * @param {number} remotePort
+ */
 async function secondDomain(ref, remotePort) {
   const events = openEventChannel({ domid: SECOND });
   const gntdev = openGntdev({ domid: SECOND });

@@ -13,16 +13,24 @@ const onXen = process.env.XEN_VCHAN_BACKEND === 'xen';
 const [SERVER, CLIENT] = onXen ? [0, 0] : [1, 2];
 const NAME = `pipe-${process.pid}`;
 
+/** @param {string} text */
 function parseSize(text) {
   const match = /^(\d+(?:\.\d+)?)\s*(|B|KiB|MiB|GiB|K|M|G)$/i.exec(text);
   if (!match) throw new Error(`not a size: ${text} (try 1GiB, 64KiB, 4096)`);
-  const unit = { '': 1, b: 1, kib: 1024, k: 1024, mib: 2 ** 20, m: 2 ** 20, gib: 2 ** 30, g: 2 ** 30 }[match[2].toLowerCase()];
+  /** @type {Record<string, number>} */
+  const units = { '': 1, b: 1, kib: 1024, k: 1024, mib: 2 ** 20, m: 2 ** 20, gib: 2 ** 30, g: 2 ** 30 };
+  const unit = units[match[2].toLowerCase()];
   return Math.round(Number(match[1]) * unit);
 }
 
-const format = (bytes) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
+const format = (/** @type {number} */ bytes) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
 
+/**
+ * @param {number} server
+ * @param {string} name
+ */
 async function reader(server, name) {
+  if (!process.send) throw new Error('--reader is the half of this example that the writer forks: run it without arguments');
   const channel = await connect({ domid: server, name, simDomid: CLIENT });
   const hash = createHash('sha256');
   let bytes = 0;
@@ -34,15 +42,18 @@ async function reader(server, name) {
   process.send({ bytes, sha256: hash.digest('hex'), seconds: (performance.now() - started) / 1000 });
 }
 
+/** @param {{ bytes: number; chunk: number; ring: number }} options */
 async function writer({ bytes, chunk, ring }) {
   const block = randomBytes(Math.max(chunk, 1 << 20));
   const hash = createHash('sha256');
   const server = createServer({ domid: CLIENT, name: NAME, readMin: 4096, writeMin: ring, simDomid: SERVER });
+  /** @type {Promise<import('@xen-vchan/vchan').Vchan>} */
   const connected = new Promise((resolve) => server.once('channel', resolve));
   await server.listen();
   const child = fork(new URL(import.meta.url), ['--reader', String(SERVER), NAME], {
     env: { ...process.env, XEN_VCHAN_SIM_DOMID: String(CLIENT) },
   });
+  /** @type {Promise<{ bytes: number; sha256: string; seconds: number }>} */
   const report = new Promise((resolve, reject) => {
     child.once('message', resolve);
     child.once('exit', (code) => reject(new Error(`the reading domain exited with ${code} before reporting`)));

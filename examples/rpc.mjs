@@ -37,7 +37,9 @@ const [SERVICE, CALLER] = !onXen
       : [0, 0];
 const NAME = values.name ?? (role === 'both' ? `kv-${process.pid}` : 'kv');
 
+/** @param {{ forkCaller: boolean }} options */
 async function service({ forkCaller }) {
+  /** @type {Map<string, unknown>} */
   const store = new Map();
   const server = createServer({ domid: CALLER, name: NAME, simDomid: SERVICE }, (channel) => {
     new RpcPeer(channel, {
@@ -59,18 +61,20 @@ async function service({ forkCaller }) {
   console.log(`[domain ${SERVICE}] serving "${NAME}" at ${server.path}`);
   if (!forkCaller) {
     // Without persist the server closes with its one channel, once the caller has gone.
-    await new Promise((resolve) => server.once('close', resolve));
+    await new Promise((resolve) => server.once('close', () => resolve(undefined)));
     return;
   }
   const caller = fork(new URL(import.meta.url), ['caller', '--name', NAME], { env: { ...process.env, XEN_VCHAN_SIM_DOMID: String(CALLER) } });
+  /** @type {number | null} */
   const code = await new Promise((resolve) => caller.on('exit', resolve));
   await server.close();
-  process.exitCode = code;
+  process.exitCode = code ?? 1; // null: the caller was killed by a signal
 }
 
+/** @param {string} name */
 async function caller(name) {
   const rpc = new RpcPeer(await connect({ domid: SERVICE, name, simDomid: CALLER, timeout: 60_000 }));
-  const log = (text) => console.log(`[domain ${CALLER}] ${text}`);
+  const log = (/** @type {string} */ text) => console.log(`[domain ${CALLER}] ${text}`);
   await Promise.all([rpc.call('set', { key: 'colour', value: 'teal' }), rpc.call('set', { key: 'size', value: 42 })]);
   log(`keys: ${JSON.stringify(await rpc.call('keys'))}`);
   log(`get colour: ${await rpc.call('get', { key: 'colour' })}`);

@@ -15,9 +15,17 @@
 import { performance } from 'node:perf_hooks';
 import { connect, createServer } from '@xen-vchan/vchan';
 
+/** @typedef {import('@xen-vchan/vchan').Vchan} Vchan */
+/** @typedef {{ domid: number; name: string; ring: number; bytes: number; seed: number; writeChunk: number }} SendRequest */
+/** @typedef {{ domid: number; name: string; bytes: number; seed: number; timeout?: number }} RecvRequest */
+/** @typedef {{ id: number } & (({ op: 'send' } & SendRequest) | ({ op: 'recv' } & RecvRequest) | { op: 'exit' })} Request */
+
 export const PATTERN_SIZE = 1048573;
 
-/** The pattern twice over: any window of up to PATTERN_SIZE bytes is contiguous. */
+/**
+ * The pattern twice over: any window of up to PATTERN_SIZE bytes is contiguous.
+ * @param {number} seed
+ */
 export function makePattern(seed) {
   const pattern = Buffer.allocUnsafe(2 * PATTERN_SIZE);
   let x = seed >>> 0 || 0x9e3779b9;
@@ -33,14 +41,23 @@ export function makePattern(seed) {
   return pattern;
 }
 
+/** @type {Map<number, Buffer>} */
 const patterns = new Map();
+/** @param {number} seed */
 function patternFor(seed) {
-  if (!patterns.has(seed)) patterns.set(seed, makePattern(seed));
-  return patterns.get(seed);
+  let pattern = patterns.get(seed);
+  if (!pattern) patterns.set(seed, (pattern = makePattern(seed)));
+  return pattern;
 }
 
+/**
+ * @param {NodeJS.EventEmitter} emitter
+ * @param {string} event
+ * @returns {Promise<void>}
+ */
 function waitFor(emitter, event) {
   return new Promise((resolve, reject) => {
+    /** @param {Error} [error] */
     const done = (error) => {
       emitter.off(event, onEvent);
       emitter.off('close', onClose);
@@ -50,32 +67,40 @@ function waitFor(emitter, event) {
     };
     const onEvent = () => done();
     const onClose = () => done(event === 'close' ? undefined : new Error(`the vchan closed while waiting for '${event}'`));
-    const onError = (error) => done(error);
+    const onError = (/** @type {Error} */ error) => done(error);
     emitter.on(event, onEvent);
     emitter.on('close', onClose);
     emitter.on('error', onError);
   });
 }
 
-/** Serves one client, writes `bytes` pattern bytes, waits for the client to close. */
+/**
+ * Serves one client, writes `bytes` pattern bytes, waits for the client to close.
+ * @param {SendRequest} request
+ * @param {(listening: { path: string | null; address: ReturnType<import('@xen-vchan/vchan').VchanServer['address']> }) => void} listening
+ */
 async function send({ domid, name, ring, bytes, seed, writeChunk }, listening) {
   if (writeChunk > PATTERN_SIZE) throw new Error(`writeChunk must be at most ${PATTERN_SIZE}`);
   const pattern = patternFor(seed);
   const server = createServer({ domid, name, readMin: ring, writeMin: ring });
   try {
+    /** @type {Promise<Vchan>} */
     const accepted = new Promise((resolve) => server.once('channel', resolve));
     await server.listen();
     listening({ path: server.path, address: server.address() });
     const channel = await accepted;
     const rings = { readRing: channel.readRingSize, writeRing: channel.writeRingSize };
     const closed = new Promise((resolve) => channel.once('close', resolve));
-    let error = null;
+    // Set by the listener: typed as what it may leave, not as the null it starts as.
+    let error = /** @type {Error | null} */ (null);
     channel.on('error', (failure) => (error ??= failure));
     // Reading nothing, but flowing: the peer's close then ends the stream and closes it.
     channel.resume();
     const startedAt = performance.now();
+    /** @type {(failure?: Error | null) => void} */
     let onLastWrite = () => {};
     let sent = 0;
+    /** @type {Promise<void>} */
     let lastWrite = Promise.resolve();
     while (sent < bytes) {
       const size = Math.min(writeChunk, bytes - sent);
@@ -107,7 +132,10 @@ async function send({ domid, name, ring, bytes, seed, writeChunk }, listening) {
   }
 }
 
-/** Connects, reads `bytes` bytes and checks them against the pattern, then closes. */
+/**
+ * Connects, reads `bytes` bytes and checks them against the pattern, then closes.
+ * @param {RecvRequest} request
+ */
 async function recv({ domid, name, bytes, seed, timeout = 30_000 }) {
   const pattern = patternFor(seed);
   const channel = await connect({ domid, name, timeout });
@@ -119,8 +147,9 @@ async function recv({ domid, name, bytes, seed, timeout = 30_000 }) {
   let firstRead = 0;
   let firstAt = 0;
   let lastAt = 0;
+  /** @type {'complete' | 'ended early'} */
   const outcome = await new Promise((resolve, reject) => {
-    const onData = (chunk) => {
+    const onData = (/** @type {Buffer} */ chunk) => {
       const now = performance.now();
       if (reads++ === 0) {
         firstAt = now;
@@ -174,16 +203,16 @@ async function recv({ domid, name, bytes, seed, timeout = 30_000 }) {
 }
 
 if (process.send) {
-  const reply = (message) => process.send(message);
-  process.on('message', (request) => {
+  const reply = process.send.bind(process);
+  process.on('message', (/** @type {Request} */ request) => {
     const { id, op } = request;
-    const fail = (error) => reply({ id, error: { message: error?.stack ?? String(error), code: error?.code } });
-    if (op === 'exit') {
+    const fail = (/** @type {NodeJS.ErrnoException | undefined} */ error) => reply({ id, error: { message: error?.stack ?? String(error), code: error?.code } });
+    if (request.op === 'exit') {
       reply({ id, result: 'bye' });
       setImmediate(() => process.exit(0));
-    } else if (op === 'send') {
+    } else if (request.op === 'send') {
       send(request, (listening) => reply({ id, listening })).then((result) => reply({ id, result }), fail);
-    } else if (op === 'recv') {
+    } else if (request.op === 'recv') {
       recv(request).then((result) => reply({ id, result }), fail);
     } else {
       fail(new Error(`unknown op ${op}`));

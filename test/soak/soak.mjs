@@ -11,6 +11,11 @@ import { SimConnection } from '@xen-vchan/sim';
 import { Peer } from '../support/peer.mjs';
 import { random, receiveCount, sendSeeded } from '../support/stream-data.mjs';
 
+/** @typedef {Awaited<ReturnType<typeof receiveCount>>} Received what the peer's receiveCount answers */
+
+/**
+ * @param {{ cycles: number; seed: number; log?: (line: string) => void }} options
+ */
 export async function soak({ cycles, seed, log = () => {} }) {
   const [SELF, PEER] = [1, 2];
   const next = random(seed);
@@ -28,10 +33,11 @@ export async function soak({ cycles, seed, log = () => {} }) {
       handles: status.clients.reduce((sum, client) => sum + client.handles, 0),
     };
   };
-  const cycle = async (index) => {
+  const cycle = async (/** @type {number} */ index) => {
     const name = `soak-${index}`;
     const sizes = [0, 4096, 65536, 1 << 20];
     const server = createServer({ domid: PEER, name, simDomid: SELF, readMin: sizes[next() % 4], writeMin: sizes[next() % 4] });
+    /** @type {Promise<import('@xen-vchan/vchan').Vchan>} */
     const connected = new Promise((resolve) => server.once('channel', resolve));
     await server.listen();
     const id = await peer.call('connect', { domid: SELF, name });
@@ -40,15 +46,15 @@ export async function soak({ cycles, seed, log = () => {} }) {
     const up = next() % 200_000;
     const [sentDown, gotDown, sentUp, gotUp] = await Promise.all([
       sendSeeded(channel, { total: down, seed: index * 2 + 1, maxChunk: 1 + (next() % 70_000) }),
-      peer.call('receiveCount', { id, bytes: down }),
-      peer.call('send', { id, total: up, seed: index * 2 + 2, maxChunk: 1 + (next() % 70_000), end: false }),
+      /** @type {Promise<Received>} */ (peer.call('receiveCount', { id, bytes: down })),
+      /** @type {Promise<string>} */ (peer.call('send', { id, total: up, seed: index * 2 + 2, maxChunk: 1 + (next() % 70_000), end: false })),
       receiveCount(channel, up),
     ]);
     if (gotDown.bytes !== down || gotDown.sha256 !== sentDown || gotUp.bytes !== up || gotUp.sha256 !== sentUp) {
       throw new Error(`cycle ${index}: the data did not arrive intact`);
     }
     await peer.call('end', { id });
-    await new Promise((resolve) => (channel.closed ? resolve() : channel.once('close', resolve)));
+    await new Promise((resolve) => (channel.closed ? resolve(undefined) : channel.once('close', resolve)));
     await server.close();
   };
   // A few cycles first, so lazily created things (tables, caches, JIT) are in the baseline.

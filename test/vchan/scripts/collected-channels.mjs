@@ -4,6 +4,8 @@ import { readdirSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openEventChannel } from '@xen-vchan/evtchn';
 
+const { gc } = globalThis;
+if (!gc) throw new Error('run with --expose-gc');
 const openFds = () => readdirSync('/proc/self/fd').length;
 const domid = process.env.XEN_VCHAN_BACKEND === 'xen' ? undefined : 1;
 const remote = domid === undefined ? 0 : 2;
@@ -17,7 +19,7 @@ for (let round = 0; round < 50; round++) {
 }
 const leaked = openFds() - before;
 for (let round = 0; round < 20 && openFds() - before > 2; round++) {
-  globalThis.gc();
+  gc();
   await sleep(20);
 }
 console.log(JSON.stringify({ leaked, afterCollection: openFds() - before }));

@@ -4,15 +4,16 @@
 import { openEventChannel } from '@xen-vchan/evtchn';
 import { connect, connectClientLink, createServer, createServerLink, Vchan } from '@xen-vchan/vchan';
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const sleep = (/** @type {number} */ ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // On the simulation this process plays domains 1 and 2; under the Xen harness it is dom0, which
 // may offer ports to itself and bind them.
 const xen = process.env.XEN_VCHAN_BACKEND === 'xen';
 const [ONE, TWO] = xen ? [0, 0] : [1, 2];
-const as = (domid) => (xen ? {} : { domid });
-const simAs = (domid) => (xen ? {} : { simDomid: domid });
+const as = (/** @type {number} */ domid) => (xen ? {} : { domid });
+const simAs = (/** @type {number} */ domid) => (xen ? {} : { simDomid: domid });
 /** Time for events to arrive: emulated Xen is much slower. */
 const SETTLE_MS = xen ? 1000 : 100;
+/** @type {string[]} */
 const uncaught = [];
 process.on('uncaughtException', (error) => uncaught.push(error.message));
 
@@ -49,11 +50,12 @@ b.notify(secondPeer);
 await sleep(SETTLE_MS);
 seen.afterwards = seen.second;
 // An addon call that fails for its own reason reports its own error, not the old exception.
+/** @type {string | null | undefined} */
 let ownError = null;
 try {
   c.unbind(other + 1000);
 } catch (error) {
-  ownError = error.code;
+  ownError = /** @type {NodeJS.ErrnoException} */ (error).code;
 }
 for (const handle of [a, b, c, d]) handle.close();
 
@@ -62,8 +64,9 @@ const shared = createServerLink({ clientDomid: TWO, leftMin: 4096, rightMin: 409
 const clientLink = connectClientLink({ serverDomid: ONE, ringRef: shared.ringRef, port: shared.port, devices: as(TWO) });
 const server = new Vchan(shared.link);
 const client = new Vchan(clientLink);
+/** @type {string[]} */
 const chunks = [];
-server.on('data', (chunk) => {
+server.on('data', (/** @type {Buffer} */ chunk) => {
   chunks.push(chunk.toString());
   if (chunks.length === 1) throw new Error('data listener threw');
 });

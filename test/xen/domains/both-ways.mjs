@@ -14,6 +14,8 @@ import { parseArgs } from 'node:util';
 import { connect, createServer } from '@xen-vchan/vchan';
 import { makePattern, PATTERN_SIZE } from '../../interop/bulk-node.mjs';
 
+/** @typedef {import('@xen-vchan/vchan').Vchan} Vchan */
+
 const { positionals, values } = parseArgs({
   allowPositionals: true,
   options: {
@@ -35,16 +37,18 @@ const total = Number(values.bytes);
 const ring = Number(values.ring);
 const CHUNK = 64 * 1024;
 
+/** @returns {Promise<Vchan>} */
 async function open() {
   if (role === 'client') return connect({ domid: peer, name: values.name, timeout: Number(values.timeout) });
   const server = createServer({ domid: peer, name: values.name, readMin: ring, writeMin: ring });
-  const accepted = once(server, 'channel');
+  /** @type {Promise<Vchan>} */
+  const accepted = new Promise((resolve, reject) => server.once('channel', resolve).once('error', reject));
   await server.listen();
   console.log(`LISTENING ${server.path}`);
-  const [channel] = await accepted;
-  return channel;
+  return accepted;
 }
 
+/** @param {Vchan} channel */
 async function send(channel) {
   const pattern = makePattern(Number(values.seed));
   const hash = createHash('sha256');
@@ -59,23 +63,24 @@ async function send(channel) {
   return { bytes: sent, sha256: hash.digest('hex') };
 }
 
+/** @param {Vchan} channel */
 async function receive(channel) {
   const hash = createHash('sha256');
   let received = 0;
   await new Promise((resolve, reject) => {
-    const onData = (piece) => {
+    const onData = (/** @type {Buffer} */ piece) => {
       const wanted = piece.subarray(0, total - received);
       hash.update(wanted);
       received += wanted.length;
       if (received === total) {
         channel.off('data', onData);
         channel.pause();
-        resolve();
+        resolve(undefined);
       }
     };
     channel.on('data', onData);
     channel.once('error', reject);
-    channel.once('end', () => (received === total ? resolve() : reject(new Error(`the peer ended after ${received} of ${total} bytes`))));
+    channel.once('end', () => (received === total ? resolve(undefined) : reject(new Error(`the peer ended after ${received} of ${total} bytes`))));
   });
   return { bytes: received, sha256: hash.digest('hex') };
 }

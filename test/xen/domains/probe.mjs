@@ -9,6 +9,14 @@ import { openEventChannel } from '@xen-vchan/evtchn';
 import { openGntdev } from '@xen-vchan/gntdev';
 import { openXenStore } from '@xen-vchan/xenstore';
 
+/**
+ * One attempt, as the test passes it.
+ * @typedef {{ op: 'map'; domid: number; ref: number }
+ *   | { op: 'read'; path: string }
+ *   | { op: 'bind'; domid: number; port: number }} Attempt
+ */
+
+/** @type {Attempt[]} */
 const attempts = JSON.parse(process.argv[2] ?? '[]');
 const outcomes = [];
 for (const attempt of attempts) {
@@ -37,10 +45,11 @@ for (const attempt of attempts) {
         events.close();
       }
     } else {
-      throw new Error(`unknown op ${attempt.op}`);
+      throw new Error(`unknown op ${/** @type {{ op: unknown }} */ (attempt).op}`);
     }
   } catch (error) {
-    outcomes.push({ ...attempt, ok: false, code: error.code ?? null, message: error.message });
+    const { code, message } = /** @type {NodeJS.ErrnoException} */ (error);
+    outcomes.push({ ...attempt, ok: false, code: code ?? null, message });
   }
 }
 console.log(`RESULT ${JSON.stringify(outcomes)}`);

@@ -12,12 +12,17 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({ options: { domain: { type: 'string' }, path: { type: 'string' }, bytes: { type: 'string', default: '262144' } } });
+if (values.domain === undefined || values.path === undefined) {
+  console.error('usage: proxy-client.mjs --domain DOMID --path XENSTORE_PATH [--bytes N]');
+  process.exit(2);
+}
 const total = Number(values.bytes);
 const socketPath = `/tmp/vchan-proxy-${process.pid}.sock`;
 const vchanBin = join(import.meta.dirname, '../../../packages/vchan/bin/vchan.js');
 const proxy = spawn(process.execPath, [vchanBin, 'proxy', '--role', 'client', '--domain', values.domain, '--path', values.path, '--unix', socketPath, '--listen', '--once'], {
   stdio: ['ignore', 'inherit', 'inherit'],
 });
+/** @type {Promise<number | NodeJS.Signals | null>} */
 const proxyExit = new Promise((resolve) => proxy.on('exit', (code, signal) => resolve(signal ?? code)));
 
 let proxyGone = false;
@@ -37,13 +42,14 @@ for (let i = 0; i < total; i++) data[i] = (i * 2654435761) >>> 24;
 const sentHash = createHash('sha256').update(data).digest('hex');
 const echoedHash = createHash('sha256');
 let echoed = 0;
+/** @type {Promise<void>} */
 const allBack = new Promise((resolve) => {
   socket.on('data', (piece) => {
     echoedHash.update(piece);
     echoed += piece.length;
     if (echoed >= total) resolve();
   });
-  socket.on('close', resolve);
+  socket.on('close', () => resolve());
 });
 socket.write(data);
 await allBack;

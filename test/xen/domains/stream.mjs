@@ -15,6 +15,8 @@ import { parseArgs } from 'node:util';
 import { connect, createServer } from '@xen-vchan/vchan';
 import { makePattern, PATTERN_SIZE } from '../../interop/bulk-node.mjs';
 
+/** @typedef {import('@xen-vchan/vchan').Vchan} Vchan */
+
 const { positionals, values } = parseArgs({
   allowPositionals: true,
   options: {
@@ -37,16 +39,22 @@ const peer = Number(values.peer);
 const ring = Number(values.ring);
 const chunk = Number(values.chunk);
 
+/** @returns {Promise<Vchan>} */
 async function open() {
   if (role === 'client') return connect({ domid: peer, name: values.name, timeout: Number(values.timeout) });
   const server = createServer({ domid: peer, name: values.name, readMin: ring, writeMin: ring });
-  const accepted = once(server, 'channel');
+  /** @type {Promise<Vchan>} */
+  const accepted = new Promise((resolve, reject) => server.once('channel', resolve).once('error', reject));
   await server.listen();
   console.log(`LISTENING ${server.path}`);
-  const [channel] = await accepted;
-  return channel;
+  return accepted;
 }
 
+/**
+ * @param {Vchan} channel
+ * @param {number} total
+ * @param {number} seed
+ */
 async function send(channel, total, seed) {
   // The pattern twice over: any window of up to PATTERN_SIZE bytes is contiguous.
   const bytes = makePattern(seed);
@@ -69,6 +77,7 @@ async function send(channel, total, seed) {
   return { bytes: sent, sha256: hash.digest('hex') };
 }
 
+/** @param {Vchan} channel */
 async function receive(channel) {
   const hash = createHash('sha256');
   let received = 0;

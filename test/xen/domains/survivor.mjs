@@ -14,12 +14,14 @@
 // process still maps of the devices. Prints, last,
 // `RESULT {"code","message","failedAt","received","mappingsWhileOpen","mappingsAfter"}` and then
 // leaves by itself: a process that does not exit still holds a handle, a port or a timer.
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { connect, createServer } from '@xen-vchan/vchan';
 import { makePattern, PATTERN_SIZE } from '../../interop/bulk-node.mjs';
+
+/** @typedef {import('@xen-vchan/vchan').Vchan} Vchan */
+/** @typedef {{ code: string | null; message: string; failedAt: number }} Failure */
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -49,14 +51,15 @@ function deviceMappings() {
     .filter((line) => line.endsWith('/dev/xen/gntdev') || line.endsWith('/dev/xen/gntalloc') || (simPages && line.includes(simPages))).length;
 }
 
+/** @returns {Promise<Vchan>} */
 async function open() {
   if (role === 'client') return connect({ domid: peer, name: values.name, timeout: Number(values.timeout), ...checks });
   const server = createServer({ domid: peer, name: values.name, readMin: ring, writeMin: ring, ...checks });
-  const accepted = once(server, 'channel');
+  /** @type {Promise<Vchan>} */
+  const accepted = new Promise((resolve, reject) => server.once('channel', resolve).once('error', reject));
   await server.listen();
   console.log(`LISTENING ${server.path}`);
-  const [channel] = await accepted;
-  return channel;
+  return accepted;
 }
 
 const channel = await open();
@@ -64,20 +67,26 @@ console.log(`CONNECTED ${role}`);
 // Open before anything happens, so that the failure is reported without a connection's delay.
 const xenstore = await openXenStore();
 const progressNode = `/local/domain/${await xenstore.ownDomid()}/data/survivor/${values.name}`;
-const report = (value) => void xenstore.write(progressNode, value).catch((error) => console.log(`cannot write ${progressNode}: ${error.message}`));
+const report = (/** @type {string} */ value) =>
+  void xenstore.write(progressNode, value).catch((/** @type {Error} */ error) => console.log(`cannot write ${progressNode}: ${error.message}`));
 let received = 0;
 let announced = false;
-let failure = null;
+// Set by the listeners below: typed as what they may leave, not as the null it starts as.
+let failure = /** @type {Failure | null} */ (null);
 // Not events.once: that rejects on 'error', which is the outcome we wait for.
 const closed = new Promise((resolve) => channel.once('close', resolve));
+/**
+ * @param {string | null} code
+ * @param {string} message
+ */
 const failed = (code, message) => {
   if (failure) return;
   failure = { code, message, failedAt: Date.now() };
   report(`failed ${code}`);
 };
-channel.on('error', (error) => failed(error.code ?? null, error.message));
+channel.on('error', (error) => failed(/** @type {NodeJS.ErrnoException} */ (error).code ?? null, error.message));
 channel.on('end', () => failed('END', 'the peer ended the stream'));
-channel.on('data', (piece) => {
+channel.on('data', (/** @type {Buffer} */ piece) => {
   received += piece.length;
   if (!announced && received >= 4 * 2 ** 20) {
     announced = true;

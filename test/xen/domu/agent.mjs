@@ -21,29 +21,46 @@ const OUTPUT_TAIL = 1500;
 const xenstore = await openXenStore();
 const self = await xenstore.ownDomid();
 const base = `/local/domain/${self}/data/agent`;
+/**
+ * Every job seen, by its number; null for one that could not start.
+ * @type {Map<string, import('node:child_process').ChildProcess | null>}
+ */
 const jobs = new Map();
 
+/** @typedef {{ argv: string[]; env?: Record<string, string> }} JobRequest */
+/** @typedef {{ code: number | null; signal: NodeJS.Signals | null; output: string }} JobDone */
+
+/** @param {string} text */
 function tail(text) {
   const bytes = Buffer.from(text);
   return bytes.length <= OUTPUT_TAIL ? text : bytes.subarray(bytes.length - OUTPUT_TAIL).toString('utf8');
 }
 
-/** Writes a record; an output tail that grows too long once encoded is cut until it fits. */
+/**
+ * Writes a record; an output tail that grows too long once encoded is cut until it fits.
+ * @param {string} id
+ * @param {'started' | 'done'} key
+ * @param {{ pid: number | undefined } | JobDone} value
+ */
 async function report(id, key, value) {
   let record = JSON.stringify(value);
-  while (Buffer.byteLength(record) > RECORD_LIMIT && value.output) {
+  while (Buffer.byteLength(record) > RECORD_LIMIT && 'output' in value && value.output) {
     value = { ...value, output: value.output.slice(Math.ceil(value.output.length / 4)) };
     record = JSON.stringify(value);
   }
   try {
     await xenstore.write(`${base}/${key}/${id}`, record);
   } catch (error) {
-    console.log(`agent: cannot write ${key}/${id}: ${error.message}`);
+    console.log(`agent: cannot write ${key}/${id}: ${/** @type {Error} */ (error).message}`);
     // dom0 waits for done/<n>: it gets one, without the output, rather than a timeout.
     if (key === 'done') await xenstore.write(`${base}/${key}/${id}`, JSON.stringify({ ...value, output: '' })).catch(() => {});
   }
 }
 
+/**
+ * @param {string} id
+ * @param {JobRequest} request
+ */
 function start(id, request) {
   let output = '';
   const child = spawn(request.argv[0], request.argv.slice(1), {
@@ -51,7 +68,7 @@ function start(id, request) {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   jobs.set(id, child);
-  const collect = (chunk) => {
+  const collect = (/** @type {Buffer} */ chunk) => {
     const text = chunk.toString('utf8');
     output = tail(output + text);
     for (const line of text.split('\n')) if (line) console.log(`[job ${id}] ${line}`);
@@ -69,26 +86,28 @@ async function scan() {
   const names = await xenstore.directory(`${base}/jobs`).catch(() => []);
   for (const id of names) {
     if (jobs.has(id)) continue;
+    /** @type {JobRequest} */
     let request;
     try {
       request = JSON.parse(await xenstore.read(`${base}/jobs/${id}`));
     } catch (error) {
       jobs.set(id, null);
-      await report(id, 'done', { code: null, signal: null, output: `agent: bad job ${id}: ${error.message}` });
+      await report(id, 'done', { code: null, signal: null, output: `agent: bad job ${id}: ${/** @type {Error} */ (error).message}` });
       continue;
     }
     try {
       start(id, request);
     } catch (error) {
       jobs.set(id, null);
-      await report(id, 'done', { code: null, signal: null, output: `agent: cannot start job ${id}: ${error.message}` });
+      await report(id, 'done', { code: null, signal: null, output: `agent: cannot start job ${id}: ${/** @type {Error} */ (error).message}` });
     }
   }
   for (const id of await xenstore.directory(`${base}/kill`).catch(() => [])) {
     const child = jobs.get(id);
     if (!child || child.exitCode !== null || child.signalCode !== null) continue;
     const signal = await xenstore.read(`${base}/kill/${id}`).catch(() => 'SIGKILL');
-    child.kill(signal);
+    // A signal name as dom0 wrote it: kill() throws on one it does not know.
+    child.kill(/** @type {NodeJS.Signals} */ (signal));
   }
 }
 
