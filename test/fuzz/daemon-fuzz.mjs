@@ -16,6 +16,14 @@ import { encodeXsMessage, SimConnection, simDirectory, simFiles, XENSTORE_PAYLOA
 import { openXenStore } from '@xen-vchan/xenstore';
 import { random } from '../support/stream-data.mjs';
 
+/** @typedef {import('@xen-vchan/sim').XsMessage} XsMessage */
+/**
+ * A reply on the control socket: `ok` with the result, or `error` (the daemon is trusted to send
+ * one of the two).
+ * @typedef {{ ok?: unknown; error?: { code: string; message: string } }} ControlReply
+ */
+/** @typedef {'handle' | 'allocation' | 'mapping' | 'port' | 'ref'} IdKind */
+
 /** The daemon's frame cap (MAX_FRAME_BYTES in packages/sim/src/protocol.ts). */
 const MAX_FRAME_BYTES = 4 << 20;
 const CLOSE_WITHIN_MS = 1000;
@@ -25,7 +33,10 @@ const GOOD = 7;
 const GOOD_PEER = 8;
 /** Valid domains the hostile client may act as or name. */
 const HOSTILE_DOMAINS = [100, 101, 102, 103];
-/** Operations and their fields, as the daemon knows them ('stop' left out: any client may stop it). */
+/**
+ * Operations and their fields, as the daemon knows them ('stop' left out: any client may stop it).
+ * @type {Record<string, string[]>}
+ */
 const OPERATIONS = {
   hello: ['pid', 'version'],
   'gntalloc.open': ['domid'],
@@ -49,16 +60,30 @@ const OPERATIONS = {
 };
 const OPERATION_NAMES = Object.keys(OPERATIONS);
 const UNKNOWN_OPS = ['nope', 'stop ', 'gntalloc.share', '__proto__', 'constructor', 'handle', 'clientGone', 'op_status', '', 'status\0'];
+/** @type {unknown[]} */
 const GARBAGE = ['../x', '../../etc/passwd', '', '1', -1, 1.5, 1e9, 2 ** 53, -0.5, 0x7ff0, 2 ** 32, (1 << 20) + 1, true, null, [], [1], {}, { toString: 'x' }, 'NaN'];
 const XS_TYPES = Object.values(XsType);
 
-/** A raw connection: collects what arrives (split by `reader`) and when it closed. */
+/**
+ * A raw connection: collects what arrives (split by `reader`) and when it closed.
+ * @template T
+ */
 class RawLink {
+  /**
+   * @param {string} path
+   * @param {(chunk: Buffer) => T[]} reader
+   */
   constructor(path, reader) {
+    /** @type {T[]} */
     this.items = [];
+    /** @type {(() => void) | null} */
     this.waiter = null;
+    /** @type {number | null} */
     this.closedAt = null;
-    /** Why this side cut the connection: what the daemon sent could not be parsed. */
+    /**
+     * Why this side cut the connection: what the daemon sent could not be parsed.
+     * @type {string | null}
+     */
     this.unparsable = null;
     this.socket = net.connect(path);
     this.socket.on('error', () => {});
@@ -68,7 +93,7 @@ class RawLink {
       } catch (error) {
         // The daemon sent something unparsable (a XenStore message over the limit, say): reported
         // as an unexpected close, saying why.
-        this.unparsable = error.message;
+        this.unparsable = /** @type {Error} */ (error).message;
         this.socket.destroy();
       }
       this.wake();
@@ -77,17 +102,24 @@ class RawLink {
       this.closedAt = performance.now();
       this.wake();
     });
+    /** @type {Promise<boolean>} */
     this.ready = new Promise((resolve) => {
       this.socket.once('connect', () => resolve(true));
       this.socket.once('close', () => resolve(false));
     });
   }
 
+  /** @param {Buffer} bytes */
   write(bytes) {
     if (!this.socket.destroyed) this.socket.write(bytes);
   }
 
-  /** The first item matching `wanted`, or 'closed', or 'timeout'. */
+  /**
+   * The first item matching `wanted`, or 'closed', or 'timeout'.
+   * @param {(item: T) => boolean} wanted
+   * @param {number} timeoutMs
+   * @returns {Promise<T | 'closed' | 'timeout'>}
+   */
   async take(wanted, timeoutMs) {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
@@ -100,16 +132,21 @@ class RawLink {
         const timer = setTimeout(resolve, left);
         this.waiter = () => {
           clearTimeout(timer);
-          resolve();
+          resolve(undefined);
         };
       });
     }
   }
 
-  /** Resolves with the close time, or 'timeout'. */
+  /**
+   * Resolves with the close time, or 'timeout'.
+   * @param {number} timeoutMs
+   * @returns {Promise<number | 'timeout'>}
+   */
   async closed(timeoutMs) {
     const seen = await this.take(() => false, timeoutMs);
-    return seen === 'closed' ? this.closedAt : 'timeout';
+    // take() says 'closed' only once closedAt is set.
+    return seen === 'closed' && this.closedAt !== null ? this.closedAt : 'timeout';
   }
 
   destroy() {
@@ -128,11 +165,15 @@ class RawLink {
   }
 }
 
-/** Length-prefixed JSON replies from the control socket (the daemon is trusted to frame them). */
+/**
+ * Length-prefixed JSON replies from the control socket (the daemon is trusted to frame them).
+ * @returns {(chunk: Buffer) => ControlReply[]}
+ */
 function controlReader() {
   let pending = Buffer.alloc(0);
   return (chunk) => {
     pending = Buffer.concat([pending, chunk]);
+    /** @type {ControlReply[]} */
     const replies = [];
     while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32LE(0)) {
       const length = pending.readUInt32LE(0);
@@ -143,13 +184,18 @@ function controlReader() {
   };
 }
 
+/** @param {Buffer} body */
 function frame(body) {
   const header = Buffer.alloc(4);
   header.writeUInt32LE(body.length);
   return Buffer.concat([header, body]);
 }
 
-/** What the daemon must do with a frame body: the same rules as its parseCall. */
+/**
+ * What the daemon must do with a frame body: the same rules as its parseCall.
+ * @param {Buffer} body
+ * @returns {'reply' | 'close'}
+ */
 function verdictOf(body) {
   let value;
   try {
@@ -161,11 +207,16 @@ function verdictOf(body) {
   return isCall ? 'reply' : 'close';
 }
 
+/** @param {import('./fuzz.mjs').PartOptions} options */
 export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
   const next = random(seed);
-  const int = (n) => next() % n;
+  const int = (/** @type {number} */ n) => next() % n;
+  /**
+   * @template T
+   * @param {readonly T[]} list
+   */
   const pick = (list) => list[int(list.length)];
-  const chance = (n) => int(n) === 0;
+  const chance = (/** @type {number} */ n) => int(n) === 0;
 
   const directory = simDirectory();
   const files = simFiles(directory);
@@ -175,6 +226,7 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
   const baseline = sim.call('status', {});
   const daemonPid = baseline.daemonPid;
 
+  /** @type {import('./fuzz.mjs').PartReport & { violations: number }} */
   const report = {
     part: 'daemon',
     seed,
@@ -187,11 +239,11 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
     resources: null,
     ok: false,
   };
-  const fail = (what) => {
+  const fail = (/** @type {string} */ what) => {
     report.failures.push(`iteration ${report.iterations}: ${what}`);
     log(`  daemon fuzz FAILURE at iteration ${report.iterations}: ${what}`);
   };
-  const countError = (code) => (report.errors[code] = (report.errors[code] ?? 0) + 1);
+  const countError = (/** @type {string} */ code) => (report.errors[code] = (report.errors[code] ?? 0) + 1);
   let daemonDead = false;
   const checkDaemonAlive = () => {
     try {
@@ -203,8 +255,13 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
   };
 
   // --- the hostile control-socket client ------------------------------------------------
-  let control = null;
-  /** Ids the daemon handed to the current hostile connection, so some calls reach deep. */
+  // Both connections are made and dropped by the steps below: typed as what those leave, not as
+  // the null they start as.
+  let control = /** @type {RawLink<ControlReply> | null} */ (null);
+  /**
+   * Ids the daemon handed to the current hostile connection, so some calls reach deep.
+   * @type {Record<IdKind, number[]>}
+   */
   let known = { handle: [], allocation: [], mapping: [], port: [], ref: [] };
   const connectControl = async () => {
     control = new RawLink(files.socket, controlReader());
@@ -216,7 +273,8 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
     }
   };
 
-  const fieldValue = (field) => {
+  /** @returns {unknown} */
+  const fieldValue = (/** @type {string} */ field) => {
     if (chance(4)) return pick(GARBAGE);
     switch (field) {
       case 'domid':
@@ -252,14 +310,21 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
     }
   };
 
-  const remember = (reply) => {
+  const remember = (/** @type {ControlReply} */ reply) => {
     const ok = reply?.ok;
     if (typeof ok !== 'object' || ok === null) return;
-    for (const field of ['handle', 'allocation', 'mapping', 'port']) if (Number.isInteger(ok[field])) known[field].push(ok[field]);
-    if (Array.isArray(ok.refs)) known.ref.push(...ok.refs);
+    const result = /** @type {Record<string, unknown>} */ (ok);
+    for (const field of /** @type {const} */ (['handle', 'allocation', 'mapping', 'port'])) {
+      const id = result[field];
+      if (typeof id === 'number' && Number.isInteger(id)) known[field].push(id);
+    }
+    if (Array.isArray(result.refs)) known.ref.push(...result.refs);
   };
 
-  /** One seeded frame, with what the daemon must do with it. */
+  /**
+   * One seeded frame, with what the daemon must do with it.
+   * @returns {{ bytes: Buffer; verdict: 'reply' | 'close'; what: string }}
+   */
   const controlFrame = () => {
     switch (int(8)) {
       case 0: {
@@ -290,6 +355,7 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
       }
       default: {
         const op = pick(OPERATION_NAMES);
+        /** @type {Record<string, unknown>} */
         const request = { op };
         for (const field of OPERATIONS[op]) if (!chance(12)) request[field] = fieldValue(field);
         // An own member even for "__proto__", as JSON.parse makes it on the daemon's side.
@@ -300,7 +366,11 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
     }
   };
 
-  /** Random JSON, sometimes with an "op" that is not a string, never a real call to 'stop'. */
+  /**
+   * Random JSON, sometimes with an "op" that is not a string, never a real call to 'stop'.
+   * @param {number} depth
+   * @returns {unknown}
+   */
   function randomJson(depth) {
     switch (int(depth > 0 ? 8 : 5)) {
       case 0:
@@ -319,6 +389,7 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
         return { op: pick([null, 1, true, [], {}, ['status']]) };
       default: {
         // An "op" here is a string from case 3 at most ('status', '' ...), never 'stop'.
+        /** @type {Record<string, unknown>} */
         const value = {};
         for (let i = int(4); i > 0; i--) value[pick(['op', 'domid', 'handle', 'x', 'count'])] = randomJson(depth - 1);
         return value;
@@ -356,19 +427,19 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
       checkDaemonAlive();
       return fail(`the daemon closed the connection on a well-formed call: ${what}`);
     }
-    if ('error' in reply) {
+    if (reply.error) {
       countError(reply.error.code);
       if (reply.error.code === 'EPROTO' || reply.error.code === 'EIO') fail(`${what} was answered ${reply.error.code}: ${reply.error.message}`);
     } else remember(reply);
   };
 
   // --- the hostile XenStore client ------------------------------------------------------
-  let xs = null;
+  let xs = /** @type {{ link: RawLink<XsMessage>; declared: boolean; answered: string | null } | null} */ (null);
   let reqId = 1;
   const connectXenStore = async () => {
     const reader = new XsMessageReader();
     // Watch events (the hostile client may set watches) answer no request: left out.
-    const replies = (chunk) => reader.push(chunk).filter((message) => message.type !== XsType.WATCH_EVENT);
+    const replies = (/** @type {Buffer} */ chunk) => reader.push(chunk).filter((message) => message.type !== XsType.WATCH_EVENT);
     // `answered`: the last frame, if the daemon answered it and so must keep the connection.
     xs = { link: new RawLink(files.xenstore, replies), declared: false, answered: null };
     if (!(await xs.link.ready)) {
@@ -379,7 +450,7 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
   };
 
   /** Whether the frame's payload is over the limit: xenstored refuses its header before anything else. */
-  const oversized = (message) => message.length - XS_HEADER_BYTES > XENSTORE_PAYLOAD_MAX;
+  const oversized = (/** @type {Buffer} */ message) => message.length - XS_HEADER_BYTES > XENSTORE_PAYLOAD_MAX;
 
   const xenStoreStep = async () => {
     if (xs?.link.closedAt != null && xs.answered !== null) {
@@ -467,7 +538,8 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
   const goodNode = `/local/domain/${GOOD}/data/daemon-fuzz`;
   // What the hostile domains may write lives under their data/ folders: removed again at the end.
   const dom0 = await openXenStore({ domid: 0, transport: 'sim' });
-  const hostileData = (domid) => `/local/domain/${domid}/data`;
+  const hostileData = (/** @type {number} */ domid) => `/local/domain/${domid}/data`;
+  /** @type {Map<number, Set<string>>} */
   const dataBefore = new Map();
   for (const domid of HOSTILE_DOMAINS) dataBefore.set(domid, new Set(await dom0.directory(hostileData(domid)).catch(() => [])));
   const goodWork = async () => {
@@ -487,7 +559,8 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
         const read = await xenstore.read(goodNode);
         if (read !== value) fail(`XenStore read back ${JSON.stringify(read)}, not ${value}`);
       }
-    } catch (error) {
+    } catch (caught) {
+      const error = /** @type {NodeJS.ErrnoException} */ (caught);
       fail(`the well-behaved client failed: ${error.code ?? ''} ${error.message}`);
       checkDaemonAlive();
     }
@@ -513,12 +586,13 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
   xenstore.close();
   for (const domid of HOSTILE_DOMAINS) {
     for (const child of await dom0.directory(hostileData(domid)).catch(() => [])) {
-      if (!dataBefore.get(domid).has(child)) await dom0.rm(`${hostileData(domid)}/${child}`).catch(() => {});
+      if (!dataBefore.get(domid)?.has(child)) await dom0.rm(`${hostileData(domid)}/${child}`).catch(() => {});
     }
   }
   dom0.close();
   evtchn.close();
   gntalloc.close();
+  /** @type {import('@xen-vchan/sim').SimStatus | null} */
   let after = null;
   if (!daemonDead) {
     try {
@@ -528,7 +602,8 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
         after = sim.call('status', {});
       }
       if (after.daemonPid !== daemonPid) fail(`the daemon changed from pid ${daemonPid} to ${after.daemonPid}`);
-    } catch (error) {
+    } catch (caught) {
+      const error = /** @type {NodeJS.ErrnoException} */ (caught);
       fail(`status at the end failed: ${error.code ?? ''} ${error.message}`);
       after = null;
     }
@@ -555,7 +630,11 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
   return report;
 }
 
-/** Whether a daemon already serves `socketPath` (then this run leaves it running). */
+/**
+ * Whether a daemon already serves `socketPath` (then this run leaves it running).
+ * @param {string} socketPath
+ * @returns {Promise<boolean>}
+ */
 function daemonAnswers(socketPath) {
   return new Promise((resolve) => {
     const socket = net.connect(socketPath);

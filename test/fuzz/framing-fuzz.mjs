@@ -30,6 +30,30 @@ import v8 from 'node:v8';
 import { MessageChannel, RpcPeer, jsonCodec, structuredCloneCodec } from '@xen-vchan/vchan';
 import { random } from '../support/stream-data.mjs';
 
+/** @typedef {ReturnType<typeof chooseSetup>} Setup */
+/**
+ * @typedef {import('./fuzz.mjs').PartReport & {
+ *   violations: number; closedByViolation: number; backpressureReached: number; mostHeldRatio: number;
+ * }} FramingReport
+ */
+/**
+ * Our side of one iteration: the channel whose queues count towards what it holds, how to stop
+ * it, and (for plain messages) a check of what arrived.
+ * @typedef {{ channel: MessageChannel; stop(): Promise<void>; check?: () => void }} OurSide
+ */
+/**
+ * How the peer's last act ended: a definite violation our side must close on (with `expect`, from
+ * `at`), a close of some kind, or nothing.
+ * @typedef {{ violation: true; closes?: undefined; what: string; expect: string; at: number }
+ *   | { violation?: undefined; closes: true; what: string }
+ *   | { violation: false; closes?: undefined }} Ending
+ */
+/**
+ * A message as the peer decoded it: any value the codec gives (reading these fields of a
+ * primitive gives undefined, as for a message without them).
+ * @typedef {{ type?: unknown; id?: unknown; method?: unknown; params?: unknown; value?: unknown } | null | undefined} Decoded
+ */
+
 const CLOSE_WITHIN_MS = 1000;
 /**
  * Codes our side may report: EPROTO / EMSGSIZE (the peer broke the protocol), ECONNRESET (the
@@ -44,7 +68,10 @@ const OUR_PARAMS_MAX = 2048;
 
 const KEYS = ['type', 'id', 'method', 'params', 'value', 'error', 'code', 'message', 'name', '__proto__', 'constructor', 'toString', '', 'x'];
 const TYPES = ['call', 'result', 'error', 'cancel'];
-/** For each field of each message type, values of the wrong kind (undefined: the field is left out). */
+/**
+ * For each field of each message type, values of the wrong kind (undefined: the field is left out).
+ * @type {Record<string, unknown[]>}
+ */
 const WRONG = {
   type: [undefined, null, 0, 'CALL', 'calls', '', ['call'], {}, true],
   id: [undefined, null, 0, -1, -0.5, 1.5, '1', 2 ** 53, 2 ** 64, [], {}, true, Number.NaN, Number.POSITIVE_INFINITY],
@@ -54,6 +81,7 @@ const WRONG = {
   'error.message': [undefined, null, 1, {}, [], false],
   'error.name': [null, 1, {}, [], true],
 };
+/** @type {Record<string, string[]>} */
 const FIELDS = { call: ['type', 'id', 'method'], result: ['type', 'id'], error: ['type', 'id', 'error', 'error.code', 'error.message', 'error.name'], cancel: ['type', 'id'] };
 
 /**
@@ -61,6 +89,7 @@ const FIELDS = { call: ['type', 'id', 'method'], result: ['type', 'id'], error: 
  * write completes only once the reader's buffer is under its high-water mark (so a reader that
  * stops reading holds the writer up), no half-close, and destroying one end ends the other's
  * readable side and fails its blocked write with EPIPE.
+ * @returns {[PairEnd, PairEnd]}
  */
 export function duplexPair(highWaterMark = 16384) {
   const a = new PairEnd(highWaterMark);
@@ -71,23 +100,35 @@ export function duplexPair(highWaterMark = 16384) {
 }
 
 class PairEnd extends Duplex {
+  /** @param {number} highWaterMark */
   constructor(highWaterMark) {
     super({ allowHalfOpen: false, readableHighWaterMark: highWaterMark, writableHighWaterMark: highWaterMark });
+    /** @type {PairEnd | null} set by duplexPair */
     this.other = null;
-    /** The other end's write waiting for room in our readable buffer. */
+    /**
+     * The other end's write waiting for room in our readable buffer.
+     * @type {((error?: Error | null) => void) | null}
+     */
     this.blocked = null;
     this.eof = false;
   }
 
+  /** @override */
   _read() {
     const blocked = this.blocked;
     this.blocked = null;
     blocked?.();
   }
 
+  /**
+   * @override
+   * @param {Buffer} chunk
+   * @param {BufferEncoding} _encoding
+   * @param {(error?: Error | null) => void} callback
+   */
   _write(chunk, _encoding, callback) {
     const other = this.other;
-    if (other.destroyed || other.eof) {
+    if (!other || other.destroyed || other.eof) {
       callback(Object.assign(new Error('The other end is closed.'), { code: 'EPIPE' }));
       return;
     }
@@ -95,16 +136,25 @@ class PairEnd extends Duplex {
     else other.blocked = callback;
   }
 
+  /**
+   * @override
+   * @param {(error?: Error | null) => void} callback
+   */
   _final(callback) {
-    this.other.end_();
+    this.other?.end_();
     callback();
   }
 
+  /**
+   * @override
+   * @param {Error | null} error
+   * @param {(error?: Error | null) => void} callback
+   */
   _destroy(error, callback) {
     const blocked = this.blocked;
     this.blocked = null;
     blocked?.(Object.assign(new Error('The other end is closed.'), { code: 'EPIPE' }));
-    this.other.end_();
+    this.other?.end_();
     callback(error);
   }
 
@@ -115,26 +165,36 @@ class PairEnd extends Duplex {
   }
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const sleep = (/** @type {number} */ ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** @param {Uint8Array} body */
 function frame(body) {
   const header = Buffer.alloc(4);
   header.writeUInt32LE(body.length, 0);
   return Buffer.concat([header, body]);
 }
 
+/** @param {number} length */
 function header(length) {
   const bytes = Buffer.alloc(4);
   bytes.writeUInt32LE(length >>> 0, 0);
   return bytes;
 }
 
+/**
+ * @param {() => number} next
+ * @param {number} size
+ */
 function randomBytes(next, size) {
   const bytes = Buffer.allocUnsafe(size);
   for (let i = 0; i < size; i++) bytes[i] = next() & 0xff;
   return bytes;
 }
 
+/**
+ * @param {() => number} next
+ * @param {number} [most]
+ */
 function randomString(next, most = 20) {
   const length = next() % (most + 1);
   let text = '';
@@ -145,7 +205,13 @@ function randomString(next, most = 20) {
   return text;
 }
 
-/** A random value: JSON's kinds, and with `rich` what structured clone adds (BigInt, Map, Date, typed arrays, cycles). */
+/**
+ * A random value: JSON's kinds, and with `rich` what structured clone adds (BigInt, Map, Date, typed arrays, cycles).
+ * @param {() => number} next
+ * @param {boolean} rich
+ * @param {number} [depth]
+ * @returns {unknown}
+ */
 function randomValue(next, rich, depth = 0) {
   const kinds = depth > 3 ? 6 : 9;
   switch (next() % (rich ? kinds + 3 : kinds)) {
@@ -178,6 +244,7 @@ function randomValue(next, rich, depth = 0) {
     case kinds + 1:
       return [new Map([[randomValue(next, rich, depth + 1), 1]]), new Set([1, 'a']), new Uint8Array(next() % 16), new Error(randomString(next))][next() % 4];
     default: {
+      /** @type {{ type: string; id: number; method?: unknown }} */
       const cyclic = { type: 'call', id: 1 };
       cyclic.method = cyclic;
       return cyclic;
@@ -185,27 +252,42 @@ function randomValue(next, rich, depth = 0) {
   }
 }
 
-/** A random value that is certainly not a well-formed message: not an object, or one with a wrong type. */
+/**
+ * A random value that is certainly not a well-formed message: not an object, or one with a wrong type.
+ * @param {() => number} next
+ * @param {boolean} rich
+ */
 function randomNonMessage(next, rich) {
   const value = randomValue(next, rich);
   if (typeof value === 'object' && value !== null && !Array.isArray(value) && Object.getPrototypeOf(value) === Object.prototype) {
-    value.type = WRONG.type[1 + (next() % (WRONG.type.length - 1))];
+    /** @type {Record<string, unknown>} */ (value).type = WRONG.type[1 + (next() % (WRONG.type.length - 1))];
   }
   return value;
 }
 
+/**
+ * @param {Record<string, unknown>} message
+ * @param {string} path  a field, or a field of an object field ('error.code')
+ * @param {unknown} value
+ */
 function setPath(message, path, value) {
   const [first, second] = path.split('.');
   if (second === undefined) {
     if (value === undefined) delete message[first];
     else message[first] = value;
-  } else if (value === undefined) delete message[first][second];
-  else message[first][second] = value;
+    return;
+  }
+  const inner = /** @type {Record<string, unknown>} */ (message[first]);
+  if (value === undefined) delete inner[second];
+  else inner[second] = value;
 }
 
-/** The setup of one iteration, all from the seeded generator. */
+/**
+ * The setup of one iteration, all from the seeded generator.
+ * @param {() => number} next
+ */
 function chooseSetup(next) {
-  const mode = ['rpc-json', 'rpc-json', 'rpc-v8', 'messages'][next() % 4];
+  const mode = /** @type {const} */ (['rpc-json', 'rpc-json', 'rpc-v8', 'messages'])[next() % 4];
   return {
     mode,
     codec: mode === 'rpc-v8' ? structuredCloneCodec : jsonCodec,
@@ -229,6 +311,11 @@ function chooseSetup(next) {
  * assembled, and answers waiting to be written (one per call served at once, each no larger than
  * the largest call the peer sent, or a short error), plus our own calls and cancels.
  */
+/**
+ * @param {Duplex} ours
+ * @param {Setup} setup
+ * @param {number} largestFromPeer
+ */
 function boundFor(ours, setup, largestFromPeer) {
   const message = setup.maxMessageSize + 4;
   const chunk = Math.max(largestFromPeer, 65536);
@@ -244,26 +331,30 @@ function boundFor(ours, setup, largestFromPeer) {
   );
 }
 
+/** @param {import('./fuzz.mjs').PartOptions} options */
 export async function fuzzFraming({ seconds, seed, log = () => {} }) {
   const master = random(seed);
+  /** @type {FramingReport} */
   const report = { part: 'framing', seed, seconds, iterations: 0, violations: 0, closedByViolation: 0, errors: {}, failures: [], slowestCloseMs: 0, backpressureReached: 0, mostHeldRatio: 0 };
-  const fail = (what) => {
+  const fail = (/** @type {string} */ what) => {
     if (report.failures.length < 200) report.failures.push(`iteration ${report.iterations}: ${what}`);
   };
-  const count = (code) => {
+  const count = (/** @type {string} */ code) => {
     report.errors[code] = (report.errors[code] ?? 0) + 1;
     if (!ALLOWED_ERRORS.includes(code)) return false;
     return true;
   };
-  const onUncaught = (error) => fail(`uncaught: ${error?.stack?.split('\n').slice(0, 4).join(' | ') ?? String(error)}`);
+  const onUncaught = (/** @type {unknown} */ error) => fail(`uncaught: ${/** @type {Error | undefined} */ (error)?.stack?.split('\n').slice(0, 4).join(' | ') ?? String(error)}`);
   process.on('uncaughtException', onUncaught);
   process.on('unhandledRejection', onUncaught);
+  /** @type {Set<Duplex>} */
   const streams = new Set();
-  const track = (stream) => {
+  const track = (/** @type {Duplex} */ stream) => {
     streams.add(stream);
     stream.once('close', () => streams.delete(stream));
   };
   const start = resources(streams);
+  /** @type {Awaited<ReturnType<typeof unixListener>> | null} */
   let unix = null;
   const deadline = Date.now() + seconds * 1000;
   try {
@@ -281,7 +372,7 @@ export async function fuzzFraming({ seconds, seed, log = () => {} }) {
       try {
         await iteration({ setup, ours, theirs, report, fail, count });
       } catch (error) {
-        fail(`the iteration itself failed: ${error?.stack ?? error}`);
+        fail(`the iteration itself failed: ${/** @type {Error | undefined} */ (error)?.stack ?? error}`);
       } finally {
         ours.destroy();
         theirs.destroy();
@@ -306,8 +397,12 @@ export async function fuzzFraming({ seconds, seed, log = () => {} }) {
   return report;
 }
 
-/** Open streams, and the process's active handles by type (timers apart: they come and go). */
+/**
+ * Open streams, and the process's active handles by type (timers apart: they come and go).
+ * @param {Set<Duplex>} streams
+ */
 function resources(streams) {
+  /** @type {Record<string, number>} */
   const handles = {};
   for (const type of process.getActiveResourcesInfo()) if (type !== 'Timeout' && type !== 'Immediate') handles[type] = (handles[type] ?? 0) + 1;
   return { streams: streams.size, handles };
@@ -320,6 +415,7 @@ async function unixListener() {
   server.listen(path);
   await once(server, 'listening');
   return {
+    /** @returns {Promise<[net.Socket, net.Socket]>} */
     async pair() {
       const accepted = once(server, 'connection');
       const ours = net.connect(path);
@@ -334,11 +430,16 @@ async function unixListener() {
   };
 }
 
+/**
+ * @param {{ setup: Setup; ours: Duplex; theirs: Duplex; report: FramingReport; fail: (what: string) => void; count: (code: string) => boolean }} args
+ */
 async function iteration({ setup, ours, theirs, report, fail, count }) {
+  /** @type {{ error: NodeJS.ErrnoException | null; closedAt: number | null; closedEarly: boolean }} */
   const outcome = { error: null, closedAt: null, closedEarly: false };
   ours.on('error', (error) => (outcome.error ??= error));
   theirs.on('error', () => {});
-  outcome.closed = new Promise((resolve) => ours.once('close', () => resolve((outcome.closedAt = performance.now()))));
+  /** @type {Promise<number>} */
+  const closed = new Promise((resolve) => ours.once('close', () => resolve((outcome.closedAt = performance.now()))));
   const hostile = new Hostile(theirs, setup, fail);
   const side = setup.mode === 'messages' ? ourMessages(ours, setup, hostile, fail, count) : ourRpc(ours, setup, hostile, fail, count);
   const sample = () => {
@@ -363,15 +464,15 @@ async function iteration({ setup, ours, theirs, report, fail, count }) {
     const ending = await hostile.end(setup.ending);
     if (ending.violation) {
       report.violations++;
-      const ended = await Promise.race([outcome.closed, sleep(CLOSE_WITHIN_MS).then(() => 'timeout')]);
+      const ended = await Promise.race([closed, sleep(CLOSE_WITHIN_MS).then(() => /** @type {const} */ ('timeout'))]);
       if (ended === 'timeout') fail(`no close within ${CLOSE_WITHIN_MS} ms of a definite violation (${ending.what}, ${setup.mode})`);
       else {
         report.closedByViolation++;
-        report.slowestCloseMs = Math.max(report.slowestCloseMs, outcome.closedAt - ending.at);
+        report.slowestCloseMs = Math.max(report.slowestCloseMs, ended - ending.at);
         if (outcome.error?.code !== ending.expect) fail(`closed with ${outcome.error?.code ?? 'no error'} after ${ending.what}, expected ${ending.expect}: ${outcome.error?.message}`);
       }
     } else if (ending.closes) {
-      const ended = await Promise.race([outcome.closed, sleep(CLOSE_WITHIN_MS).then(() => 'timeout')]);
+      const ended = await Promise.race([closed, sleep(CLOSE_WITHIN_MS).then(() => 'timeout')]);
       if (ended === 'timeout') fail(`no close within ${CLOSE_WITHIN_MS} ms of the peer's ${ending.what}`);
     }
     sample();
@@ -390,7 +491,15 @@ async function iteration({ setup, ours, theirs, report, fail, count }) {
   }
 }
 
-/** Our side as an RPC peer: serves a few methods and keeps calling the peer's. */
+/**
+ * Our side as an RPC peer: serves a few methods and keeps calling the peer's.
+ * @param {Duplex} ours
+ * @param {Setup} setup
+ * @param {Hostile} hostile
+ * @param {(what: string) => void} fail
+ * @param {(code: string) => boolean} count
+ * @returns {OurSide}
+ */
 function ourRpc(ours, setup, hostile, fail, count) {
   const next = random(setup.ourSeed);
   const rpc = new RpcPeer(ours, {
@@ -414,6 +523,7 @@ function ourRpc(ours, setup, hostile, fail, count) {
   rpc.on('close', () => {});
   let stopped = false;
   let inFlight = 0;
+  /** @type {Set<Promise<void>>} */
   const calls = new Set();
   const loop = (async () => {
     while (!stopped && !ours.destroyed) {
@@ -429,6 +539,7 @@ function ourRpc(ours, setup, hostile, fail, count) {
         params = null;
       }
       inFlight++;
+      /** @type {Promise<void>} */
       const call = rpc
         .call(method, params, { timeout: 20 + (next() % 200) })
         .then(
@@ -457,10 +568,19 @@ function ourRpc(ours, setup, hostile, fail, count) {
   };
 }
 
-/** Our side as a plain MessageChannel: reads every message (stalling now and then) and sends its own. */
+/**
+ * Our side as a plain MessageChannel: reads every message (stalling now and then) and sends its own.
+ * @param {Duplex} ours
+ * @param {Setup} setup
+ * @param {Hostile} hostile
+ * @param {(what: string) => void} fail
+ * @param {(code: string) => boolean} count
+ * @returns {OurSide}
+ */
 function ourMessages(ours, setup, hostile, fail, count) {
   const next = random(setup.ourSeed);
   const channel = new MessageChannel(ours, { maxMessageSize: setup.maxMessageSize, maxQueuedMessages: setup.maxQueuedMessages, maxQueuedBytes: setup.maxQueuedBytes });
+  /** @type {number[]} */
   const received = [];
   let stopped = false;
   const reading = (async () => {
@@ -470,7 +590,8 @@ function ourMessages(ours, setup, hostile, fail, count) {
         if (message.length > 0 && message[message.length - 1] !== message[0]) fail(`message ${received.length - 1} arrived corrupted`);
         if (next() % 200 === 0) await sleep(next() % 5);
       }
-    } catch (error) {
+    } catch (caught) {
+      const error = /** @type {NodeJS.ErrnoException | null | undefined} */ (caught);
       const code = error?.code ?? 'none';
       if (!count(code)) fail(`our reading failed with ${code}: ${error?.message}`);
     }
@@ -479,7 +600,8 @@ function ourMessages(ours, setup, hostile, fail, count) {
     while (!stopped && !ours.destroyed) {
       try {
         await channel.send(Buffer.alloc(next() % Math.min(OUR_PARAMS_MAX, setup.maxMessageSize), 7));
-      } catch (error) {
+      } catch (caught) {
+        const error = /** @type {NodeJS.ErrnoException | null | undefined} */ (caught);
         const code = error?.code ?? 'none';
         if (!count(code)) fail(`our send failed with ${code}: ${error?.message}`);
         return;
@@ -511,13 +633,21 @@ function ourMessages(ours, setup, hostile, fail, count) {
   };
 }
 
-/** Functions are not data: a value our side can send with either codec (no symbols, no functions). */
+/**
+ * Functions are not data: a value our side can send with either codec (no symbols, no functions).
+ * @param {unknown} value
+ */
 function safe(value) {
   return typeof value === 'symbol' || typeof value === 'function' ? null : value;
 }
 
 /** The peer: reads our frames and answers what it likes, and writes what its script says. */
 class Hostile {
+  /**
+   * @param {Duplex} stream
+   * @param {Setup} setup
+   * @param {(what: string) => void} fail
+   */
   constructor(stream, setup, fail) {
     this.stream = stream;
     this.setup = setup;
@@ -526,20 +656,31 @@ class Hostile {
     this.answers = random(setup.hostileSeed ^ 0x5bd1e995);
     this.codec = setup.codec;
     this.nextId = 1;
-    /** Ids of our calls it has seen (answers to them are legitimate, however late). */
+    /**
+     * Ids of our calls it has seen (answers to them are legitimate, however late).
+     * @type {unknown[]}
+     */
     this.seen = [];
-    /** Its own echo calls, to check our answers. */
+    /**
+     * Its own echo calls, to check our answers (keyed by the id as the answer carries it).
+     * @type {Map<unknown, { expected: unknown }>}
+     */
     this.echoes = new Map();
     this.largestSent = 0;
     this.backpressureReached = 0;
+    /** @type {number[]} */
     this.messagesSent = [];
     this.cleanEnding = false;
+    /** @type {number[]} */
     this.log = [];
+    /** @type {() => void} */
     this.sample = () => {};
+    /** @type {Buffer} */
     this.pending = Buffer.alloc(0);
-    stream.on('data', (chunk) => this.onData(chunk));
+    stream.on('data', (/** @type {Buffer} */ chunk) => this.onData(chunk));
   }
 
+  /** @param {Buffer} chunk */
   onData(chunk) {
     this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
     while (this.pending.length >= 4) {
@@ -551,12 +692,14 @@ class Hostile {
     }
   }
 
+  /** @param {Buffer} body */
   onMessage(body) {
+    /** @type {Decoded} */
     let message;
     try {
-      message = this.codec.decode(body);
+      message = /** @type {Decoded} */ (this.codec.decode(body));
     } catch (error) {
-      this.fail(`our side sent a message the peer cannot decode: ${error.message}`);
+      this.fail(`our side sent a message the peer cannot decode: ${/** @type {Error} */ (error).message}`);
       return;
     }
     if (message?.type === 'call') {
@@ -581,7 +724,10 @@ class Hostile {
     }
   }
 
-  /** Encodes and writes a message (whatever it holds); false when the codec refuses it. */
+  /**
+   * Encodes and writes a message (whatever it holds); false when the codec refuses it.
+   * @param {unknown} message
+   */
   send(message) {
     let bytes;
     try {
@@ -594,6 +740,7 @@ class Hostile {
     return true;
   }
 
+  /** @param {Uint8Array} bytes */
   write(bytes) {
     if (this.stream.destroyed || this.stream.writableEnded) return false;
     this.largestSent = Math.max(this.largestSent, bytes.length);
@@ -605,6 +752,8 @@ class Hostile {
   /**
    * Writes one frame in pieces, each its own chunk (so our side sees it across 'data' events), all
    * at once: the peer's other writes (its answers) must not land inside the frame.
+   * @param {Buffer} bytes
+   * @param {number} most
    */
   writeSplit(bytes, most) {
     for (let at = 0; at < bytes.length; ) {
@@ -614,12 +763,16 @@ class Hostile {
     }
   }
 
-  /** Waits (at most `ms`) for what it wrote to be taken; false when it was not: backpressure. */
+  /**
+   * Waits (at most `ms`) for what it wrote to be taken; false when it was not: backpressure.
+   * @param {number} ms
+   * @returns {Promise<boolean>}
+   */
   flushed(ms) {
     const stream = this.stream;
     if (!stream.writableNeedDrain || stream.destroyed) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const done = (result) => {
+      const done = (/** @type {boolean} */ result) => {
         clearTimeout(timer);
         stream.off('drain', onDrain);
         stream.off('close', onDrain);
@@ -632,6 +785,7 @@ class Hostile {
     });
   }
 
+  /** @param {number} steps */
   async play(steps) {
     const next = this.next;
     for (let step = 0; step < steps && !this.stream.destroyed; step++) {
@@ -645,6 +799,7 @@ class Hostile {
     }
   }
 
+  /** @param {number} action */
   async messageStep(action) {
     const next = this.next;
     const message = (small = false) => {
@@ -684,12 +839,17 @@ class Hostile {
     }
   }
 
+  /**
+   * @param {string} method
+   * @param {unknown} params
+   */
   call(method, params) {
     const id = this.nextId++;
-    if (method === 'echo') this.echoes.set(id, { expected: this.codec.decode(this.codec.encode({ v: params })).v });
+    if (method === 'echo') this.echoes.set(id, { expected: /** @type {{ v: unknown }} */ (this.codec.decode(this.codec.encode({ v: params }))).v });
     if (!this.send({ type: 'call', id, method, params })) this.echoes.delete(id);
   }
 
+  /** @param {number} action */
   async rpcStep(action) {
     const next = this.next;
     const rich = this.setup.rich;
@@ -745,7 +905,11 @@ class Hostile {
     }
   }
 
-  /** The last act: a definite violation, a close of some kind, or nothing. */
+  /**
+   * The last act: a definite violation, a close of some kind, or nothing.
+   * @param {number} choice
+   * @returns {Promise<Ending>}
+   */
   async end(choice) {
     const next = this.next;
     const at = () => performance.now();
@@ -770,7 +934,7 @@ class Hostile {
         what = 'random bytes';
         try {
           const value = this.codec.decode(bytes);
-          if (value && typeof value === 'object' && TYPES.includes(value.type)) return { violation: false };
+          if (value && typeof value === 'object' && /** @type {unknown[]} */ (TYPES).includes(/** @type {{ type?: unknown }} */ (value).type)) return { violation: false };
         } catch {
           /* undecodable: the violation stands */
         }
@@ -812,6 +976,7 @@ class Hostile {
     return { violation: false };
   }
 
+  /** @param {unknown} value */
   encodeOrNull(value) {
     try {
       return Buffer.from(this.codec.encode(value));
@@ -828,7 +993,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   else {
     console.log(`framing fuzz: seed ${report.seed}, ${report.seconds} s: ${report.iterations} iterations, ${report.violations} definite violations, ${report.closedByViolation} closed for them (slowest ${report.slowestCloseMs} ms)`);
     console.log(`  errors: ${JSON.stringify(report.errors)}; backpressure reached ${report.backpressureReached} times; most held ${(report.mostHeldRatio * 100).toFixed(1)}% of the bound`);
-    console.log(`  resources: start ${JSON.stringify(report.resources.start)}, end ${JSON.stringify(report.resources.end)}`);
+    console.log(`  resources: start ${JSON.stringify(report.resources?.start)}, end ${JSON.stringify(report.resources?.end)}`);
     for (const failure of report.failures.slice(0, 20)) console.log(`  FAILURE ${failure}`);
     console.log(report.ok ? '  ok' : `  ${report.failures.length} FAILURES (reproduce with --seed ${report.seed})`);
   }
