@@ -1,6 +1,5 @@
 // A short hostile-peer fuzz of every part on every test run; `pnpm fuzz -- --seconds 600` is the long one.
 import { expect, it } from 'vitest';
-// @ts-expect-error plain JS script shared with `pnpm fuzz`
 import { fuzz } from './fuzz.mjs';
 
 interface PartReport {

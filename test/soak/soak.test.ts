@@ -1,6 +1,5 @@
 // A short soak on every test run: connect-transfer-close cycles leave nothing behind.
 import { expect, it } from 'vitest';
-// @ts-expect-error plain JS script shared with `pnpm soak`
 import { soak } from './soak.mjs';
 
 it('runs connect-transfer-close cycles without leaking fds, grants, ports or memory', async () => {

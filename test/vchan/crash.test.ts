@@ -7,7 +7,6 @@ import { connect, createServer, type Vchan, type VchanServer } from '@xen-vchan/
 import { SimConnection } from '@xen-vchan/sim';
 import { backend, PEER, PROMPT_MS, SELF } from '../support/domains.js';
 import { Peer } from '../support/peer.mjs';
-// @ts-expect-error plain JS helper shared with the peer processes
 import { receiveAll } from '../support/stream-data.mjs';
 
 const simDomid = backend === 'sim' ? SELF : undefined;

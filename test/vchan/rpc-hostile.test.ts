@@ -13,7 +13,6 @@ import v8 from 'node:v8';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { connectClientLink, createServerLink, MessageChannel, RpcPeer, structuredCloneCodec, Vchan, type RpcOptions } from '@xen-vchan/vchan';
 import { backend, PEER, SELF, SETTLE_MS, sleep } from '../support/domains.js';
-// @ts-expect-error plain JS shared with the soak and fuzz scripts
 import { random } from '../support/stream-data.mjs';
 
 const devices = (domid: number) => (backend === 'sim' ? { domid } : {});
@@ -89,7 +88,7 @@ function closing(rpc: RpcPeer): Promise<(Error & { code?: string }) | null> {
 
 /** Splits the frames the peer reads from us, and hands each one (decoded as JSON) to `onMessage`. */
 function readFrames(stream: Duplex, onMessage: (message: any) => void): void {
-  let pending = Buffer.alloc(0);
+  let pending: Buffer = Buffer.alloc(0);
   stream.on('data', (chunk: Buffer) => {
     pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
     while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32LE(0)) {

@@ -5,7 +5,6 @@ import { chooseOrders, connect, createServer, type Vchan, type VchanServer } fro
 import { openXenStore } from '@xen-vchan/xenstore';
 import { backend, OTHER, PEER, PROMPT_MS, SELF, sleep } from '../support/domains.js';
 import { Peer } from '../support/peer.mjs';
-// @ts-expect-error plain JS helper shared with the peer processes
 import { receiveAll, receiveCount, sendSeeded } from '../support/stream-data.mjs';
 
 const simDomid = backend === 'sim' ? SELF : undefined;
