@@ -24,8 +24,9 @@ trap 'rm -rf "$results"' EXIT
 
 # The Xen benchmark writes its JSON where the project is shared (bench-results/ by default).
 bench_env=(-e "XEN_VCHAN_BENCH_JSON=${XEN_VCHAN_BENCH_JSON:-bench-results/xen-bench.json}")
-# Knobs of the bench and the two-domain tests, passed on when set.
-for name in XEN_VCHAN_BENCH_MIB XEN_VCHAN_BENCH_REPS XEN_VCHAN_DOMAINS_MIB; do
+# Knobs of the bench, the two-domain tests and the experiments, passed on when set.
+for name in XEN_VCHAN_BENCH_MIB XEN_VCHAN_BENCH_REPS XEN_VCHAN_DOMAINS_MIB \
+            XEN_VCHAN_EXPERIMENTS XEN_VCHAN_PD_MEM XEN_VCHAN_PD_REPS XEN_VCHAN_PD_KERNEL_ARGS; do
   [ -n "${!name:-}" ] && bench_env+=(-e "$name=${!name}")
 done
 bash "$XEN_HARNESS_DIR/run-in-dom0.sh" -w "$results" -e XEN_VCHAN_BACKEND=xen "${bench_env[@]}" -- \
