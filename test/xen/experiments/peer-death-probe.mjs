@@ -63,28 +63,41 @@ if ((role !== 'client' && role !== 'server') || !Number.isInteger(peer)) {
 const tag = values.tag;
 const MAX_PORT = 0x7fffffff;
 
+/**
+ * @param {string} sig
+ * @param {unknown} v
+ * @param {Record<string, unknown>} [more]
+ */
 function emit(sig, v, more = {}) {
   console.log(`PDPROBE ${JSON.stringify({ tag, t: Date.now(), sig, v, ...more })}`);
 }
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const sleep = (/** @type {number} */ ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const xenstore = await openXenStore();
 const self = await xenstore.ownDomid();
 const events = openEventChannel();
 events.on('error', (error) => emit('evtchnError', error.message));
 const gntdev = openGntdev();
+/** The code of a failed call (its errno name), else its message. @param {unknown} error */
+const codeOf = (error) => {
+  const { code, message } = /** @type {{ code?: string, message?: string }} */ (error);
+  return code ?? message ?? String(error);
+};
 // The raw addon of @xen-vchan/evtchn, for the port-0 bind that the public API refuses.
 const require = createRequire(import.meta.url);
+/** @type {{ bindInterdomain(fd: number, domid: number, port: number): number, unbind(fd: number, port: number): void }} */
 const raw = require(join(dirname(dirname(require.resolve('@xen-vchan/evtchn'))), 'build/Release/xen_evtchn.node'));
-const fd = events.fd;
-if (typeof fd !== 'number') throw new Error('the evtchn handle has no fd (not the Xen backend?)');
+// The Xen backend keeps its file descriptor in a private field.
+const handleFd = /** @type {{ fd?: unknown }} */ (/** @type {unknown} */ (events)).fd;
+if (typeof handleFd !== 'number') throw new Error('the evtchn handle has no fd (not the Xen backend?)');
+const fd = handleFd;
 
 function bind0() {
   try {
     raw.unbind(fd, raw.bindInterdomain(fd, peer, 0));
     return 'BOUND';
   } catch (error) {
-    return error.code ?? error.message;
+    return codeOf(error);
   }
 }
 function bindMax() {
@@ -92,44 +105,54 @@ function bindMax() {
     events.unbind(events.bindInterdomain(peer, MAX_PORT));
     return 'BOUND';
   } catch (error) {
-    return error.code ?? error.message;
+    return codeOf(error);
   }
 }
 
+/** @param {string} path */
 async function readOrCode(path) {
   try {
     return `value ${await xenstore.read(path)}`;
   } catch (error) {
-    return error.code ?? error.message;
+    return codeOf(error);
   }
 }
 
+/**
+ * @param {string} path
+ * @returns {Promise<string>}
+ */
 async function waitForNode(path, timeout = 120_000) {
   const deadline = Date.now() + timeout;
   for (;;) {
     try {
       return await xenstore.read(path);
     } catch (error) {
-      if (Date.now() > deadline) throw new Error(`${path}: ${error.code ?? error.message} for ${timeout} ms`);
+      if (Date.now() > deadline) throw new Error(`${path}: ${codeOf(error)} for ${timeout} ms`);
       await sleep(100);
     }
   }
 }
 
-/** A 1-byte grant copy from the peer's grant `ref` (offset 0) into local memory: the GNTST_* status. */
+/**
+ * A 1-byte grant copy from the peer's grant `ref` (offset 0) into local memory: the GNTST_* status.
+ * @param {number} ref
+ * @returns {() => number | string}
+ */
 function copier(ref) {
   const segments = [{ source: { domid: peer, ref, offset: 0 }, dest: new Uint8Array(1), length: 1 }];
   return () => {
     try {
       return gntdev.grantCopy(segments)[0];
     } catch (error) {
-      return error.code ?? error.message;
+      return codeOf(error);
     }
   };
 }
 
 // The client copies from the server's control page; the grant is pinned by our stream's mapping.
 const channelPath = values.name === undefined ? null : `/local/domain/${peer}/data/vchan/${self}/${values.name}`;
+/** @type {(() => number | string) | null} */
 let copy = null;
 if (role === 'client' && channelPath) {
   const ref = Number(await waitForNode(`${channelPath}/ring-ref`));
@@ -150,6 +173,7 @@ if (values.offer) {
   await xenstore.setPermissions(offerPath, [{ domid: self, access: 'none' }, { domid: peer, access: 'read' }]);
   emit('offered', { port, gref: page.refs[0] });
 }
+/** @type {{ port: number, gref: number, mapping: unknown } | null} */
 let offered = null;
 if (values['take-offer']) {
   const [port, gref] = (await waitForNode(offerPath)).split(' ').map(Number);
@@ -162,21 +186,25 @@ if (values.bench) {
   const calls = Number(values.bench);
   const rounds = 5;
   const per = Math.ceil(calls / rounds);
+  /** @type {Record<string, () => unknown>} */
   const probes = { stat: () => statSync('/'), bind0, bindMax };
   if (copy) probes.grantCopy = copy;
+  /** @type {Record<string, bigint>} */
   const total = Object.fromEntries(Object.keys(probes).map((name) => [name, 0n]));
+  /** @type {Record<string, Record<string, number>>} */
   const answers = Object.fromEntries(Object.keys(probes).map((name) => [name, {}]));
   for (let round = 0; round < rounds; round++) {
     for (const [name, probe] of Object.entries(probes)) {
       const seen = answers[name];
       const started = process.hrtime.bigint();
       for (let i = 0; i < per; i++) {
-        const answer = probe();
+        const answer = String(probe());
         if (name !== 'stat') seen[answer] = (seen[answer] ?? 0) + 1;
       }
       total[name] += process.hrtime.bigint() - started;
     }
   }
+  /** @type {Record<string, number>} */
   const us = Object.fromEntries(Object.entries(total).map(([name, ns]) => [name, Number(ns) / 1000 / (per * rounds)]));
   emit('bench', us, { calls: per * rounds, answers, ratioToStat: Object.fromEntries(Object.entries(us).map(([name, value]) => [name, value / us.stat])) });
 }
@@ -190,11 +218,15 @@ if (offered) {
     // Keep it bound a moment (the peer hears the notify either way), then let it go.
     setTimeout(() => events.unbind(local), 2000);
   } catch (error) {
-    emit('realBind', error.code ?? error.message, { remote });
+    emit('realBind', codeOf(error), { remote });
   }
 }
 
 // Watches: every event is printed, with what a read of the node says at that moment.
+/**
+ * @param {string} path
+ * @param {boolean} read
+ */
 async function follow(path, read) {
   const watch = await xenstore.watch(path);
   let count = 0;
@@ -225,7 +257,12 @@ void (async () => {
   }
 })();
 
+/** @type {Map<string, string>} */
 const last = new Map();
+/**
+ * @param {string} sig
+ * @param {unknown} value
+ */
 function observe(sig, value) {
   const key = JSON.stringify(value);
   if (last.get(sig) === key) return;
