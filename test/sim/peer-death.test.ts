@@ -8,20 +8,15 @@ import { destroySimDomain, simFiles, SimConnection } from '@xen-vchan/sim';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { connect, createServer, presencePath, type Vchan } from '@xen-vchan/vchan';
 import type { XenVchanError } from '@xen-vchan/native';
+import { resultOf, type BothWays, type ScriptEnd, type Survived } from '../support/script-results.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const NOTICE_WITHIN_MS = 2000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const children: { kill: () => void }[] = [];
 
-interface Ended {
-  code: number | null;
-  signal: string | null;
-  output: string;
-}
-
 /** Runs a test/xen/domains script as domain `domid`; `done` resolves when it exits. */
-function runAs(domid: number, script: string, args: string[]): { done: Promise<Ended> } {
+function runAs(domid: number, script: string, args: string[]): { done: Promise<ScriptEnd> } {
   const child = spawn(process.execPath, [path.join(root, 'test/xen/domains', script), ...args], {
     env: { ...process.env, XEN_VCHAN_SIM_DOMID: String(domid), SURVIVOR_SIM_PAGES: simFiles(process.env.XEN_VCHAN_SIM_DIR!).pages },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -33,27 +28,12 @@ function runAs(domid: number, script: string, args: string[]): { done: Promise<E
   return { done: new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal, output }))) };
 }
 
-function resultOf<T>(ended: Ended, where: string): T {
-  const line = ended.output.split('\n').reverse().find((text) => text.startsWith('RESULT '));
-  if (ended.code !== 0 || !line) throw new Error(`${where} ended with ${ended.signal ?? `status ${ended.code}`}:\n${ended.output}`);
-  return JSON.parse(line.slice('RESULT '.length)) as T;
-}
-
 async function until(what: string, check: () => Promise<boolean>, timeout: number): Promise<void> {
   const deadline = Date.now() + timeout;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-}
-
-interface Survived {
-  code: string | null;
-  message: string;
-  failedAt: number;
-  received: number;
-  mappingsWhileOpen: number;
-  mappingsAfter: number;
 }
 
 afterEach(() => {
@@ -65,8 +45,7 @@ describe('two unprivileged domains (simulation)', () => {
     const bytes = String(16 * 2 ** 20);
     const server = runAs(1, 'both-ways.mjs', ['server', '--peer', '2', '--name', 'both-ways', '--bytes', bytes, '--seed', '11']);
     const client = runAs(2, 'both-ways.mjs', ['client', '--peer', '1', '--name', 'both-ways', '--bytes', bytes, '--seed', '12']);
-    type Ends = { sent: { bytes: number; sha256: string }; received: { bytes: number; sha256: string } };
-    const [fromServer, fromClient] = await Promise.all([server.done.then((ended) => resultOf<Ends>(ended, 'the server')), client.done.then((ended) => resultOf<Ends>(ended, 'the client'))]);
+    const [fromServer, fromClient] = await Promise.all([server.done.then((ended) => resultOf<BothWays>(ended, 'the server')), client.done.then((ended) => resultOf<BothWays>(ended, 'the client'))]);
     expect(fromServer.sent.bytes).toBe(16 * 2 ** 20);
     expect(fromClient.received).toEqual(fromServer.sent);
     expect(fromServer.received).toEqual(fromClient.sent);

@@ -16,6 +16,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest'
 import { requireDom0 } from './dom0.js';
 import { domainExists, Guest, projectRoot, type JobResult } from './domu.js';
 import { onCleanup, xenstoreRemove } from './cleanup.js';
+import { resultOf } from '../support/script-results.js';
 
 const MiB = 2 ** 20;
 /** Bytes per stream test; XEN_VCHAN_DOMAINS_MIB makes it smaller for a quick look. */
@@ -47,13 +48,6 @@ function spawnHere(argv: string[], env: Record<string, string> = {}): { done: Pr
 
 function dom0Node(script: string, args: string[]): string[] {
   return [process.execPath, join(projectRoot, script), ...args];
-}
-
-/** The `RESULT {...}` line a script prints last. */
-function resultOf<T>(job: JobResult, where: string): T {
-  const line = job.output.split('\n').reverse().find((text) => text.startsWith('RESULT '));
-  if (job.code !== 0 || !line) throw new Error(`${where} ended with ${job.signal ?? `status ${job.code}`}:\n${job.output}`);
-  return JSON.parse(line.slice('RESULT '.length)) as T;
 }
 
 async function readOrNull(path: string): Promise<string | null> {

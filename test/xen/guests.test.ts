@@ -10,7 +10,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { inDom0, requireDom0 } from './dom0.js';
-import { domainExists, Guest, waitUntilGone, type JobResult } from './domu.js';
+import { domainExists, Guest, waitUntilGone } from './domu.js';
+import { resultOf, type BothWays, type Survived } from '../support/script-results.js';
 
 const MiB = 2 ** 20;
 /** Bytes each way in the both-ways stream. */
@@ -26,13 +27,6 @@ const NOTICE_WITHIN_MS = 2000;
 let a: Guest | undefined;
 let b: Guest | undefined;
 const report: string[] = [];
-
-/** The `RESULT {...}` line a script prints last. */
-function resultOf<T>(job: JobResult, where: string): T {
-  const line = job.output.split('\n').reverse().find((text) => text.startsWith('RESULT '));
-  if (job.code !== 0 || !line) throw new Error(`${where} ended with ${job.signal ?? `status ${job.code}`}:\n${job.output}`);
-  return JSON.parse(line.slice('RESULT '.length)) as T;
-}
 
 async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -67,15 +61,6 @@ async function exists(path: string): Promise<boolean> {
   } finally {
     xenstore.close();
   }
-}
-
-interface Survived {
-  code: string | null;
-  message: string;
-  failedAt: number;
-  received: number;
-  mappingsWhileOpen: number;
-  mappingsAfter: number;
 }
 
 /**
@@ -157,9 +142,8 @@ describe('two unprivileged guests', () => {
     const server = a!.spawn(a!.node('test/xen/domains/both-ways.mjs', ['server', '--peer', String(b!.domid), '--name', name, '--bytes', String(BOTH_WAYS_BYTES), '--seed', '11']));
     await server.started;
     const client = b!.spawn(b!.node('test/xen/domains/both-ways.mjs', ['client', '--peer', String(a!.domid), '--name', name, '--bytes', String(BOTH_WAYS_BYTES), '--seed', '12']));
-    type Ends = { sent: { bytes: number; sha256: string }; received: { bytes: number; sha256: string }; seconds: number; mibps: number };
     const [fromA, fromB] = await within(
-      Promise.all([server.done.then((job) => resultOf<Ends>(job, 'the server in A')), client.done.then((job) => resultOf<Ends>(job, 'the client in B'))]),
+      Promise.all([server.done.then((job) => resultOf<BothWays>(job, 'the server in A')), client.done.then((job) => resultOf<BothWays>(job, 'the client in B'))]),
       300_000,
       'the both-ways stream',
     );

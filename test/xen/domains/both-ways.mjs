@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
-import { connect, createServer } from '@xen-vchan/vchan';
+import { openEnd } from './open-end.mjs';
 import { makePattern, PATTERN_SIZE } from '../../interop/bulk-node.mjs';
 
 /** @typedef {import('@xen-vchan/vchan').Vchan} Vchan */
@@ -36,17 +36,6 @@ const peer = Number(values.peer);
 const total = Number(values.bytes);
 const ring = Number(values.ring);
 const CHUNK = 64 * 1024;
-
-/** @returns {Promise<Vchan>} */
-async function open() {
-  if (role === 'client') return connect({ domid: peer, name: values.name, timeout: Number(values.timeout) });
-  const server = createServer({ domid: peer, name: values.name, readMin: ring, writeMin: ring });
-  /** @type {Promise<Vchan>} */
-  const accepted = new Promise((resolve, reject) => server.once('channel', resolve).once('error', reject));
-  await server.listen();
-  console.log(`LISTENING ${server.path}`);
-  return accepted;
-}
 
 /** @param {Vchan} channel */
 async function send(channel) {
@@ -85,7 +74,7 @@ async function receive(channel) {
   return { bytes: received, sha256: hash.digest('hex') };
 }
 
-const channel = await open();
+const channel = await openEnd(role, { peer, name: values.name ?? '', ring, timeout: Number(values.timeout) });
 console.log(`CONNECTED ${role} rings ${channel.readRingSize}/${channel.writeRingSize}`);
 const started = performance.now();
 const [sent, received] = await Promise.all([send(channel), receive(channel)]);

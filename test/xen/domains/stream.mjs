@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
-import { connect, createServer } from '@xen-vchan/vchan';
+import { openEnd } from './open-end.mjs';
 import { makePattern, PATTERN_SIZE } from '../../interop/bulk-node.mjs';
 
 /** @typedef {import('@xen-vchan/vchan').Vchan} Vchan */
@@ -38,17 +38,6 @@ if ((role !== 'server' && role !== 'client') || values.peer === undefined || (va
 const peer = Number(values.peer);
 const ring = Number(values.ring);
 const chunk = Number(values.chunk);
-
-/** @returns {Promise<Vchan>} */
-async function open() {
-  if (role === 'client') return connect({ domid: peer, name: values.name, timeout: Number(values.timeout) });
-  const server = createServer({ domid: peer, name: values.name, readMin: ring, writeMin: ring });
-  /** @type {Promise<Vchan>} */
-  const accepted = new Promise((resolve, reject) => server.once('channel', resolve).once('error', reject));
-  await server.listen();
-  console.log(`LISTENING ${server.path}`);
-  return accepted;
-}
 
 /**
  * @param {Vchan} channel
@@ -88,7 +77,7 @@ async function receive(channel) {
   return { bytes: received, sha256: hash.digest('hex') };
 }
 
-const channel = await open();
+const channel = await openEnd(role, { peer, name: values.name ?? '', ring, timeout: Number(values.timeout) });
 console.log(`CONNECTED ${role} rings ${channel.readRingSize}/${channel.writeRingSize}`);
 const started = performance.now();
 const result = values.send !== undefined ? await send(channel, Number(values.send), Number(values.seed)) : await receive(channel);

@@ -17,10 +17,9 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { openXenStore } from '@xen-vchan/xenstore';
-import { connect, createServer } from '@xen-vchan/vchan';
+import { openEnd } from './open-end.mjs';
 import { makePattern, PATTERN_SIZE } from '../../interop/bulk-node.mjs';
 
-/** @typedef {import('@xen-vchan/vchan').Vchan} Vchan */
 /** @typedef {{ code: string | null; message: string; failedAt: number }} Failure */
 
 const { positionals, values } = parseArgs({
@@ -51,18 +50,7 @@ function deviceMappings() {
     .filter((line) => line.endsWith('/dev/xen/gntdev') || line.endsWith('/dev/xen/gntalloc') || (simPages && line.includes(simPages))).length;
 }
 
-/** @returns {Promise<Vchan>} */
-async function open() {
-  if (role === 'client') return connect({ domid: peer, name: values.name, timeout: Number(values.timeout), ...checks });
-  const server = createServer({ domid: peer, name: values.name, readMin: ring, writeMin: ring, ...checks });
-  /** @type {Promise<Vchan>} */
-  const accepted = new Promise((resolve, reject) => server.once('channel', resolve).once('error', reject));
-  await server.listen();
-  console.log(`LISTENING ${server.path}`);
-  return accepted;
-}
-
-const channel = await open();
+const channel = await openEnd(role, { peer, name: values.name ?? '', ring, timeout: Number(values.timeout), ...checks });
 console.log(`CONNECTED ${role}`);
 // Open before anything happens, so that the failure is reported without a connection's delay.
 const xenstore = await openXenStore();
