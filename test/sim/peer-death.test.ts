@@ -190,3 +190,54 @@ describe('what a dead or failed client leaves the server (simulation)', () => {
     }
   });
 });
+
+describe('a hostile client and its presence node (simulation)', () => {
+  it('rewriting its node costs the server nothing; removing it while connected ends only its own channel', { timeout: 60_000 }, async () => {
+    // Two servers in domain 1: one for the hostile client (domain 2), one for a bystander (domain 3).
+    const servers = [2, 3].map((client) => createServer({ domid: client, name: `presence-${client}`, backend: 'sim', simDomid: 1 }));
+    const accepted = servers.map((server) => new Promise<Vchan>((resolve) => server.once('channel', resolve)));
+    for (const server of servers) await server.listen();
+    const clients = await Promise.all([2, 3].map((domid) => connect({ domid: 1, name: `presence-${domid}`, backend: 'sim', simDomid: domid })));
+    const served = await Promise.all(accepted);
+    const failures: (string | null)[] = [null, null];
+    served.forEach((channel, index) => channel.on('error', (error: XenVchanError) => (failures[index] = error.code)));
+    clients.forEach((channel) => channel.on('error', () => {}));
+    // The hostile client's own XenStore connection: its node is its own to change.
+    const hostile = await openXenStore({ domid: 2 });
+    const node = presencePath(2, 1, servers[0]!.path!);
+    try {
+      await until('the presence node', () => hostile.read(node).then(() => true, () => false), 5_000);
+      // How late a 20 ms timer fires while the server follows the flood: the event loop keeps turning.
+      let worstLag = 0;
+      let last = performance.now();
+      const lagTimer = setInterval(() => {
+        const now = performance.now();
+        worstLag = Math.max(worstLag, now - last - 20);
+        last = now;
+      }, 20);
+      try {
+        const big = 'x'.repeat(4000);
+        for (let i = 0; i < 2000; i++) await hostile.write(node, i % 2 ? big : String(i));
+      } finally {
+        clearInterval(lagTimer);
+      }
+      await sleep(300);
+      expect(failures).toEqual([null, null]); // a node that changes is still there
+      expect(worstLag).toBeLessThan(500);
+      const echoed = new Promise<Buffer>((resolve) => served[0]!.once('data', resolve));
+      clients[0]!.write('after the flood');
+      expect((await echoed).toString()).toBe('after the flood');
+
+      await hostile.rm(node); // gone while its live byte says connected: taken as its domain dying
+      await until('the hostile channel to fail', async () => failures[0] !== null, 5_000);
+      expect(failures[0]).toBe('ECONNRESET');
+      await sleep(600); // more than one check interval: the bystander is untouched
+      expect(failures[1]).toBeNull();
+      expect(served[1]!.destroyed).toBe(false);
+    } finally {
+      hostile.close();
+      for (const channel of [...clients, ...served]) channel.destroy();
+      for (const server of servers) await server.close();
+    }
+  });
+});
