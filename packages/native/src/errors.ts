@@ -1,3 +1,5 @@
+import { isGuestDomainId, MAX_GUEST_DOMID } from './domains.js';
+
 /** Error type of every xen-vchan package: a stable `code` to branch on and a message that says what to do. */
 export class XenVchanError extends Error {
   readonly code: string;
@@ -50,6 +52,38 @@ export function explained<T>(operation: string, body: () => T, advise?: (code: s
   }
 }
 
+/** An argument the caller passed is out of range or of the wrong kind (`code` ERR_INVALID_ARG_VALUE, as Node's own). */
 export function invalidArgument(message: string): XenVchanError {
   return new XenVchanError('ERR_INVALID_ARG_VALUE', message);
+}
+
+/**
+ * The `code` of anything thrown (a XenVchanError, a Node system error, an addon error), or
+ * undefined when it has none: the one way to branch on an error whose type is not known.
+ */
+export function errorCode(error: unknown): string | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const { code } = error as { code?: unknown };
+  return typeof code === 'string' ? code : undefined;
+}
+
+/**
+ * A wait given up because its AbortSignal fired: shaped like Node's own AbortError (`name`
+ * 'AbortError', `code` 'ABORT_ERR') so code written for fetch or streams recognises it, with the
+ * signal's reason as `cause`. `what` names the wait ("The connect", "The send of a 12-byte
+ * message"); `outcome` says what became of the operation, when the caller needs to know.
+ */
+export function abortError(reason: unknown, what: string, outcome?: string): XenVchanError {
+  const error = new XenVchanError('ABORT_ERR', `${what} was aborted.${outcome ? ` ${outcome}` : ''}`, { cause: reason });
+  error.name = 'AbortError';
+  return error;
+}
+
+/**
+ * Returns `domid` when it names a guest domain (an integer from 0 to 32751), else throws
+ * ERR_INVALID_ARG_VALUE naming `what` (the option or argument, e.g. "domid (the server domain)").
+ */
+export function checkDomainId(domid: unknown, what = 'domid'): number {
+  if (!isGuestDomainId(domid)) throw invalidArgument(`${what} must be a domain id, an integer from 0 to ${MAX_GUEST_DOMID}; got ${String(domid)}`);
+  return domid;
 }

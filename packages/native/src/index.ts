@@ -1,4 +1,5 @@
-export { XenVchanError, explainError, explained, invalidArgument } from './errors.js';
+export { XenVchanError, abortError, checkDomainId, errorCode, explainError, explained, invalidArgument } from './errors.js';
+export { DOMID_FIRST_RESERVED, MAX_GUEST_DOMID, isGuestDomainId } from './domains.js';
 export { loadAddon } from './addon.js';
 export { chooseBackend, type BackendName, type BackendChoice } from './backend.js';
 

@@ -1,5 +1,7 @@
 import { XenVchanError } from '@xen-vchan/native';
 
+export { abortError } from '@xen-vchan/native';
+
 /** The peer broke the protocol (it controls the shared page); the channel cannot go on. */
 export function protocolError(what: string, cause?: unknown): XenVchanError {
   return new XenVchanError(
@@ -7,18 +9,6 @@ export function protocolError(what: string, cause?: unknown): XenVchanError {
     `vchan protocol violation by the peer: ${what}. The channel was closed; nothing was read or written outside it.`,
     cause === undefined ? undefined : { cause },
   );
-}
-
-/**
- * A wait given up because its AbortSignal fired: shaped like Node's own AbortError (`name`
- * 'AbortError', `code` 'ABORT_ERR') so code written for fetch or streams recognises it, with the
- * signal's reason as `cause`. `what` names the wait ("The connect", "The send of a 12-byte
- * message"); `outcome` says what became of the operation, when the caller needs to know.
- */
-export function abortError(reason: unknown, what: string, outcome?: string): XenVchanError {
-  const error = new XenVchanError('ABORT_ERR', `${what} was aborted.${outcome ? ` ${outcome}` : ''}`, { cause: reason });
-  error.name = 'AbortError';
-  return error;
 }
 
 /** Largest delay setTimeout honours; a longer one would fire after 1 ms. */
