@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openEventChannel, type EventChannel } from '@xen-vchan/evtchn';
 import { openGntalloc, type Gntalloc, type SharedPages } from '@xen-vchan/gntalloc';
 import { GrantStatus, openGntdev, type Gntdev, type GrantMapping } from '@xen-vchan/gntdev';
+import { errorCode } from '@xen-vchan/native';
 import { destroySimDomain, SimConnection } from '@xen-vchan/sim';
 import { openXenStore, type Watch, type XenStore } from '@xen-vchan/xenstore';
 import { PROMPT_MS, SETTLE_MS, sleep } from '../support/domains.js';
@@ -104,7 +105,7 @@ const codeOf = (action: () => unknown) => {
     action();
     return 'no error';
   } catch (error) {
-    return (error as { code?: string }).code;
+    return errorCode(error);
   }
 };
 

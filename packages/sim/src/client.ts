@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { sleepSync, XenVchanError } from '@xen-vchan/native';
+import { errorCode, invalidArgument, isGuestDomainId, MAX_GUEST_DOMID, sleepSync, XenVchanError } from '@xen-vchan/native';
 import { addon } from './addon.js';
+import { SimFailure } from './failure.js';
 import { ensureSimDirectory, simDirectory, simFiles, type SimFiles } from './paths.js';
 import { encodeFrame, PROTOCOL_VERSION, type Operation, type Replies, type Reply, type Requests, type SimDomainDestroyed } from './protocol.js';
 
@@ -39,8 +40,8 @@ export class SimConnection {
   call<Op extends Operation>(operation: Op, request: Requests[Op]): Replies[Op] {
     if (this.fd < 0) throw daemonGone(this.files, 'the link was closed');
     const reply = this.exchange({ op: operation, ...request }) as Reply;
-    // A plain error with an errno code, like one from a syscall: the device layer explains it.
-    if ('error' in reply) throw Object.assign(new Error(`${reply.error.code}: ${reply.error.message}`), { code: reply.error.code });
+    // Like a failed syscall's error, not a XenVchanError: the device layer explains it.
+    if ('error' in reply) throw new SimFailure(reply.error.code, `${reply.error.code}: ${reply.error.message}`);
     return reply.ok as Replies[Op];
   }
 
@@ -87,14 +88,14 @@ export class SimConnection {
  * EDEADLK). Returns what was done.
  */
 export function destroySimDomain(domid: number, options: { simDirectory?: string } = {}): SimDomainDestroyed {
-  if (!Number.isInteger(domid) || domid < 0 || domid > 0x7fef) {
-    throw new XenVchanError('ERR_INVALID_ARG_VALUE', `Cannot destroy domain ${String(domid)}: a domain id is an integer from 0 to 32751.`);
+  if (!isGuestDomainId(domid)) {
+    throw invalidArgument(`Cannot destroy domain ${String(domid)}: a domain id is an integer from 0 to ${MAX_GUEST_DOMID}.`);
   }
   const connection = SimConnection.open(options.simDirectory);
   try {
     return connection.call('domain.destroy', { domid });
   } catch (error) {
-    if ((error as { code?: string }).code !== 'ENOSYS') throw error;
+    if (errorCode(error) !== 'ENOSYS') throw error;
     throw new XenVchanError(
       'ENOSYS',
       `The simulation daemon of ${connection.files.directory} is older than domain destruction. Stop it (vchan sim stop) and try again.`,
@@ -115,7 +116,7 @@ function connectOrStartDaemon(files: SimFiles): number {
   try {
     return addon.connectUnix(files.socket);
   } catch (error) {
-    const code = (error as { code?: string }).code;
+    const code = errorCode(error);
     if (code !== 'ENOENT' && code !== 'ECONNREFUSED') throw error;
   }
   startDaemon(files);

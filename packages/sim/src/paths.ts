@@ -1,7 +1,7 @@
 import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, statSync, type Stats } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { XenVchanError } from '@xen-vchan/native';
+import { errorCode, invalidArgument, isGuestDomainId, MAX_GUEST_DOMID, XenVchanError } from '@xen-vchan/native';
 
 /**
  * Where the simulation keeps its shared state: XEN_VCHAN_SIM_DIR, else a per-user folder on
@@ -45,7 +45,7 @@ export function ensureSimDirectory(directory: string): void {
   try {
     fd = openSync(directory, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
   } catch (error) {
-    const code = (error as { code?: string }).code;
+    const code = errorCode(error);
     if (code !== 'ELOOP' && code !== 'ENOTDIR') throw error;
     throw new XenVchanError('ELOOP', `The simulation folder ${directory} changed while it was checked (it is no longer a folder). Remove it or set XEN_VCHAN_SIM_DIR elsewhere.`, { cause: error });
   }
@@ -81,8 +81,8 @@ function lstatOrNull(candidate: string): Stats | null {
 /** The simulated domain a handle acts as: an explicit option, else XEN_VCHAN_SIM_DOMID, else 0. */
 export function simDomid(explicit?: number): number {
   const value = explicit ?? (process.env.XEN_VCHAN_SIM_DOMID === undefined ? 0 : Number(process.env.XEN_VCHAN_SIM_DOMID));
-  if (!Number.isInteger(value) || value < 0 || value > 0x7fef) {
-    throw new XenVchanError('ERR_INVALID_ARG_VALUE', `Invalid simulated domain id ${String(value)}: use an integer from 0 to 32751 (option domid or XEN_VCHAN_SIM_DOMID).`);
+  if (!isGuestDomainId(value)) {
+    throw invalidArgument(`Invalid simulated domain id ${String(value)}: use an integer from 0 to ${MAX_GUEST_DOMID} (option domid or XEN_VCHAN_SIM_DOMID).`);
   }
   return value;
 }

@@ -1,4 +1,6 @@
 import { closeSync, ftruncateSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { DOMID_FIRST_RESERVED, isGuestDomainId, MAX_GUEST_DOMID } from '@xen-vchan/native';
+import { SimFailure } from '../failure.js';
 import { addon } from '../addon.js';
 import type { SimFiles } from '../paths.js';
 import { MAX_PORTS, PortState, PortTable, signalPort, TABLE_BYTES, WakeupSender } from '../port-table.js';
@@ -20,16 +22,6 @@ const GNTST_BAD_DOMAIN = -2;
 const GNTST_BAD_GNTREF = -4;
 const GNTST_PERMISSION_DENIED = -8;
 
-/** An error the daemon returns to the caller, with an errno name as its code. */
-export class ControlFailure extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 // --- request checking -------------------------------------------------------------------
 // Any local process of the user can connect and send any JSON, so every field is checked before
 // it is used: a domid like "../x" would otherwise reach file names, a count of 1e12 a loop.
@@ -38,8 +30,6 @@ export class ControlFailure extends Error {
 type Check<T> = (value: unknown, field: string) => T;
 type Shape<T> = { [K in keyof T]-?: Check<T[K]> };
 
-/** Domain ids a guest can have: 0..32751 (DOMID_FIRST_RESERVED is 0x7ff0). */
-const MAX_DOMID = 0x7fef;
 /** Event-channel ports and grant refs are u32 in the ABI; the hypervisor then looks them up. */
 const MAX_U32 = 0xffff_ffff;
 /**
@@ -49,7 +39,7 @@ const MAX_U32 = 0xffff_ffff;
 const MAX_PAGES = 1 << 20;
 
 function refuse(field: string, wanted: string, value: unknown): never {
-  throw new ControlFailure('EINVAL', `${field} must be ${wanted}, not ${shown(value)}`);
+  throw new SimFailure('EINVAL', `${field} must be ${wanted}, not ${shown(value)}`);
 }
 
 /** A received value for an error message: never its own toString, which the sender chose. */
@@ -64,7 +54,8 @@ const integer =
   (value, field) =>
     Number.isSafeInteger(value) && (value as number) >= min && (value as number) <= max ? (value as number) : refuse(field, wanted, value);
 
-const domid = integer(0, MAX_DOMID, 'a domain id, an integer from 0 to 32751');
+const domid: Check<number> = (value, field) =>
+  isGuestDomainId(value) ? value : refuse(field, `a domain id, an integer from 0 to ${MAX_GUEST_DOMID}`, value);
 /** Handles, allocations and mappings: ids the daemon handed out, looked up afterwards. */
 const id = integer(0, Number.MAX_SAFE_INTEGER, 'an id, a non-negative integer');
 const u32 = integer(0, MAX_U32, 'an integer from 0 to 4294967295');
@@ -120,7 +111,7 @@ const requestShapes: { [Op in Operation]: Shape<Requests[Op]> } = {
 
 /** The request of `op` with every field checked (EINVAL), or ENOSYS for an operation that does not exist. */
 export function checkRequest(op: string, request: unknown): { op: Operation; request: Requests[Operation] } {
-  if (!Object.hasOwn(requestShapes, op)) throw new ControlFailure('ENOSYS', `unknown operation ${JSON.stringify(op.slice(0, 40))}`);
+  if (!Object.hasOwn(requestShapes, op)) throw new SimFailure('ENOSYS', `unknown operation ${JSON.stringify(op.slice(0, 40))}`);
   const known = op as Operation;
   return { op: known, request: shaped(requestShapes[known] as Shape<Requests[Operation]>, request, known) };
 }
@@ -241,10 +232,10 @@ export class Hypervisor {
   /** Runs one call from a client; every field is checked first (see requestShapes), whatever the sender. */
   handle(client: Client, op: string, request: unknown): unknown {
     this.clients.add(client);
-    if (client.killed) throw new ControlFailure('ESRCH', 'this process was killed with its domain; it cannot act any more');
+    if (client.killed) throw new SimFailure('ESRCH', 'this process was killed with its domain; it cannot act any more');
     const call = checkRequest(op, request);
     const method = (this as unknown as Record<string, (client: Client, request: unknown) => unknown>)[`op_${call.op.replace('.', '_')}`];
-    if (typeof method !== 'function') throw new ControlFailure('ENOSYS', `operation ${call.op} is not served by the hypervisor`);
+    if (typeof method !== 'function') throw new SimFailure('ENOSYS', `operation ${call.op} is not served by the hypervisor`);
     return method.call(this, client, call.request);
   }
 
@@ -272,7 +263,7 @@ export class Hypervisor {
 
   op_hello(client: Client, { pid, version }: Requests['hello']): Replies['hello'] {
     if (version !== PROTOCOL_VERSION) {
-      throw new ControlFailure(
+      throw new SimFailure(
         'ESIMVERSION',
         `the sim daemon (pid ${process.pid}) of ${this.files.directory} speaks protocol ${PROTOCOL_VERSION}, this process ${version}: ` +
           `another version of xen-vchan started it. Stop it (kill ${process.pid}) or use another XEN_VCHAN_SIM_DIR.`,
@@ -292,7 +283,7 @@ export class Hypervisor {
     const handle = this.handleOf(client, request.handle, 'gntalloc');
     const domain = this.domain(handle.domid);
     if (domain.grantsInUse + request.count > domain.limit) {
-      throw new ControlFailure(
+      throw new SimFailure(
         'ENOSPC',
         `gntalloc limit reached in domain ${domain.domid}: ${domain.grantsInUse} of ${domain.limit} pages in use, ${request.count} more asked`,
       );
@@ -332,7 +323,7 @@ export class Hypervisor {
     const handle = this.handleOf(client, request.handle, 'gntalloc');
     const allocation = this.allocationOf(handle, request.allocation);
     const grant = allocation.grants[Math.floor(request.offset / PAGE)];
-    if (!grant || request.offset < 0) throw new ControlFailure('EINVAL', `offset ${request.offset} is outside the shared pages`);
+    if (!grant || request.offset < 0) throw new SimFailure('EINVAL', `offset ${request.offset} is outside the shared pages`);
     this.replaceNotify(grant, this.makeNotify(handle.domid, allocation.file, request.offset, request.clearByte, request.port));
     return null;
   }
@@ -361,20 +352,20 @@ export class Hypervisor {
 
   op_gntdev_map(client: Client, request: Requests['gntdev.map']): Replies['gntdev.map'] {
     const handle = this.handleOf(client, request.handle, 'gntdev');
-    if (request.grants.length === 0) throw new ControlFailure('EINVAL', 'no grant references given');
+    if (request.grants.length === 0) throw new SimFailure('EINVAL', 'no grant references given');
     const grants = request.grants.map(({ domid, ref }) => {
       const grant = this.grants.get(grantKey(domid, ref));
       // Xen refuses these in the map hypercall; Linux reports any refusal as EINVAL from mmap.
       if (!grant || (grant.released && grant.mappers === 0)) {
-        throw new ControlFailure('EINVAL', `grant ${ref} of domain ${domid} does not exist`);
+        throw new SimFailure('EINVAL', `grant ${ref} of domain ${domid} does not exist`);
       }
       // Xen cannot pin a page of a dying domain for a new mapping; existing ones stay.
-      if (grant.orphaned) throw new ControlFailure('EINVAL', `grant ${ref} of domain ${domid} belongs to a destroyed domain`);
+      if (grant.orphaned) throw new SimFailure('EINVAL', `grant ${ref} of domain ${domid} belongs to a destroyed domain`);
       if (grant.grantee !== handle.domid) {
-        throw new ControlFailure('EINVAL', `grant ${ref} of domain ${domid} is for domain ${grant.grantee}, not ${handle.domid}`);
+        throw new SimFailure('EINVAL', `grant ${ref} of domain ${domid} is for domain ${grant.grantee}, not ${handle.domid}`);
       }
       if (request.writable && !grant.writable) {
-        throw new ControlFailure('EINVAL', `grant ${ref} of domain ${domid} is read-only; map it read-only`);
+        throw new SimFailure('EINVAL', `grant ${ref} of domain ${domid} is read-only; map it read-only`);
       }
       return grant;
     });
@@ -390,8 +381,8 @@ export class Hypervisor {
     const handle = this.handleOf(client, request.handle, 'gntdev');
     const mapping = this.mappingOf(handle, request.mapping);
     const grant = mapping.grants[Math.floor(request.offset / PAGE)];
-    if (!grant || request.offset < 0) throw new ControlFailure('EINVAL', `offset ${request.offset} is outside the mapping`);
-    if (request.clearByte && !mapping.writable) throw new ControlFailure('EINVAL', 'cannot clear a byte in a read-only mapping');
+    if (!grant || request.offset < 0) throw new SimFailure('EINVAL', `offset ${request.offset} is outside the mapping`);
+    if (request.clearByte && !mapping.writable) throw new SimFailure('EINVAL', 'cannot clear a byte in a read-only mapping');
     const notify = this.makeNotify(handle.domid, grant.allocation.file, grant.page * PAGE + (request.offset % PAGE), request.clearByte, request.port);
     this.dropNotify(mapping.notify);
     mapping.notify = notify;
@@ -427,7 +418,7 @@ export class Hypervisor {
   op_evtchn_bindUnbound(client: Client, request: Requests['evtchn.bindUnbound']): Replies['evtchn.bindUnbound'] {
     const handle = this.handleOf(client, request.handle, 'evtchn');
     // As Linux: a restricted handle may only bind interdomain, never offer a port.
-    if (handle.restrictedTo !== null) throw new ControlFailure('EACCES', `this handle is restricted to domain ${handle.restrictedTo}: it may not offer ports`);
+    if (handle.restrictedTo !== null) throw new SimFailure('EACCES', `this handle is restricted to domain ${handle.restrictedTo}: it may not offer ports`);
     const domain = this.domain(handle.domid);
     const port = this.freePort(domain);
     domain.ports.write(port, { state: PortState.Unbound, remoteDomain: request.remoteDomain, remotePort: 0, owner: handle.id });
@@ -448,12 +439,12 @@ export class Hypervisor {
     // Xen looks the remote domain up first. A zombie is still found (and has no port to offer).
     // A domain the sim never saw may well exist (there is no toolstack to say), so it is not ESRCH.
     if (remoteDomain && this.stateOf(remoteDomain) === 'gone') {
-      throw new ControlFailure('ESRCH', `domain ${request.remoteDomain} does not exist (it was destroyed)`);
+      throw new SimFailure('ESRCH', `domain ${request.remoteDomain} does not exist (it was destroyed)`);
     }
-    if (remotePort === 0) throw new ControlFailure('EINVAL', 'port 0 is reserved in every domain; it is never offered');
+    if (remotePort === 0) throw new SimFailure('EINVAL', 'port 0 is reserved in every domain; it is never offered');
     const remote = remoteDomain && remotePort < MAX_PORTS ? remoteDomain.ports.read(remotePort) : null;
     if (!remote || remote.state !== PortState.Unbound || remote.remoteDomain !== handle.domid) {
-      throw new ControlFailure('EINVAL', `port ${remotePort} of domain ${request.remoteDomain} is not offered to domain ${handle.domid}`);
+      throw new SimFailure('EINVAL', `port ${remotePort} of domain ${request.remoteDomain} is not offered to domain ${handle.domid}`);
     }
     const domain = this.domain(handle.domid);
     const port = this.freePort(domain);
@@ -471,7 +462,7 @@ export class Hypervisor {
 
   op_evtchn_unbind(client: Client, request: Requests['evtchn.unbind']): Replies['evtchn.unbind'] {
     const handle = this.handleOf(client, request.handle, 'evtchn');
-    if (!handle.ports.delete(request.port)) throw new ControlFailure('ENOTCONN', `port ${request.port} is not bound by this handle`);
+    if (!handle.ports.delete(request.port)) throw new SimFailure('ENOTCONN', `port ${request.port} is not bound by this handle`);
     this.closePort(handle.domid, request.port);
     return null;
   }
@@ -479,8 +470,8 @@ export class Hypervisor {
   op_evtchn_restrict(client: Client, request: Requests['evtchn.restrict']): Replies['evtchn.restrict'] {
     const handle = this.handleOf(client, request.handle, 'evtchn');
     // As Linux: once only, and never to dom0 (or a reserved id).
-    if (handle.restrictedTo !== null) throw new ControlFailure('EACCES', `this handle is already restricted to domain ${handle.restrictedTo}`);
-    if (request.domid === 0 || request.domid >= 0x7ff0) throw new ControlFailure('EINVAL', `cannot restrict to domain ${request.domid}`);
+    if (handle.restrictedTo !== null) throw new SimFailure('EACCES', `this handle is already restricted to domain ${handle.restrictedTo}`);
+    if (request.domid === 0 || request.domid >= DOMID_FIRST_RESERVED) throw new SimFailure('EINVAL', `cannot restrict to domain ${request.domid}`);
     handle.restrictedTo = request.domid;
     return null;
   }
@@ -489,7 +480,7 @@ export class Hypervisor {
 
   op_close(client: Client, request: Requests['close']): Replies['close'] {
     const handle = this.handles.get(request.handle);
-    if (!handle || handle.client !== client) throw new ControlFailure('EBADF', `handle ${request.handle} is not open`);
+    if (!handle || handle.client !== client) throw new SimFailure('EBADF', `handle ${request.handle} is not open`);
     this.closeHandle(handle);
     return null;
   }
@@ -505,12 +496,12 @@ export class Hypervisor {
    */
   op_domain_destroy(client: Client, { domid }: Requests['domain.destroy']): Replies['domain.destroy'] {
     if (domid === 0) {
-      throw new ControlFailure('EPERM', 'domain 0 cannot be destroyed: every other domain depends on it. Stop the simulation instead (vchan sim stop).');
+      throw new SimFailure('EPERM', 'domain 0 cannot be destroyed: every other domain depends on it. Stop the simulation instead (vchan sim stop).');
     }
     const handles = [...this.handles.values()].filter((handle) => handle.domid === domid);
     const actors = new Set([...handles.map((handle) => handle.client.peerPid), ...(this.xenstore?.processesOf(domid) ?? [])].filter((pid) => pid !== null));
     if (handles.some((handle) => handle.client === client) || (client.peerPid !== null && actors.has(client.peerPid))) {
-      throw new ControlFailure(
+      throw new SimFailure(
         'EDEADLK',
         `this process acts as domain ${domid} (it opened a device or XenStore as it), and would be killed before it read the answer. ` +
           `Destroy the domain from another process, such as \`vchan sim destroy ${domid}\`.`,
@@ -613,19 +604,19 @@ export class Hypervisor {
 
   private handleOf<K extends Handle['kind']>(client: Client, id: number, kind: K): Extract<Handle, { kind: K }> {
     const handle = this.handles.get(id);
-    if (!handle || handle.client !== client || handle.kind !== kind) throw new ControlFailure('EBADF', `${kind} handle ${id} is not open`);
+    if (!handle || handle.client !== client || handle.kind !== kind) throw new SimFailure('EBADF', `${kind} handle ${id} is not open`);
     return handle as Extract<Handle, { kind: K }>;
   }
 
   private allocationOf(handle: Extract<Handle, { kind: 'gntalloc' }>, id: number): Allocation {
     const allocation = this.allocations.get(id);
-    if (!allocation || !handle.allocations.has(id)) throw new ControlFailure('EINVAL', `no allocation ${id} on this handle`);
+    if (!allocation || !handle.allocations.has(id)) throw new SimFailure('EINVAL', `no allocation ${id} on this handle`);
     return allocation;
   }
 
   private mappingOf(handle: Extract<Handle, { kind: 'gntdev' }>, id: number): Mapping {
     const mapping = this.mappings.get(id);
-    if (!mapping || !handle.mappings.has(id)) throw new ControlFailure('EINVAL', `no mapping ${id} on this handle`);
+    if (!mapping || !handle.mappings.has(id)) throw new SimFailure('EINVAL', `no mapping ${id} on this handle`);
     return mapping;
   }
 
@@ -691,12 +682,12 @@ export class Hypervisor {
         return port;
       }
     }
-    throw new ControlFailure('ENOSPC', `all ${MAX_PORTS - 1} event-channel ports of domain ${domain.domid} are in use`);
+    throw new SimFailure('ENOSPC', `all ${MAX_PORTS - 1} event-channel ports of domain ${domain.domid} are in use`);
   }
 
   private checkRestriction(handle: Extract<Handle, { kind: 'evtchn' }>, remoteDomain: number): void {
     if (handle.restrictedTo !== null && handle.restrictedTo !== remoteDomain) {
-      throw new ControlFailure('EACCES', `this handle is restricted to domain ${handle.restrictedTo}`);
+      throw new SimFailure('EACCES', `this handle is restricted to domain ${handle.restrictedTo}`);
     }
   }
 
@@ -705,7 +696,7 @@ export class Hypervisor {
       const domain = this.domain(domid);
       const key = portKey(domid, port);
       if (!domain.usedPorts.has(port) || this.closingPorts.has(key)) {
-        throw new ControlFailure('EINVAL', `event channel port ${port} is not bound in domain ${domid}; bind it before asking for the event`);
+        throw new SimFailure('EINVAL', `event channel port ${port} is not bound in domain ${domid}; bind it before asking for the event`);
       }
       this.portHolds.set(key, (this.portHolds.get(key) ?? 0) + 1);
     }

@@ -5,11 +5,13 @@
  */
 import { chmodSync, closeSync, constants, lstatSync, mkdirSync, openSync, rmSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
+import { errorCode } from '@xen-vchan/native';
 import { addon, peerPidOf } from '../addon.js';
 import { ensureSimDirectory, simFiles, type SimFiles } from '../paths.js';
 import { encodeFrame, FrameReader, FrameViolation, parseCall } from '../protocol.js';
 import { startXenStoreServer } from '../xenstore/server.js';
-import { ControlFailure, Hypervisor, type Client } from './hypervisor.js';
+import { SimFailure } from '../failure.js';
+import { Hypervisor, type Client } from './hypervisor.js';
 
 const IDLE_EXIT_MS = Number(process.env.XEN_VCHAN_SIM_IDLE_MS ?? 30_000);
 /**
@@ -118,9 +120,8 @@ function main(): void {
     try {
       return { ok: hypervisor.handle(client, op, request) ?? null };
     } catch (error) {
-      if (!(error instanceof ControlFailure)) log(`${JSON.stringify(op.slice(0, 40))} failed: ${(error as Error).stack}`);
-      const code = error instanceof ControlFailure ? error.code : ((error as { code?: string }).code ?? 'EIO');
-      return { error: { code, message: (error as Error).message } };
+      if (!(error instanceof SimFailure)) log(`${JSON.stringify(op.slice(0, 40))} failed: ${(error as Error).stack}`);
+      return { error: { code: errorCode(error) ?? 'EIO', message: (error as Error).message } };
     }
   };
 

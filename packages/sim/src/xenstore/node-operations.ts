@@ -3,8 +3,8 @@
  * and changed through a NodeView, which is either the committed store or a transaction's view.
  * Every check comes before the first change, so a refused request changes nothing.
  */
+import { SimFailure } from '../failure.js';
 import { OWNER, READ, rightsOf, WRITE } from './access.js';
-import { XsFailure } from './failure.js';
 import { NODE_QUOTA, NODE_QUOTA_ERROR, PERMISSIONS_QUOTA } from './limits.js';
 import { baseName, canonicalPath, childPath, isValidNodePath, parentPath } from './node-path.js';
 import { parseXsPermission, type XsPermission } from './permissions.js';
@@ -34,7 +34,7 @@ const EMPTY = Buffer.alloc(0);
 /** The absolute path of `path` as the requesting domain means it; EINVAL if xenstored would refuse it. */
 export function resolvePath(context: RequestContext, path: string): string {
   const absolute = canonicalPath(path, context.domid);
-  if (!isValidNodePath(absolute)) throw new XsFailure('EINVAL', `invalid path "${path}"`);
+  if (!isValidNodePath(absolute)) throw new SimFailure('EINVAL', `invalid path "${path}"`);
   return absolute;
 }
 
@@ -79,9 +79,9 @@ export function removeNode(context: RequestContext, path: string): void {
   const node = findNode(context, absolute, WRITE);
   if (!node) {
     if (context.view.get(parentPath(absolute))) return;
-    throw new XsFailure('ENOENT', `neither ${absolute} nor its parent exists`);
+    throw new SimFailure('ENOENT', `neither ${absolute} nor its parent exists`);
   }
-  if (absolute === '/') throw new XsFailure('EINVAL', 'the root cannot be removed');
+  if (absolute === '/') throw new SimFailure('EINVAL', 'the root cannot be removed');
   context.changes.push({ path: absolute, exact: false, permissions: [node.permissions] });
   removeSubtree(context, absolute, node);
   const parent = parentPath(absolute);
@@ -92,13 +92,13 @@ export function removeNode(context: RequestContext, path: string): void {
 
 /** Parses SET_PERMS's permission strings, with xenstored's limits. */
 export function parsePermissions(context: RequestContext, texts: readonly string[]): XsPermission[] {
-  if (texts.length === 0) throw new XsFailure('EINVAL', 'a permission list needs at least the owner');
+  if (texts.length === 0) throw new SimFailure('EINVAL', 'a permission list needs at least the owner');
   if (context.domid !== 0 && texts.length > PERMISSIONS_QUOTA) {
-    throw new XsFailure('ENOSPC', `at most ${PERMISSIONS_QUOTA} permission entries per node`);
+    throw new SimFailure('ENOSPC', `at most ${PERMISSIONS_QUOTA} permission entries per node`);
   }
   return texts.map((text) => {
     const permission = parseXsPermission(text);
-    if (!permission) throw new XsFailure('EINVAL', `"${text}" is not a permission (n|r|w|b then a domid)`);
+    if (!permission) throw new SimFailure('EINVAL', `"${text}" is not a permission (n|r|w|b then a domid)`);
     return permission;
   });
 }
@@ -112,17 +112,17 @@ export function setPermissions(context: RequestContext, path: string, permission
   const node = existingNode(context, absolute, WRITE | OWNER);
   const owner = permissions[0]!.domid;
   if (context.domid !== 0 && owner !== node.permissions[0]!.domid) {
-    throw new XsFailure('EPERM', 'only dom0 may give a node another owner');
+    throw new SimFailure('EPERM', 'only dom0 may give a node another owner');
   }
   // xenstored 4.17 refuses an owner that is no domain (entries for other domains it accepts).
-  if (!context.domainExists(owner)) throw new XsFailure('ENOENT', `domain ${owner} does not exist`);
+  if (!context.domainExists(owner)) throw new SimFailure('ENOENT', `domain ${owner} does not exist`);
   context.view.set(absolute, { ...node, permissions });
   context.changes.push({ path: absolute, exact: false, permissions: [node.permissions, permissions] });
 }
 
 function existingNode(context: RequestContext, path: string, needed: number): XsNode {
   const node = findNode(context, path, needed);
-  if (!node) throw new XsFailure('ENOENT', `no node ${path}`);
+  if (!node) throw new SimFailure('ENOENT', `no node ${path}`);
   return node;
 }
 
@@ -135,7 +135,7 @@ function findNode(context: RequestContext, path: string, needed: number): XsNode
   const node = context.view.get(path);
   if (node) {
     if ((rightsOf(context.domid, node.permissions) & needed) !== needed) {
-      throw new XsFailure('EACCES', `domain ${context.domid} lacks the rights on ${path}`);
+      throw new SimFailure('EACCES', `domain ${context.domid} lacks the rights on ${path}`);
     }
     return node;
   }
@@ -146,7 +146,7 @@ function findNode(context: RequestContext, path: string, needed: number): XsNode
     ancestorNode = context.view.get(ancestor);
   } while (!ancestorNode && ancestor !== '/');
   if (ancestorNode && (rightsOf(context.domid, ancestorNode.permissions) & needed) === 0) {
-    throw new XsFailure('EACCES', `domain ${context.domid} lacks the rights on ${ancestor}`);
+    throw new SimFailure('EACCES', `domain ${context.domid} lacks the rights on ${ancestor}`);
   }
   return undefined;
 }
@@ -163,7 +163,7 @@ function createNode(context: RequestContext, path: string, value: Buffer): void 
     existing = parentPath(existing);
   }
   if (context.domid !== 0 && context.view.ownedBy(context.domid) + missing.length > NODE_QUOTA) {
-    throw new XsFailure(NODE_QUOTA_ERROR, `domain ${context.domid} would own more than ${NODE_QUOTA} nodes`);
+    throw new SimFailure(NODE_QUOTA_ERROR, `domain ${context.domid} would own more than ${NODE_QUOTA} nodes`);
   }
   let parent = existing;
   for (const created of missing) {

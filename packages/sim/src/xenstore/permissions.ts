@@ -1,3 +1,5 @@
+import { isGuestDomainId, MAX_GUEST_DOMID } from '@xen-vchan/native';
+
 /**
  * XenStore permissions in their wire form, `<n|r|w|b><domid>` (none, read, write, both), shared
  * by the simulated daemon and the client. The first entry names the owner, and its letter is what
@@ -13,8 +15,8 @@ export interface XsPermission {
 const letters: Record<XsAccess, string> = { none: 'n', read: 'r', write: 'w', both: 'b' };
 const accesses: Record<string, XsAccess> = { n: 'none', r: 'read', w: 'write', b: 'both' };
 
-/** Largest domain id XenStore accepts in a permission (DOMID_FIRST_RESERVED - 1). */
-export const MAX_PERMISSION_DOMID = 0x7fef;
+/** Largest domain id XenStore accepts in a permission: a guest's (DOMID_FIRST_RESERVED - 1). */
+export const MAX_PERMISSION_DOMID = MAX_GUEST_DOMID;
 
 export function formatXsPermission(permission: XsPermission): string {
   return `${letters[permission.access]}${permission.domid}`;
@@ -25,7 +27,7 @@ export function parseXsPermission(text: string): XsPermission | null {
   const match = /^([nrwb])(\d{1,5})$/.exec(text);
   if (!match) return null;
   const domid = Number(match[2]);
-  if (domid > MAX_PERMISSION_DOMID) return null;
+  if (!isGuestDomainId(domid)) return null;
   return { domid, access: accesses[match[1]!]! };
 }
 

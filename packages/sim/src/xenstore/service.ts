@@ -7,7 +7,8 @@
  * SIM_DECLARE_DOMAIN with "<domid>\0"; anything else before it is refused and the connection
  * closed. Domain ids are claimed, not proven, like everything else in the simulation.
  */
-import { XsFailure } from './failure.js';
+import { isGuestDomainId } from '@xen-vchan/native';
+import { SimFailure } from '../failure.js';
 import { introduceDomain } from './domains.js';
 import {
   getPermissions,
@@ -22,7 +23,7 @@ import {
   type RequestContext,
 } from './node-operations.js';
 import { childPath, domainPath } from './node-path.js';
-import { formatXsPermission, MAX_PERMISSION_DOMID } from './permissions.js';
+import { formatXsPermission } from './permissions.js';
 import { NodeStore, type XsNode } from './store.js';
 import { TransactionTable, type Transaction } from './transactions.js';
 import { WatchTable, type Watcher } from './watches.js';
@@ -90,11 +91,11 @@ export class XenStoreService {
     try {
       reply = this.dispatch(client, client.domid, message);
       // xenstored answers E2BIG rather than send a reply over the limit (a long DIRECTORY).
-      if (reply.payload.length > XENSTORE_PAYLOAD_MAX) throw new XsFailure('E2BIG', `the reply would be ${reply.payload.length} bytes`);
+      if (reply.payload.length > XENSTORE_PAYLOAD_MAX) throw new SimFailure('E2BIG', `the reply would be ${reply.payload.length} bytes`);
     } catch (error) {
-      if (!(error instanceof XsFailure)) this.log(`XenStore ${typeNames.get(type) ?? type} failed: ${(error as Error).stack}`);
+      if (!(error instanceof SimFailure)) this.log(`XenStore ${typeNames.get(type) ?? type} failed: ${(error as Error).stack}`);
       type = XsType.ERROR;
-      reply = { payload: xsStrings(error instanceof XsFailure ? error.code : 'EIO') };
+      reply = { payload: xsStrings(error instanceof SimFailure ? error.code : 'EIO') };
     }
     client.send(encodeXsMessage(type, message.reqId, message.txId, reply.payload));
     reply.then?.();
@@ -173,7 +174,7 @@ export class XenStoreService {
         return { payload: xsStrings(...this.onNodes(client, domid, message, (context) => listChildren(context, oneArgument(message)))) };
       case XsType.DIRECTORY_PART: {
         const [path, offset] = twoArguments(message, 'a path and an offset');
-        if (!/^\d+$/.test(offset)) throw new XsFailure('EINVAL', `"${offset}" is not an offset`);
+        if (!/^\d+$/.test(offset)) throw new SimFailure('EINVAL', `"${offset}" is not an offset`);
         const node = this.onNodes(client, domid, message, (context) => readableNode(context, path));
         return { payload: directoryPart(node, Number(offset), this.generationOf(node)) };
       }
@@ -183,7 +184,7 @@ export class XenStoreService {
       }
       case XsType.WRITE: {
         const end = message.payload.indexOf(0);
-        if (end < 0) throw new XsFailure('EINVAL', 'WRITE needs a path and a NUL before the value');
+        if (end < 0) throw new SimFailure('EINVAL', 'WRITE needs a path and a NUL before the value');
         const path = message.payload.toString('utf8', 0, end);
         this.onNodes(client, domid, message, (context) => writeNode(context, path, message.payload.subarray(end + 1)));
         return { payload: OK };
@@ -196,19 +197,19 @@ export class XenStoreService {
         return { payload: OK };
       case XsType.SET_PERMS: {
         const [path, ...texts] = splitXsStrings(message.payload);
-        if (path === undefined) throw new XsFailure('EINVAL', 'SET_PERMS needs a path');
+        if (path === undefined) throw new SimFailure('EINVAL', 'SET_PERMS needs a path');
         this.onNodes(client, domid, message, (context) => setPermissions(context, path, parsePermissions(context, texts)));
         return { payload: OK };
       }
       case XsType.IS_DOMAIN_INTRODUCED: {
         // xenstored's XS_FLAG_PRIV: checked before the payload is read.
-        if (domid !== 0) throw new XsFailure('EACCES', 'only dom0 may ask whether a domain is introduced');
+        if (domid !== 0) throw new SimFailure('EACCES', 'only dom0 may ask whether a domain is introduced');
         const asked = atoiDomid(oneArgument(message));
         return { payload: xsStrings(asked === DOMID_SELF || this.domains.has(asked) ? 'T' : 'F') };
       }
       case XsType.GET_DOMAIN_PATH: {
         const text = oneArgument(message);
-        if (!/^\d{1,5}$/.test(text)) throw new XsFailure('EINVAL', `"${text}" is not a domain id`);
+        if (!/^\d{1,5}$/.test(text)) throw new SimFailure('EINVAL', `"${text}" is not a domain id`);
         return { payload: xsStrings(domainPath(Number(text))) };
       }
       case XsType.WATCH: {
@@ -224,7 +225,7 @@ export class XenStoreService {
       case XsType.TRANSACTION_START: {
         if (message.txId !== 0) {
           this.transactionOf(client, message.txId);
-          throw new XsFailure('EBUSY', 'transactions do not nest');
+          throw new SimFailure('EBUSY', 'transactions do not nest');
         }
         const transaction = this.transactions.start(domid, this.store);
         client.transactions.set(transaction.id, transaction);
@@ -232,7 +233,7 @@ export class XenStoreService {
       }
       case XsType.TRANSACTION_END: {
         const verdict = oneArgument(message);
-        if (verdict !== 'T' && verdict !== 'F') throw new XsFailure('EINVAL', 'TRANSACTION_END takes "T" (commit) or "F" (abort)');
+        if (verdict !== 'T' && verdict !== 'F') throw new SimFailure('EINVAL', 'TRANSACTION_END takes "T" (commit) or "F" (abort)');
         const transaction = this.transactionOf(client, message.txId);
         client.transactions.delete(transaction.id);
         if (verdict === 'F') this.transactions.discard(transaction);
@@ -240,8 +241,8 @@ export class XenStoreService {
         return { payload: OK };
       }
       default:
-        if (unsupported.has(message.type)) throw new XsFailure('ENOSYS', `${typeNames.get(message.type)} is not simulated`);
-        throw new XsFailure('EINVAL', `unknown message type ${message.type}`);
+        if (unsupported.has(message.type)) throw new SimFailure('ENOSYS', `${typeNames.get(message.type)} is not simulated`);
+        throw new SimFailure('EINVAL', `unknown message type ${message.type}`);
     }
   }
 
@@ -266,7 +267,7 @@ export class XenStoreService {
 
   private transactionOf(client: XenStoreClient, id: number): Transaction {
     const transaction = client.transactions.get(id);
-    if (!transaction) throw new XsFailure('ENOENT', `no transaction ${id} on this connection`);
+    if (!transaction) throw new SimFailure('ENOENT', `no transaction ${id} on this connection`);
     return transaction;
   }
 }
@@ -274,7 +275,7 @@ export class XenStoreService {
 /** The payload as exactly one NUL-terminated string (xenstored's onearg); EINVAL otherwise. */
 function oneArgument(message: XsMessage): string {
   const end = message.payload.indexOf(0);
-  if (end < 0 || end !== message.payload.length - 1) throw new XsFailure('EINVAL', 'expected one NUL-terminated string');
+  if (end < 0 || end !== message.payload.length - 1) throw new SimFailure('EINVAL', 'expected one NUL-terminated string');
   return message.payload.toString('utf8', 0, end);
 }
 
@@ -287,12 +288,12 @@ function atoiDomid(text: string): number {
 function declaredDomain(payload: Buffer): number | null {
   const match = /^(\d{1,5})\0$/.exec(payload.toString('latin1'));
   const domid = match ? Number(match[1]) : NaN;
-  return domid <= MAX_PERMISSION_DOMID ? domid : null;
+  return isGuestDomainId(domid) ? domid : null;
 }
 
 function twoArguments(message: XsMessage, what = 'a path and a token'): [string, string] {
   const strings = splitXsStrings(message.payload);
-  if (strings.length !== 2) throw new XsFailure('EINVAL', `expected ${what}`);
+  if (strings.length !== 2) throw new SimFailure('EINVAL', `expected ${what}`);
   return [strings[0]!, strings[1]!];
 }
 

@@ -4,7 +4,7 @@
  * and keeps that version from then on. Commit applies its writes only if none of the nodes it
  * touched changed meanwhile, else EAGAIN; the caller then runs the transaction again.
  */
-import { XsFailure } from './failure.js';
+import { SimFailure } from '../failure.js';
 import { NODE_QUOTA, NODE_QUOTA_ERROR, TRANSACTION_QUOTA } from './limits.js';
 import type { NodeChange } from './node-operations.js';
 import type { NodeStore, NodeView, XsNode } from './store.js';
@@ -85,7 +85,7 @@ export class TransactionTable {
   start(domid: number, committed: NodeStore): Transaction {
     const open = this.openByDomain.get(domid) ?? 0;
     if (domid !== 0 && open >= TRANSACTION_QUOTA) {
-      throw new XsFailure('ENOSPC', `domain ${domid} already has ${open} open transactions`);
+      throw new SimFailure('ENOSPC', `domain ${domid} already has ${open} open transactions`);
     }
     this.openByDomain.set(domid, open + 1);
     const transaction = new Transaction(this.nextId, domid, committed);
@@ -105,11 +105,11 @@ export class TransactionTable {
     this.discard(transaction);
     const { view, domid } = transaction;
     for (const [path, seen] of view.touched) {
-      if (committed.get(path) !== seen) throw new XsFailure('EAGAIN', `${path} changed while transaction ${transaction.id} ran`);
+      if (committed.get(path) !== seen) throw new SimFailure('EAGAIN', `${path} changed while transaction ${transaction.id} ran`);
     }
     const growth = view.ownedChange.get(domid) ?? 0;
     if (domid !== 0 && growth > 0 && committed.ownedBy(domid) + growth > NODE_QUOTA) {
-      throw new XsFailure(NODE_QUOTA_ERROR, `domain ${domid} would own more than ${NODE_QUOTA} nodes`);
+      throw new SimFailure(NODE_QUOTA_ERROR, `domain ${domid} would own more than ${NODE_QUOTA} nodes`);
     }
     for (const path of view.written) {
       const node = view.versionOf(path);

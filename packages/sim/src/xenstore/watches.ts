@@ -6,8 +6,8 @@
  * message (XENSTORE_PAYLOAD_MAX) is not sent, as xenstored's add_event drops it: a long token on
  * a short watched path, then a long path written below it, must not break the watcher's framing.
  */
+import { SimFailure } from '../failure.js';
 import { READ, rightsOf } from './access.js';
-import { XsFailure } from './failure.js';
 import { WATCH_QUOTA } from './limits.js';
 import type { NodeChange } from './node-operations.js';
 import { canonicalPath, domainPath, isRelativePath, isSpecialPath, isValidNodePath, isWithin } from './node-path.js';
@@ -35,11 +35,11 @@ export class WatchTable {
     const absolute = watchedPath(path, domid);
     for (const watch of this.watches) {
       if (watch.watcher === watcher && watch.path === absolute && watch.token === token) {
-        throw new XsFailure('EEXIST', `already watching ${absolute} with token "${token}"`);
+        throw new SimFailure('EEXIST', `already watching ${absolute} with token "${token}"`);
       }
     }
     if (domid !== 0 && this.countOf(domid) >= WATCH_QUOTA) {
-      throw new XsFailure('E2BIG', `domain ${domid} already has ${WATCH_QUOTA} watches`);
+      throw new SimFailure('E2BIG', `domain ${domid} already has ${WATCH_QUOTA} watches`);
     }
     const relativeTo = isRelativePath(path) ? `${domainPath(domid)}/` : null;
     this.watches.add({ watcher, domid, path: absolute, token, relativeTo });
@@ -58,7 +58,7 @@ export class WatchTable {
         return;
       }
     }
-    throw new XsFailure('ENOENT', `no watch on ${absolute} with token "${token}"`);
+    throw new SimFailure('ENOENT', `no watch on ${absolute} with token "${token}"`);
   }
 
   removeAll(watcher: Watcher): void {
@@ -93,11 +93,11 @@ export class WatchTable {
 
 function watchedPath(path: string, domid: number): string {
   if (isSpecialPath(path)) {
-    if (path.length > XENSTORE_ABS_PATH_MAX) throw new XsFailure('EINVAL', 'special watch name too long');
+    if (path.length > XENSTORE_ABS_PATH_MAX) throw new SimFailure('EINVAL', 'special watch name too long');
     return path;
   }
   const absolute = canonicalPath(path, domid);
-  if (!isValidNodePath(absolute)) throw new XsFailure('EINVAL', `invalid path "${path}"`);
+  if (!isValidNodePath(absolute)) throw new SimFailure('EINVAL', `invalid path "${path}"`);
   return absolute;
 }
 
