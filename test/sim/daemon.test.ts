@@ -125,6 +125,22 @@ describe('sim daemon', () => {
     expect(new Set(pids).size).toBe(1);
   });
 
+  it('answers a call on a handle with the reply of its operation, the handle added by the connection', () => {
+    const connection = SimConnection.open(directory);
+    try {
+      const { handle } = connection.call('gntalloc.open', { domid: 3 });
+      const shared = connection.callOnHandle('gntalloc.alloc', handle, { domid: 4, count: 2, writable: true });
+      expect(shared.refs).toHaveLength(2);
+      expect(connection.call('status', {}).grants).toHaveLength(2);
+      expect(connection.callOnHandle('gntalloc.release', handle, { allocation: shared.allocation })).toBeNull();
+      expect(connection.callOnHandle('close', handle, {})).toBeNull();
+      expect(connection.call('status', {}).grants).toEqual([]);
+      expect(() => connection.callOnHandle('close', handle, {})).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    } finally {
+      connection.close();
+    }
+  });
+
   it('stops on request and leaves no state behind', () => {
     runNode(directory, holdResources('SimConnection.open().call("stop", {}); process.exit(0);'));
     expect(readdirSync(directory).sort()).toEqual(['daemon.lock', 'daemon.log']);

@@ -5,7 +5,17 @@ import { errorCode, invalidArgument, isGuestDomainId, MAX_GUEST_DOMID, sleepSync
 import { addon } from './addon.js';
 import { SimFailure } from './failure.js';
 import { ensureSimDirectory, simDirectory, simFiles, type SimFiles } from './paths.js';
-import { encodeFrame, PROTOCOL_VERSION, type Operation, type Replies, type Reply, type Requests, type SimDomainDestroyed } from './protocol.js';
+import {
+  encodeFrame,
+  PROTOCOL_VERSION,
+  type HandleOperation,
+  type HandleRequest,
+  type Operation,
+  type Replies,
+  type Reply,
+  type Requests,
+  type SimDomainDestroyed,
+} from './protocol.js';
 
 const DAEMON_START_TIMEOUT_MS = 10_000;
 const daemonEntry = fileURLToPath(new URL('./daemon/main.js', import.meta.url));
@@ -37,12 +47,20 @@ export class SimConnection {
     return connection;
   }
 
+  /** One call; its reply's type follows from the operation (protocol.ts: Requests, Replies). */
   call<Op extends Operation>(operation: Op, request: Requests[Op]): Replies[Op] {
     if (this.fd < 0) throw daemonGone(this.files, 'the link was closed');
-    const reply = this.exchange({ op: operation, ...request }) as Reply;
+    // Trusted as typed: the daemon is this package's own, of the same PROTOCOL_VERSION (hello).
+    const reply = this.exchange({ op: operation, ...request }) as Reply<Op>;
     // Like a failed syscall's error, not a XenVchanError: the device layer explains it.
     if ('error' in reply) throw new SimFailure(reply.error.code, `${reply.error.code}: ${reply.error.message}`);
-    return reply.ok as Replies[Op];
+    return reply.ok;
+  }
+
+  /** A call on the device handle `handle` (one that gntalloc.open, gntdev.open or evtchn.open returned). */
+  callOnHandle<Op extends HandleOperation>(operation: Op, handle: number, request: HandleRequest<Op>): Replies[Op] {
+    // Requests[Op] by construction; TypeScript does not see through Omit of a generic type.
+    return this.call(operation, { handle, ...request } as Requests[Op]);
   }
 
   /** Closes the link: the daemon then releases everything this process still holds. */

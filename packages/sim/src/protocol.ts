@@ -15,7 +15,8 @@ export interface ControlError {
   message: string;
 }
 
-export type Reply = { ok: unknown } | { error: ControlError };
+/** The reply to a call of `Op`: its result, or the error the daemon answered with. */
+export type Reply<Op extends Operation = Operation> = { ok: Replies[Op] } | { error: ControlError };
 
 export function encodeFrame(body: unknown): Buffer {
   const json = Buffer.from(JSON.stringify(body));
@@ -151,6 +152,12 @@ export interface Replies {
 }
 
 export type Operation = keyof Requests;
+
+/** The calls on an open device handle: their request names it in `handle`. */
+export type HandleOperation = { [Op in Operation]: Requests[Op] extends { handle: number } ? Op : never }[Operation];
+
+/** A handle call's request without the handle, which SimConnection.callOnHandle adds. */
+export type HandleRequest<Op extends HandleOperation> = Omit<Requests[Op], 'handle'>;
 
 /** What destroying a simulated domain did. */
 export interface SimDomainDestroyed {
