@@ -7,11 +7,12 @@ import { chmodSync, closeSync, constants, lstatSync, mkdirSync, openSync, rmSync
 import net from 'node:net';
 import { errorCode } from '@xen-vchan/native';
 import { addon, peerPidOf } from '../addon.js';
+import { SimFailure } from '../failure.js';
 import { ensureSimDirectory, simFiles, type SimFiles } from '../paths.js';
 import { encodeFrame, FrameReader, FrameViolation, parseCall } from '../protocol.js';
 import { startXenStoreServer } from '../xenstore/server.js';
-import { SimFailure } from '../failure.js';
-import { Hypervisor, type Client } from './hypervisor.js';
+import type { Client } from './handles.js';
+import { Hypervisor } from './hypervisor.js';
 
 const IDLE_EXIT_MS = Number(process.env.XEN_VCHAN_SIM_IDLE_MS ?? 30_000);
 /**
