@@ -1,11 +1,11 @@
-import { XenVchanError } from '@xen-vchan/native';
+import { checkDomainId, errorCode, XenVchanError } from '@xen-vchan/native';
 import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
 import { abortError } from './errors.js';
 import { connectClientLink } from './links.js';
 import { peerCheckInterval, peerGoneError, watchPeerDomain, type PeerDomainOptions, type PeerDomainWatcher } from './peer-domain.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
 import { announcePresence, type Presence } from './presence.js';
-import { checkDomid, conventionalPath, parseXenStoreNumber } from './paths.js';
+import { conventionalPath, parseXenStoreNumber } from './paths.js';
 import { Vchan, vchanDeadlines, type VchanDeadlines } from './stream.js';
 
 /** Options of connect(); `closeTimeout` and `stallTimeout` apply to the channel it makes. */
@@ -35,7 +35,7 @@ export interface ConnectOptions extends BackendOptions, VchanDeadlines, PeerDoma
  * the published values or the shared page make no sense.
  */
 export async function connect(options: ConnectOptions): Promise<Vchan> {
-  const serverDomid = checkDomid(options.domid, 'domid (the server domain)');
+  const serverDomid = checkDomainId(options.domid, 'domid (the server domain)');
   const timeout = options.timeout ?? 10_000;
   const deadlines = vchanDeadlines(options);
   const checkInterval = peerCheckInterval(options);
@@ -71,7 +71,7 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
       linkOwnsXenStore = true;
     } catch (error) {
       // Xen refuses a grant or a port that is gone: the keys outlived their server.
-      if ((error as { code?: string }).code !== 'EINVAL') throw error;
+      if (errorCode(error) !== 'EINVAL') throw error;
       throw new XenVchanError(
         'ECONNREFUSED',
         `The vchan server at ${path} is gone: its pages or its port no longer exist (stale keys of a server that died?). Start the server again.`,
@@ -136,7 +136,7 @@ async function readPublished(xenstore: XenStore, path: string): Promise<Publishe
     } catch (error) {
       // Until the server publishes, the path may not exist; xenstored then answers EACCES rather
       // than ENOENT when the parent is not ours to read. Both mean "not there (for us) yet".
-      const code = (error as { code?: string }).code;
+      const code = errorCode(error);
       if (code === 'ENOENT' || code === 'EACCES') return null;
       throw error;
     }

@@ -6,13 +6,6 @@ export function conventionalPath(serverDomid: number, clientDomid: number, name:
   return `/local/domain/${serverDomid}/data/vchan/${clientDomid}/${name}`;
 }
 
-export function checkDomid(domid: unknown, what: string): number {
-  if (typeof domid !== 'number' || !Number.isInteger(domid) || domid < 0 || domid > 0x7fef) {
-    throw invalidArgument(`${what} must be a domain id from 0 to 32751, got ${String(domid)}`);
-  }
-  return domid;
-}
-
 /**
  * Parses a number the peer wrote into XenStore: ASCII decimal digits only, no sign, no spaces,
  * no leading zeros, at most u32. Anything else is refused rather than guessed at.

@@ -1,4 +1,4 @@
-import { XenVchanError } from '@xen-vchan/native';
+import { errorCode, XenVchanError } from '@xen-vchan/native';
 import type { Watch, XenStore } from '@xen-vchan/xenstore';
 import { deadlineOption } from './errors.js';
 import { checkPeerPeriodically, DEFAULT_PEER_CHECK_INTERVAL, type PeerCheck } from './peer-liveness.js';
@@ -131,7 +131,7 @@ class PeerDomainWatch implements PeerDomainWatcher {
     } catch (error) {
       // xenstored refuses unprivileged domains; that is what the checks are for. Anything else is
       // worth a warning, and the checks still run.
-      if ((error as { code?: string }).code === 'EACCES') refusedDomains.add(self);
+      if (errorCode(error) === 'EACCES') refusedDomains.add(self);
       else warnUnwatched(peer, `watching @releaseDomain failed: ${(error as Error).message}`);
       return null;
     }

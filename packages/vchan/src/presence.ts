@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { errorCode } from '@xen-vchan/native';
 import type { Watch, XenStore } from '@xen-vchan/xenstore';
 
 /**
@@ -66,7 +67,7 @@ export async function announcePresence(xenstore: XenStore, client: number, serve
 
 /** Whether a failed read says the node is not there (for us): ENOENT, or EACCES once its parents are gone. */
 function meansAbsent(error: unknown): boolean {
-  const code = (error as { code?: unknown }).code;
+  const code = errorCode(error);
   return code === 'ENOENT' || code === 'EACCES';
 }
 

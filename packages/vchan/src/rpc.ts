@@ -269,7 +269,7 @@ export class RpcPeer extends EventEmitter<{ close: [error: Error | null] }> {
         return;
       case 'cancel':
         // A cancel may cross the answer on the way: one for a call no longer served is dropped.
-        this.serving.get(message.id)?.().abort(new XenVchanError('ABORT_ERR', 'The caller cancelled this call.'));
+        this.serving.get(message.id)?.().abort(abortError(undefined, 'This call', 'Its caller cancelled it.'));
         return;
     }
   }

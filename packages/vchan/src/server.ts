@@ -1,5 +1,5 @@
 import { EventEmitter } from 'eventemitter3';
-import { XenVchanError } from '@xen-vchan/native';
+import { checkDomainId, XenVchanError } from '@xen-vchan/native';
 import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
 import { LIVE_CONNECTED, LIVE_GONE } from './layout.js';
 import { presencePath } from './presence.js';
@@ -7,7 +7,7 @@ import { abortError, deadlineOption } from './errors.js';
 import { createServerLink, type ServerLink } from './links.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
 import { sayGoodbye } from './link.js';
-import { checkDomid, conventionalPath } from './paths.js';
+import { conventionalPath } from './paths.js';
 import { peerCheckInterval, peerGoneError, watchPeerDomain, type PeerDomainOptions, type PeerDomainWatcher } from './peer-domain.js';
 import { Vchan, vchanDeadlines, type VchanDeadlines } from './stream.js';
 
@@ -84,7 +84,7 @@ export class VchanServer extends EventEmitter<ServerEvents> {
 
   constructor(private readonly options: ServerOptions) {
     super();
-    checkDomid(options.domid, 'domid (the client domain)');
+    checkDomainId(options.domid, 'domid (the client domain)');
     this.acceptTimeout = deadlineOption(options.acceptTimeout, 0, 'acceptTimeout');
     // Checked here, not when a client arrives, where a bad value could only fail that client.
     this.deadlines = vchanDeadlines(options);

@@ -1,16 +1,10 @@
-import { invalidArgument, XenVchanError } from '@xen-vchan/native';
-import { MAX_PERMISSION_DOMID, splitXsStrings, XsType, xsStrings } from '@xen-vchan/sim';
+import { checkDomainId, invalidArgument, XenVchanError } from '@xen-vchan/native';
+import { splitXsStrings, XsType, xsStrings } from '@xen-vchan/sim';
 import type { XenStoreConnection } from './connection.js';
 import { checkPath, NodeOperations } from './operations.js';
 import type { TransportKind } from './options.js';
 import { runTransaction, Transaction, type TransactionOptions } from './transaction.js';
 import { Watch } from './watch.js';
-
-function checkDomid(domid: number): void {
-  if (!Number.isInteger(domid) || domid < 0 || domid > MAX_PERMISSION_DOMID) {
-    throw invalidArgument(`domid must be an integer from 0 to ${MAX_PERMISSION_DOMID}, got ${domid}`);
-  }
-}
 
 const closeOnCollect = new FinalizationRegistry<XenStoreConnection>((connection) => connection.close());
 
@@ -33,7 +27,7 @@ export class XenStore extends NodeOperations {
 
   /** The domain's home, `/local/domain/<domid>`. */
   async getDomainPath(domid: number): Promise<string> {
-    checkDomid(domid);
+    checkDomainId(domid);
     const [path] = splitXsStrings(await this.send(XsType.GET_DOMAIN_PATH, 'getDomainPath', String(domid), xsStrings(String(domid))));
     return path ?? '';
   }
@@ -44,7 +38,7 @@ export class XenStore extends NodeOperations {
    * XSA-115), and so does the simulation.
    */
   async isDomainIntroduced(domid: number): Promise<boolean> {
-    checkDomid(domid);
+    checkDomainId(domid);
     const [answer] = splitXsStrings(await this.send(XsType.IS_DOMAIN_INTRODUCED, 'isDomainIntroduced', String(domid), xsStrings(String(domid))));
     if (answer !== 'T' && answer !== 'F') throw new XenVchanError('EPROTO', `XenStore answered IS_DOMAIN_INTRODUCED with "${answer}", not T or F.`);
     return answer === 'T';

@@ -1,4 +1,4 @@
-import { XenVchanError } from '@xen-vchan/native';
+import { errorCode, XenVchanError } from '@xen-vchan/native';
 import { encodeXsMessage, splitXsStrings, XsType, type XsMessage } from '@xen-vchan/sim';
 import { handleClosed, protocolError, transportError, xenstoreError } from './errors.js';
 import type { TransportKind } from './options.js';
@@ -71,8 +71,8 @@ export class XenStoreConnection implements TransportHandlers {
       transport.send(encodeXsMessage(type, reqId, txId, payload), (error) => {
         const refused = this.take(reqId);
         if (!refused) return;
-        const code = (error as { code?: unknown }).code;
-        refused.reject(typeof code === 'string' ? xenstoreError(code, operation) : transportError(error, operation));
+        const code = errorCode(error);
+        refused.reject(code !== undefined ? xenstoreError(code, operation) : transportError(error, operation));
       });
     });
   }

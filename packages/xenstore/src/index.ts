@@ -7,6 +7,7 @@ import { connectSim } from './transports/sim.js';
 import { connectSocket } from './transports/socket.js';
 import { XenbusTransport } from './transports/xenbus.js';
 
+export { XenVchanError, errorCode } from '@xen-vchan/native';
 export { XenStore } from './client.js';
 export { Transaction, type TransactionOptions } from './transaction.js';
 export { Watch, type WatchEvent } from './watch.js';

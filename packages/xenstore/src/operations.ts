@@ -1,4 +1,4 @@
-import { invalidArgument, XenVchanError } from '@xen-vchan/native';
+import { errorCode, invalidArgument, XenVchanError } from '@xen-vchan/native';
 import { splitXsStrings, XsType, xsStrings } from '@xen-vchan/sim';
 import type { XenStoreConnection } from './connection.js';
 import { protocolError } from './errors.js';
@@ -51,7 +51,7 @@ export abstract class NodeOperations {
       return splitXsStrings(await this.send(XsType.DIRECTORY, 'directory', path, xsStrings(checkPath(path))));
     } catch (error) {
       // Too many children for one message: read the list in parts, as libxenstore does.
-      if ((error as { code?: unknown }).code !== 'E2BIG') throw error;
+      if (errorCode(error) !== 'E2BIG') throw error;
       return this.directoryInParts(path);
     }
   }

@@ -1,5 +1,5 @@
-import { invalidArgument } from '@xen-vchan/native';
-import { formatXsPermission, isXsAccess, MAX_PERMISSION_DOMID, parseXsPermission, type XsAccess, type XsPermission } from '@xen-vchan/sim';
+import { invalidArgument, isGuestDomainId, MAX_GUEST_DOMID } from '@xen-vchan/native';
+import { formatXsPermission, isXsAccess, parseXsPermission, type XsAccess, type XsPermission } from '@xen-vchan/sim';
 
 /** Who may read or write a node: none, read, write or both (`n|r|w|b<domid>` on the wire). */
 export type Access = XsAccess;
@@ -15,9 +15,9 @@ export function encodePermissions(permissions: readonly Permission[]): string[] 
   }
   return permissions.map((permission) => {
     const { domid, access } = permission ?? {};
-    if (!Number.isInteger(domid) || domid < 0 || domid > MAX_PERMISSION_DOMID || !isXsAccess(access)) {
+    if (!isGuestDomainId(domid) || !isXsAccess(access)) {
       throw invalidArgument(
-        `Invalid permission ${JSON.stringify(permission)}: use { domid: 0..${MAX_PERMISSION_DOMID}, access: 'none' | 'read' | 'write' | 'both' }.`,
+        `Invalid permission ${JSON.stringify(permission)}: use { domid: 0..${MAX_GUEST_DOMID}, access: 'none' | 'read' | 'write' | 'both' }.`,
       );
     }
     return formatXsPermission({ domid, access });

@@ -1,4 +1,4 @@
-import { invalidArgument, XenVchanError } from '@xen-vchan/native';
+import { errorCode, invalidArgument, XenVchanError } from '@xen-vchan/native';
 import { XsType, xsStrings } from '@xen-vchan/sim';
 import type { XenStoreConnection } from './connection.js';
 import { NodeOperations } from './operations.js';
@@ -48,7 +48,7 @@ export class Transaction extends NodeOperations {
       await this.connection.request(XsType.TRANSACTION_END, this.id, xsStrings('T'), `commit of transaction ${this.id}`, this.store);
       return true;
     } catch (error) {
-      if ((error as { code?: unknown }).code === 'EAGAIN') return false;
+      if (errorCode(error) === 'EAGAIN') return false;
       throw error;
     }
   }

@@ -1,3 +1,5 @@
+import { errorCode, isGuestDomainId, MAX_GUEST_DOMID } from '@xen-vchan/native';
+
 /** One `vchan` subcommand. `run` returns the process exit code (see EXIT in main.ts). */
 export interface Command {
   name: string;
@@ -25,7 +27,7 @@ export class UsageError extends Error {}
 
 /** Maps an error to the exit code that says what kind of failure it was. */
 export function exitCodeFor(error: unknown): number {
-  const code = (error as { code?: string }).code;
+  const code = errorCode(error);
   if (error instanceof UsageError || code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || code === 'ERR_INVALID_ARG_VALUE') return EXIT.usage;
   if (code === 'ETIMEDOUT') return EXIT.timeout;
   if (code === 'EPROTO') return EXIT.protocol;
@@ -34,7 +36,9 @@ export function exitCodeFor(error: unknown): number {
 
 /** Parses a domain id argument strictly. */
 export function parseDomid(text: string | undefined, what: string): number {
-  if (text === undefined || !/^(0|[1-9][0-9]*)$/.test(text) || Number(text) > 0x7fef) throw new UsageError(`${what} must be a domain id (0 to 32751), got ${JSON.stringify(text)}`);
+  if (text === undefined || !/^(0|[1-9][0-9]*)$/.test(text) || !isGuestDomainId(Number(text))) {
+    throw new UsageError(`${what} must be a domain id (0 to ${MAX_GUEST_DOMID}), got ${JSON.stringify(text)}`);
+  }
   return Number(text);
 }
 

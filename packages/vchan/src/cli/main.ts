@@ -1,3 +1,4 @@
+import { errorCode } from '@xen-vchan/native';
 import { exitCodeFor, EXIT, type Command } from './command.js';
 import { listenCommand, connectCommand } from './stdio.js';
 import { proxyCommand } from './proxy.js';
@@ -34,10 +35,11 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await command.run(rest);
   } catch (error) {
-    const code = exitCodeFor(error);
-    const { code: errorCode, message } = error as { code?: string; message?: string };
-    process.stderr.write(`vchan ${name}: ${message ?? String(error)}${errorCode && !message?.includes(errorCode) ? ` (${errorCode})` : ''}\n`);
-    if (code === EXIT.usage) process.stderr.write(`Run \`vchan ${name} --help\` for usage.\n`);
-    return code;
+    const exitCode = exitCodeFor(error);
+    const code = errorCode(error);
+    const { message } = error as { message?: string };
+    process.stderr.write(`vchan ${name}: ${message ?? String(error)}${code && !message?.includes(code) ? ` (${code})` : ''}\n`);
+    if (exitCode === EXIT.usage) process.stderr.write(`Run \`vchan ${name} --help\` for usage.\n`);
+    return exitCode;
   }
 }

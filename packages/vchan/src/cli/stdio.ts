@@ -1,5 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
+import { errorCode } from '@xen-vchan/native';
 import { connect } from '../connect.js';
 import { createServer } from '../server.js';
 import type { Vchan } from '../stream.js';
@@ -25,7 +26,7 @@ async function shuttle(channel: Vchan, values: { 'recv-only'?: boolean; 'send-on
   else channel.resume();
   const results = await Promise.allSettled(jobs);
   const failed = results.find((result) => result.status === 'rejected') as PromiseRejectedResult | undefined;
-  if (failed && (failed.reason as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw failed.reason;
+  if (failed && errorCode(failed.reason) !== 'ERR_STREAM_PREMATURE_CLOSE') throw failed.reason;
   return EXIT.ok;
 }
 

@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { errorCode } from '@xen-vchan/native';
 import { createServer } from '../../server.js';
 import { RpcPeer } from '../../rpc.js';
 import { backendOptions, channelOptions, channelOptionsHelp, EXIT, parseDomid, parseSize, UsageError, type Command } from '../command.js';
@@ -183,7 +184,7 @@ async function serve(
       return await endpoint.handle(op, request);
     } catch (error) {
       // The operator should see what the other domain tried; the client gets the error too.
-      if ((error as { code?: string }).code === 'EPROTO') process.stderr.write(`vchan bench: ${op} from domain ${client}: ${(error as Error).message}\n`);
+      if (errorCode(error) === 'EPROTO') process.stderr.write(`vchan bench: ${op} from domain ${client}: ${(error as Error).message}\n`);
       throw error;
     }
   };

@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } 
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { errorCode } from '@xen-vchan/native';
 
 const run = promisify(execFile);
 
@@ -71,8 +72,8 @@ export async function buildCRing(source: string): Promise<{ binary: string; buil
     }
   } catch (error) {
     rmSync(temporary, { force: true });
-    const { code, stderr } = error as { code?: string; stderr?: string };
-    if (code === 'ENOENT') {
+    const { stderr } = error as { stderr?: string };
+    if (errorCode(error) === 'ENOENT') {
       throw new CRingError(
         `no C compiler: "${compiler}" was not found. The C ring is built from ${source} at bench time; install one (Debian: apt-get install gcc) or set CC, or run with --no-c-ring to leave the C ring out.`,
       );

@@ -10,7 +10,7 @@
  * (worker.ts) go through the same checks: their parent is trusted, but one set of rules is easier
  * to keep right than two.
  */
-import { XenVchanError } from '@xen-vchan/native';
+import { MAX_GUEST_DOMID, XenVchanError } from '@xen-vchan/native';
 import { jsonCodec, type Codec } from '../../rpc.js';
 import type { Address, ConnectRequest, ListenRequest, Role, StreamTransport } from './endpoint.js';
 
@@ -114,7 +114,7 @@ function matching(value: unknown, what: string, pattern: RegExp): string {
   return value;
 }
 
-const domid = (value: unknown, what: string) => integer(value, what, 0, 0x7fef);
+const domid = (value: unknown, what: string) => integer(value, what, 0, MAX_GUEST_DOMID);
 
 function role(value: unknown, maxChunk: number | undefined): Role {
   const kind = oneOf(object(value, 'role', ['role', 'chunk', 'seconds', 'size', 'inFlight']).role, 'role.role', ROLES);

@@ -4,6 +4,7 @@
  * The endpoint checks each request's fields (requests.ts); a message that is not even a request
  * is answered with EPROTO if it has an id to answer to, and dropped if not, never thrown.
  */
+import { errorCode } from '@xen-vchan/native';
 import { Endpoint } from './endpoint.js';
 
 interface Request {
@@ -29,7 +30,7 @@ process.on('message', (message: unknown) => {
   }
   endpoint.handle(op, args).then(
     (result) => reply({ id, result }),
-    (error: Error & { code?: string }) => reply({ id, error: { message: error?.message ?? String(error), code: error?.code } }),
+    (error: Error | undefined) => reply({ id, error: { message: error?.message ?? String(error), code: errorCode(error) } }),
   );
 });
 
