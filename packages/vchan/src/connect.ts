@@ -1,11 +1,10 @@
 import { checkDomainId, errorCode, XenVchanError } from '@xen-vchan/native';
 import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
-import { abortError } from './errors.js';
-import { connectClientLink } from './links.js';
+import { connectClientLink } from './handshake.js';
+import { conventionalPath, waitForServer } from './keys.js';
 import { peerCheckInterval, peerGoneError, watchPeerDomain, type PeerDomainOptions, type PeerDomainWatcher } from './peer-domain.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
 import { announcePresence, type Presence } from './presence.js';
-import { conventionalPath, parseXenStoreNumber } from './paths.js';
 import { Vchan, vchanDeadlines, type VchanDeadlines } from './stream.js';
 
 /** Options of connect(); `closeTimeout` and `stallTimeout` apply to the channel it makes. */
@@ -121,69 +120,5 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
   } catch (error) {
     if (!options.xenstore && !linkOwnsXenStore) xenstore.close();
     throw error;
-  }
-}
-
-interface Published {
-  ringRef: number;
-  port: number;
-}
-
-async function readPublished(xenstore: XenStore, path: string): Promise<Published | null> {
-  const read = async (key: string) => {
-    try {
-      return await xenstore.read(`${path}/${key}`);
-    } catch (error) {
-      // Until the server publishes, the path may not exist; xenstored then answers EACCES rather
-      // than ENOENT when the parent is not ours to read. Both mean "not there (for us) yet".
-      const code = errorCode(error);
-      if (code === 'ENOENT' || code === 'EACCES') return null;
-      throw error;
-    }
-  };
-  const [ringText, portText] = await Promise.all([read('ring-ref'), read('event-channel')]);
-  if (ringText === null || portText === null) return null;
-  const ringRef = parseXenStoreNumber(ringText);
-  const port = parseXenStoreNumber(portText);
-  if (ringRef === null || port === null || ringRef === 0 || port === 0) {
-    throw new XenVchanError(
-      'EPROTO',
-      `The server published nonsense at ${path}: ring-ref ${JSON.stringify(ringText)}, event-channel ${JSON.stringify(portText)} (expected positive decimal numbers).`,
-    );
-  }
-  return { ringRef, port };
-}
-
-async function waitForServer(xenstore: XenStore, path: string, timeout: number, signal?: AbortSignal): Promise<Published> {
-  if (signal?.aborted) throw abortError(signal.reason, 'The connect');
-  const found = await readPublished(xenstore, path);
-  if (found || timeout === 0) {
-    if (found) return found;
-    throw new XenVchanError('ENOENT', `No vchan server has published at ${path} (or not for this domain).`);
-  }
-  // The watch fires once when set and then on every change below the path.
-  const watch = await xenstore.watch(path);
-  let timer: NodeJS.Timeout | undefined;
-  let onAbort: (() => void) | undefined;
-  const stop = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new XenVchanError('ETIMEDOUT', `No vchan server published at ${path} within ${timeout} ms, or not readably for this domain. Is the server running, for this client domain and name?`)),
-      timeout,
-    );
-    onAbort = () => reject(abortError(signal?.reason, 'The connect'));
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    const iterator = watch[Symbol.asyncIterator]();
-    for (;;) {
-      const next = await Promise.race([iterator.next(), stop]);
-      if (next.done) throw new XenVchanError('ECONNRESET', `The XenStore watch on ${path} ended before a server published.`);
-      const published = await Promise.race([readPublished(xenstore, path), stop]);
-      if (published) return published;
-    }
-  } finally {
-    clearTimeout(timer);
-    if (onAbort) signal?.removeEventListener('abort', onAbort);
-    await watch.close().catch(() => {});
   }
 }

@@ -3,9 +3,9 @@ export { Vchan, type VchanStats, type VchanOptions, type VchanDeadlines, type Wa
 export { createServer, VchanServer, type ServerOptions, type ServerEvents } from './server.js';
 export { connect, type ConnectOptions } from './connect.js';
 export type { BackendOptions } from './options.js';
-export { createServerLink, connectClientLink, type ServerLink, type DeviceOptions } from './links.js';
+export { createServerLink, connectClientLink, type ServerLink, type DeviceOptions } from './handshake.js';
 export { chooseOrders, type RingOrders } from './orders.js';
-export { conventionalPath } from './paths.js';
+export { conventionalPath } from './keys.js';
 export { presencePath } from './presence.js';
 export type { PeerDomainOptions } from './peer-domain.js';
 export type { VchanLink } from './link.js';

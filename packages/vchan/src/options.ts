@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { XENSTORED_SOCKET, type XenStoreOptions } from '@xen-vchan/xenstore';
-import type { DeviceOptions } from './links.js';
+import type { DeviceOptions } from './handshake.js';
 
 /** Which backend a channel uses; the sim fields matter only on the simulation. */
 export interface BackendOptions {

@@ -26,7 +26,7 @@ import { GrantStatus, type Gntdev } from '@xen-vchan/gntdev';
 /** What a check found: the peer domain is 'gone', 'alive', or the check could not tell. */
 export type PeerState = 'alive' | 'gone' | { unknown: Error };
 
-/** One check of the peer domain, built where the handles are (links.ts). */
+/** One check of the peer domain, built where the handles are (handshake.ts). */
 export type PeerCheck = () => PeerState;
 
 /** Default time between two checks of one channel's peer, in ms: a death is seen within about this. */

@@ -4,10 +4,10 @@ import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
 import { LIVE_CONNECTED, LIVE_GONE } from './layout.js';
 import { presencePath } from './presence.js';
 import { abortError, deadlineOption } from './errors.js';
-import { createServerLink, type ServerLink } from './links.js';
+import { createServerLink, type ServerLink } from './handshake.js';
+import { conventionalPath, publish } from './keys.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
 import { sayGoodbye } from './link.js';
-import { conventionalPath } from './paths.js';
 import { peerCheckInterval, peerGoneError, watchPeerDomain, type PeerDomainOptions, type PeerDomainWatcher } from './peer-domain.js';
 import { Vchan, vchanDeadlines, type VchanDeadlines } from './stream.js';
 
@@ -345,20 +345,6 @@ function warnIfTooLongForLibxenvchan(path: string): void {
     `The vchan path ${path} is ${path.length} characters; a libxenvchan peer can only use paths up to ${LIBXENVCHAN_KEY_BUFFER - 15} (shorten the name if one will connect).`,
     { code: 'XEN_VCHAN_LONG_PATH' },
   );
-}
-
-/** Writes ring-ref and event-channel in one transaction, readable by the client only. */
-async function publish(xenstore: XenStore, path: string, self: number, client: number, shared: ServerLink): Promise<void> {
-  const permissions = [
-    { domid: self, access: 'none' as const },
-    { domid: client, access: 'read' as const },
-  ];
-  await xenstore.transaction(async (tx) => {
-    await tx.write(`${path}/ring-ref`, String(shared.ringRef));
-    await tx.write(`${path}/event-channel`, String(shared.port));
-    await tx.setPermissions(`${path}/ring-ref`, permissions);
-    await tx.setPermissions(`${path}/event-channel`, permissions);
-  });
 }
 
 /** Creates a server; like net.createServer, `onChannel` is added as a 'channel' listener. */

@@ -1,3 +1,9 @@
+/**
+ * The libxenvchan handshake, one function per side, step by step as in its init.c: the server
+ * shares the control page and the rings and offers a port (everything short of publishing, which
+ * keys.ts does); the client maps what the server published and binds to it. Each returns a
+ * VchanLink (link.ts) and, on any failure, releases what it had taken in reverse order.
+ */
 import { openEventChannel, type EventChannel, type EventChannelOptions } from '@xen-vchan/evtchn';
 import { openGntalloc, type SharedPages } from '@xen-vchan/gntalloc';
 import { openGntdev, type GrantMapping } from '@xen-vchan/gntdev';
