@@ -2,7 +2,7 @@
 // then scribbles seeded nonsense into the shared control page and pokes the event channel, as a
 // broken or malicious domain could. It reports what it wrote, so the fuzzer can tell a definite
 // protocol violation from a harmless one.
-import { connectClientLink, createServerLink } from '@xen-vchan/vchan';
+import { connectClientLink, createServerLink } from '@xen-vchan/vchan/internal';
 import { openEventChannel } from '@xen-vchan/evtchn';
 import { openGntdev } from '@xen-vchan/gntdev';
 import { openXenStore } from '@xen-vchan/xenstore';
@@ -10,7 +10,7 @@ import { random } from '../support/stream-data.mjs';
 import { serveCommands } from '../support/agent-loop.mjs';
 
 const simDomid = Number(process.env.XEN_VCHAN_SIM_DOMID ?? 0);
-/** @type {import('@xen-vchan/vchan').VchanLink | null} */
+/** @type {import('@xen-vchan/vchan/internal').VchanLink | null} */
 let link = null;
 /**
  * What this peer published as a server, removed again on close (a domain's XenStore quota is finite).

@@ -2,7 +2,7 @@
 // the peer publishes or shares can make it bind to a third domain. (Linux cannot restrict a handle
 // to dom0, so on the harness, where everything is dom0, there is nothing to check: it runs here.)
 import { describe, expect, it } from 'vitest';
-import { connectClientLink, createServerLink } from '@xen-vchan/vchan';
+import { connectClientLink, createServerLink } from '@xen-vchan/vchan/internal';
 
 describe('vchan event channels are restricted to the peer', () => {
   it('refuses to bind to any other domain, on both sides', () => {

@@ -4,7 +4,8 @@
 import { createHook } from 'node:async_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import { XenVchanError } from '@xen-vchan/native';
-import { connect, connectClientLink, createServer, createServerLink, MessageChannel, Vchan, type VchanLink, type VchanOptions, type VchanServer } from '@xen-vchan/vchan';
+import { connect, createServer, MessageChannel, Vchan, type VchanOptions, type VchanServer } from '@xen-vchan/vchan';
+import { connectClientLink, createServerLink, type VchanLink } from '@xen-vchan/vchan/internal';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { backend, PEER, PROMPT_MS, SELF, sleep } from '../support/domains.js';
 

@@ -2,7 +2,8 @@
 // turn the nonsense into an EPROTO error and a clean close, never a crash, a hang or an access
 // outside the rings. Here the "peer" is simply someone writing into the shared control page.
 import { afterEach, describe, expect, it } from 'vitest';
-import { connectClientLink, createServerLink, Vchan, type VchanLink } from '@xen-vchan/vchan';
+import { Vchan } from '@xen-vchan/vchan';
+import { connectClientLink, createServerLink, type VchanLink } from '@xen-vchan/vchan/internal';
 import { backend, PEER, PROMPT_MS, SELF } from '../support/domains.js';
 
 const devices = (domid: number) => (backend === 'sim' ? { domid } : {});

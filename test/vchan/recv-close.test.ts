@@ -1,6 +1,7 @@
 // recv() is all or nothing even at the end of a channel: a short remainder is not a message.
 import { describe, expect, it } from 'vitest';
-import { connectClientLink, createServerLink, Vchan } from '@xen-vchan/vchan';
+import { Vchan } from '@xen-vchan/vchan';
+import { connectClientLink, createServerLink } from '@xen-vchan/vchan/internal';
 import { backend, PEER, SELF } from '../support/domains.js';
 
 const devices = (domid: number) => (backend === 'sim' ? { domid } : {});

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import v8 from 'node:v8';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { connectClientLink, createServerLink, MessageChannel, RpcPeer, structuredCloneCodec, Vchan, type RpcOptions } from '@xen-vchan/vchan';
+import { MessageChannel, RpcPeer, structuredCloneCodec, Vchan, type RpcOptions } from '@xen-vchan/vchan';
+import { connectClientLink, createServerLink } from '@xen-vchan/vchan/internal';
 import { backend, PEER, SELF, SETTLE_MS, sleep } from '../support/domains.js';
 import { random } from '../support/stream-data.mjs';
 

@@ -1,7 +1,8 @@
 // vchan end to end across processes: the server runs here, the client in a peer process (or the
 // other way round), over whatever backend the run selects.
 import { afterEach, describe, expect, it } from 'vitest';
-import { chooseOrders, connect, createServer, type Vchan, type VchanServer } from '@xen-vchan/vchan';
+import { connect, createServer, type Vchan, type VchanServer } from '@xen-vchan/vchan';
+import { chooseOrders } from '@xen-vchan/vchan/internal';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { backend, OTHER, PEER, PROMPT_MS, SELF, sleep } from '../support/domains.js';
 import { Peer } from '../support/peer.mjs';

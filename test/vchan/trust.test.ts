@@ -10,7 +10,8 @@ import { openEventChannel, type EventChannel } from '@xen-vchan/evtchn';
 import { openGntalloc } from '@xen-vchan/gntalloc';
 import { openGntdev } from '@xen-vchan/gntdev';
 import { XenVchanError } from '@xen-vchan/native';
-import { connect, connectClientLink, createServer, createServerLink, Vchan, type VchanLink, type VchanServer } from '@xen-vchan/vchan';
+import { connect, createServer, Vchan, type VchanServer } from '@xen-vchan/vchan';
+import { connectClientLink, createServerLink, type VchanLink } from '@xen-vchan/vchan/internal';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { backend, PEER, SELF, sleep } from '../support/domains.js';
 

@@ -20,7 +20,8 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
-import { chooseOrders, conventionalPath } from '@xen-vchan/vchan';
+import { conventionalPath } from '@xen-vchan/vchan';
+import { chooseOrders } from '@xen-vchan/vchan/internal';
 import { requireDom0 } from './dom0.js';
 import { onCleanup, xenstoreRemove } from './cleanup.js';
 

@@ -3,11 +3,8 @@ export { Vchan, type VchanStats, type VchanOptions, type VchanDeadlines, type Wa
 export { createServer, VchanServer, type ServerOptions, type ServerEvents } from './server.js';
 export { connect, type ConnectOptions } from './connect.js';
 export type { BackendOptions } from './options.js';
-export { createServerLink, connectClientLink, type ServerLink, type DeviceOptions } from './handshake.js';
-export { chooseOrders, type RingOrders } from './orders.js';
 export { conventionalPath } from './keys.js';
 export { presencePath } from './presence.js';
 export type { PeerDomainOptions } from './peer-domain.js';
-export type { VchanLink } from './link.js';
 export { MessageChannel, type MessageChannelOptions, type MessageSendOptions } from './framing.js';
 export { RpcPeer, RemoteError, jsonCodec, structuredCloneCodec, type Codec, type Handler, type RpcOptions, type CallOptions } from './rpc.js';

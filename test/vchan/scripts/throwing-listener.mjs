@@ -2,7 +2,8 @@
 // handles, later addon calls, the stream or server whose listener it was. Each throw becomes one
 // uncaught exception, as in any EventEmitter. Prints what it saw as JSON; the test asserts on it.
 import { openEventChannel } from '@xen-vchan/evtchn';
-import { connect, connectClientLink, createServer, createServerLink, Vchan } from '@xen-vchan/vchan';
+import { connect, createServer, Vchan } from '@xen-vchan/vchan';
+import { connectClientLink, createServerLink } from '@xen-vchan/vchan/internal';
 
 const sleep = (/** @type {number} */ ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // On the simulation this process plays domains 1 and 2; under the Xen harness it is dom0, which
