@@ -38,36 +38,15 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
   const timeout = options.timeout ?? 10_000;
   const deadlines = vchanDeadlines(options);
   const checkInterval = peerCheckInterval(options);
-  const xenstore = options.xenstore ?? (await openXenStore(xenstoreOptions(options)));
-  // Once a link exists, its close lets go of the XenStore connection (after removing our node).
-  let linkOwnsXenStore = false;
+  const held = new ClientHold(options.xenstore ?? (await openXenStore(xenstoreOptions(options))), !options.xenstore);
+  const { xenstore } = held;
   try {
     const self = await xenstore.ownDomid();
     const path = options.path ?? conventionalPath(serverDomid, self, options.name ?? 'vchan');
     const { ringRef, port } = await waitForServer(xenstore, path, timeout, options.signal);
-    // What the channel holds beyond its link, each let go once, when the link closes: the watch on
-    // the server's domain, our presence node and (unless the caller gave it) the XenStore connection.
-    let watch: PeerDomainWatcher | null = null;
-    let presence: Presence | null = null;
-    let linkClosed = false;
-    let xenstoreClosed = false;
-    const closeOwnXenStore = () => {
-      if (xenstoreClosed || options.xenstore) return;
-      xenstoreClosed = true;
-      xenstore.close();
-    };
-    const letGo = () => {
-      linkClosed = true;
-      watch?.close();
-      watch = null;
-      const withdrawn = presence?.withdraw() ?? Promise.resolve();
-      presence = null;
-      void withdrawn.finally(closeOwnXenStore);
-    };
     let link;
     try {
-      link = connectClientLink({ serverDomid, ringRef, port, devices: deviceOptions(options), onClose: letGo });
-      linkOwnsXenStore = true;
+      link = connectClientLink({ serverDomid, ringRef, port, devices: deviceOptions(options), onClose: held.release });
     } catch (error) {
       // Xen refuses a grant or a port that is gone: the keys outlived their server.
       if (errorCode(error) !== 'EINVAL') throw error;
@@ -89,9 +68,7 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
       // client that is connected. (dom0 is told of domain deaths by xenstored, and a server in our
       // own domain dies with us.)
       if (serverDomid !== self && serverDomid !== 0 && self !== 0) {
-        const written = await announcePresence(xenstore, self, serverDomid, path);
-        if (linkClosed) void written?.withdraw();
-        else presence = written;
+        held.keepPresence(await announcePresence(xenstore, self, serverDomid, path));
       }
       const watched = await watchPeerDomain({
         xenstore,
@@ -105,20 +82,71 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
         channel.destroy();
         throw peerGoneError(serverDomid);
       }
-      // A channel that failed while we waited has let go already: what came after goes now.
-      if (linkClosed) watched?.close();
-      else watch = watched;
+      held.keepWatch(watched);
     } finally {
       // Its 'error' may still be on its way (emitted on a later tick); nobody else will listen.
       channel.off('error', onEarlyError);
       if (failed || channel.errored) channel.on('error', () => {});
     }
     if (failed || channel.errored) throw failed ?? channel.errored;
-    // Nothing to remove or watch: the connection is not needed any more.
-    if (!watch && !presence) closeOwnXenStore();
+    held.connected();
     return channel;
   } catch (error) {
-    if (!options.xenstore && !linkOwnsXenStore) xenstore.close();
+    // Whatever failed, the link (if there was one) is closed or never was: let go of the rest.
+    held.release();
     throw error;
+  }
+}
+
+/**
+ * What a client channel holds besides its link, and the one place that lets go of it: the watch
+ * on the server's domain, our presence node, and the XenStore connection when connect() opened it
+ * (one the caller gave stays the caller's). The link's close, or a failed connect, releases it
+ * all once: the watch stops, the node is removed, and then the connection closes. A connected
+ * channel that needs neither watch nor node closes the connection at once.
+ */
+class ClientHold {
+  private watch: PeerDomainWatcher | null = null;
+  private presence: Presence | null = null;
+  /** Released: what comes later (a watch or node that was on its way) goes at once. */
+  private released = false;
+  private xenstoreClosed = false;
+
+  constructor(
+    readonly xenstore: XenStore,
+    private readonly ownsXenStore: boolean,
+  ) {}
+
+  keepPresence(presence: Presence | null): void {
+    if (this.released) void presence?.withdraw();
+    else this.presence = presence;
+  }
+
+  keepWatch(watch: PeerDomainWatcher | null): void {
+    if (this.released) watch?.close();
+    else this.watch = watch;
+  }
+
+  /** Connected: the XenStore connection stays only if a watch or a node needs it. */
+  connected(): void {
+    if (!this.watch && !this.presence) this.closeXenStore();
+  }
+
+  /** Idempotent; called by the link's close and by a connect that failed. */
+  readonly release = (): void => {
+    this.released = true;
+    this.watch?.close();
+    this.watch = null;
+    const presence = this.presence;
+    this.presence = null;
+    // The node goes through the connection, so the connection waits for it.
+    if (presence) void presence.withdraw().finally(() => this.closeXenStore());
+    else this.closeXenStore();
+  };
+
+  private closeXenStore(): void {
+    if (!this.ownsXenStore || this.xenstoreClosed) return;
+    this.xenstoreClosed = true;
+    this.xenstore.close();
   }
 }
