@@ -1,4 +1,4 @@
-import { errorCode, isGuestDomainId, MAX_GUEST_DOMID } from '@xen-vchan/native';
+import { errorCode, isGuestDomainId, MAX_GUEST_DOMID, XenVchanError } from '@xen-vchan/native';
 
 /** One `vchan` subcommand. `run` returns the process exit code (see EXIT in main.ts). */
 export interface Command {
@@ -23,12 +23,27 @@ export const EXIT = {
   protocol: 4,
 } as const;
 
-export class UsageError extends Error {}
+/** A bad command line (exit 2), with `code` ERR_USAGE; the message says which argument and why. */
+export class UsageError extends XenVchanError {
+  constructor(message: string) {
+    super('ERR_USAGE', message);
+    this.name = 'UsageError';
+  }
+}
+
+/** The codes of a bad command line: ours, parseArgs' and an option the library refused. */
+const USAGE_CODES: ReadonlySet<string> = new Set([
+  'ERR_USAGE',
+  'ERR_PARSE_ARGS_UNKNOWN_OPTION',
+  'ERR_PARSE_ARGS_INVALID_OPTION_VALUE',
+  'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL',
+  'ERR_INVALID_ARG_VALUE',
+]);
 
 /** Maps an error to the exit code that says what kind of failure it was. */
 export function exitCodeFor(error: unknown): number {
   const code = errorCode(error);
-  if (error instanceof UsageError || code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || code === 'ERR_INVALID_ARG_VALUE') return EXIT.usage;
+  if (code !== undefined && USAGE_CODES.has(code)) return EXIT.usage;
   if (code === 'ETIMEDOUT') return EXIT.timeout;
   if (code === 'EPROTO') return EXIT.protocol;
   return EXIT.failure;

@@ -1,5 +1,5 @@
 import { errorCode } from '@xen-vchan/native';
-import { exitCodeFor, EXIT, type Command } from './command.js';
+import { exitCodeFor, EXIT, UsageError, type Command } from './command.js';
 import { listenCommand, connectCommand } from './stdio.js';
 import { proxyCommand } from './proxy.js';
 import { simCommand } from './sim.js';
@@ -36,8 +36,10 @@ export async function main(argv: string[]): Promise<number> {
     return await command.run(rest);
   } catch (error) {
     const exitCode = exitCodeFor(error);
-    const code = errorCode(error);
     const { message } = error as { message?: string };
+    // The line names the code a script could branch on; for our own usage errors the next line,
+    // pointing at --help, says more.
+    const code = error instanceof UsageError ? undefined : errorCode(error);
     process.stderr.write(`vchan ${name}: ${message ?? String(error)}${code && !message?.includes(code) ? ` (${code})` : ''}\n`);
     if (exitCode === EXIT.usage) process.stderr.write(`Run \`vchan ${name} --help\` for usage.\n`);
     return exitCode;

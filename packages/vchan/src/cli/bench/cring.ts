@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } 
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { errorCode } from '@xen-vchan/native';
+import { errorCode, XenVchanError } from '@xen-vchan/native';
 
 const run = promisify(execFile);
 
@@ -48,7 +48,17 @@ export function findCSource(): string | null {
   }
 }
 
-export class CRingError extends Error {}
+/**
+ * The C ring could not be built or run: `code` ENOENT (no C compiler), ERR_C_RING_BUILD (the
+ * build failed), EBADMSG (its data did not verify) or ECHILD (it failed otherwise). The bench
+ * tells it apart to say so without the code: the message has what to do.
+ */
+export class CRingError extends XenVchanError {
+  constructor(code: 'ENOENT' | 'ERR_C_RING_BUILD' | 'EBADMSG' | 'ECHILD', message: string) {
+    super(code, message);
+    this.name = 'CRingError';
+  }
+}
 
 /**
  * Compiles the ring unless a binary of this very source and compiler is already there; returns
@@ -75,10 +85,11 @@ export async function buildCRing(source: string): Promise<{ binary: string; buil
     const { stderr } = error as { stderr?: string };
     if (errorCode(error) === 'ENOENT') {
       throw new CRingError(
+        'ENOENT',
         `no C compiler: "${compiler}" was not found. The C ring is built from ${source} at bench time; install one (Debian: apt-get install gcc) or set CC, or run with --no-c-ring to leave the C ring out.`,
       );
     }
-    throw new CRingError(`building the C ring failed: ${compiler} ${[...FLAGS, '-o', temporary, source].join(' ')}\n${stderr ?? (error as Error).message}`);
+    throw new CRingError('ERR_C_RING_BUILD', `building the C ring failed: ${compiler} ${[...FLAGS, '-o', temporary, source].join(' ')}\n${stderr ?? (error as Error).message}`);
   }
   return { binary, built: true, compiler };
 }
@@ -89,8 +100,12 @@ async function runC(binary: string, args: string[], seconds: number): Promise<un
     return JSON.parse(stdout);
   } catch (error) {
     const { code, stderr } = error as { code?: number | string; stderr?: string };
-    const failure = new CRingError(`the C ring (${path.basename(binary)} ${args.join(' ')}) failed${code === 2 ? ': its data did not verify' : ''}: ${(stderr ?? (error as Error).message).trim()}`);
-    throw Object.assign(failure, { code: code === 2 ? 'EBADMSG' : 'ECHILD' });
+    // Exit status 2 is the ring's own "the data did not verify".
+    const verifyFailed = code === 2;
+    throw new CRingError(
+      verifyFailed ? 'EBADMSG' : 'ECHILD',
+      `the C ring (${path.basename(binary)} ${args.join(' ')}) failed${verifyFailed ? ': its data did not verify' : ''}: ${(stderr ?? (error as Error).message).trim()}`,
+    );
   }
 }
 

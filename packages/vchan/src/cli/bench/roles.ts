@@ -3,6 +3,7 @@
  * socket and TCP, so the only difference between the rows of the table is the transport.
  */
 import type { Duplex } from 'node:stream';
+import { XenVchanError } from '@xen-vchan/native';
 import { RpcPeer } from '../../rpc.js';
 import { PERIOD, type Pattern, Verifier } from './pattern.js';
 
@@ -41,24 +42,39 @@ export interface RpcResult {
 const WARMUP = 100;
 const MAX_SAMPLES = 1 << 20;
 
+/** The stream closed before the role was done (Node's code for a stream that closed before its end). */
+function prematureClose(what: string): XenVchanError {
+  return new XenVchanError('ERR_STREAM_PREMATURE_CLOSE', what);
+}
+
+/** The peer's data is not what was sent. */
+function corrupted(what: string): XenVchanError {
+  return new XenVchanError('EBADMSG', what);
+}
+
+/** Listens for the first of `handlers`' events only: whichever comes first takes them all off. */
+function first(stream: Duplex, handlers: Record<string, (error?: Error) => void>): void {
+  const listeners = Object.entries(handlers).map(([event, handler]) => {
+    const listener = (error?: Error) => {
+      for (const [name, added] of listeners) stream.off(name, added);
+      handler(error);
+    };
+    return [event, listener] as const;
+  });
+  for (const [event, listener] of listeners) stream.on(event, listener);
+}
+
 function waitFor(stream: Duplex, event: 'drain' | 'finish'): Promise<void> {
   if (event === 'finish' && stream.writableFinished) return Promise.resolve();
   // A destroyed stream has said 'close' already and never says anything again.
-  if (stream.destroyed) return Promise.reject(stream.errored ?? new Error(`the stream was destroyed while waiting for '${event}'`));
-  return new Promise((resolve, reject) => {
-    const done = (error?: Error | null) => {
-      stream.off(event, onEvent);
-      stream.off('close', onClose);
-      stream.off('error', done);
-      if (error) reject(error);
-      else resolve();
-    };
-    const onEvent = () => done();
-    const onClose = () => done(stream.errored ?? new Error(`the stream closed while waiting for '${event}'`));
-    stream.on(event, onEvent);
-    stream.on('close', onClose);
-    stream.on('error', done);
-  });
+  if (stream.destroyed) return Promise.reject(stream.errored ?? prematureClose(`the stream was destroyed while waiting for '${event}'`));
+  return new Promise((resolve, reject) =>
+    first(stream, {
+      [event]: () => resolve(),
+      close: () => reject(stream.errored ?? prematureClose(`the stream closed while waiting for '${event}'`)),
+      error: reject,
+    }),
+  );
 }
 
 /** Writes `chunk`-byte pieces of the pattern for `seconds`, honouring backpressure, then ends. */
@@ -108,7 +124,7 @@ export function receive(stream: Duplex, pattern: Pattern): Promise<ReceiveResult
       last = now;
       pieces++;
       if (!verifier.check(piece)) {
-        const error = Object.assign(new Error(verifier.failure!), { code: 'EBADMSG' });
+        const error = corrupted(verifier.failure!);
         fail(error);
         stream.destroy(error);
       }
@@ -119,7 +135,7 @@ export function receive(stream: Duplex, pattern: Pattern): Promise<ReceiveResult
       resolve({ bytes: verifier.verified, measuredBytes: verifier.verified - firstPiece, seconds: (last - first) / 1000, pieces });
     });
     stream.once('error', fail);
-    stream.once('close', () => fail(new Error(`the stream closed after ${verifier.verified} bytes, before its end`)));
+    stream.once('close', () => fail(prematureClose(`the stream closed after ${verifier.verified} bytes, before its end`)));
   });
 }
 
@@ -184,7 +200,7 @@ export function ping(stream: Duplex, size: number, seconds: number): Promise<Lat
     };
     const onData = (piece: Buffer) => {
       if (got + piece.length > size || !piece.equals(message.subarray(got, got + piece.length))) {
-        finish(Object.assign(new Error(`the echo of message ${sequence} differs from what was sent`), { code: 'EBADMSG' }));
+        finish(corrupted(`the echo of message ${sequence} differs from what was sent`));
         return;
       }
       got += piece.length;
@@ -198,7 +214,7 @@ export function ping(stream: Duplex, size: number, seconds: number): Promise<Lat
     };
     stream.on('data', onData);
     stream.once('error', (error) => finish(error));
-    stream.once('close', () => finish(new Error('the stream closed in the middle of the round trips')));
+    stream.once('close', () => finish(prematureClose('the stream closed in the middle of the round trips')));
     next();
   });
 }
@@ -221,7 +237,7 @@ export async function rpcCall(stream: Duplex, seconds: number, inFlight: number)
   const call = async () => {
     const n = id++;
     const reply = (await rpc.call('echo', { n, text: 'ping' })) as { n?: number };
-    if (reply?.n !== n) throw Object.assign(new Error(`call ${n} came back as ${JSON.stringify(reply)}`), { code: 'EBADMSG' });
+    if (reply?.n !== n) throw corrupted(`call ${n} came back as ${JSON.stringify(reply)}`);
   };
   for (let i = 0; i < WARMUP; i++) await call();
 

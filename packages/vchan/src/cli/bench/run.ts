@@ -6,6 +6,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { XenVchanError } from '@xen-vchan/native';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { connect } from '../../connect.js';
 import { xenstoreOptions } from '../../options.js';
@@ -75,11 +76,11 @@ class ForkedEndpoint implements EndpointClient {
       const waiter = this.pending.get(reply.id);
       if (!waiter) return;
       this.pending.delete(reply.id);
-      if (reply.error) waiter.reject(Object.assign(new Error(reply.error.message), reply.error.code ? { code: reply.error.code } : {}));
+      if (reply.error) waiter.reject(new XenVchanError(reply.error.code ?? 'ECHILD', reply.error.message));
       else waiter.resolve(reply.result);
     });
-    this.child.on('exit', (code, signal) => this.gone(new Error(`the measurement process ${label} exited (${signal ?? `code ${code}`})`)));
-    this.child.on('error', (error) => this.gone(new Error(`the measurement process ${label} failed: ${error.message}`)));
+    this.child.on('exit', (code, signal) => this.gone(processFailed(`the measurement process ${label} exited (${signal ?? `code ${code}`})`)));
+    this.child.on('error', (error) => this.gone(processFailed(`the measurement process ${label} failed: ${error.message}`)));
   }
 
   private gone(error: Error): void {
@@ -94,7 +95,7 @@ class ForkedEndpoint implements EndpointClient {
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
       this.child.send({ id, op, args }, (error) => {
-        if (error) this.gone(new Error(`the measurement process ${this.label} cannot be reached: ${error.message}`));
+        if (error) this.gone(processFailed(`the measurement process ${this.label} cannot be reached: ${error.message}`));
       });
     });
   }
@@ -114,7 +115,7 @@ class ForkedEndpoint implements EndpointClient {
   kill(): void {
     if (this.exited) return;
     this.child.kill('SIGKILL');
-    this.gone(new Error(`the measurement process ${this.label} was stopped`));
+    this.gone(processFailed(`the measurement process ${this.label} was stopped`));
   }
 }
 
@@ -131,13 +132,9 @@ class RemoteEndpoint implements EndpointClient {
   }
 }
 
-class BenchFailure extends Error {
-  constructor(
-    message: string,
-    readonly code = 'EBADMSG',
-  ) {
-    super(message);
-  }
+/** A measurement process exited, failed or could not be reached (or failed without a code of its own). */
+function processFailed(message: string): XenVchanError {
+  return new XenVchanError('ECHILD', message);
 }
 
 interface Task {
@@ -150,7 +147,7 @@ interface Task {
 function withTimeout<T>(promise: Promise<T>, seconds: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new BenchFailure(`${what} took more than ${seconds} s; giving up`, 'ETIMEDOUT')), seconds * 1000);
+    timer = setTimeout(() => reject(new XenVchanError('ETIMEDOUT', `${what} took more than ${seconds} s; giving up`)), seconds * 1000);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
@@ -329,7 +326,7 @@ export async function runBench(plan: BenchPlan, log: (text: string) => void): Pr
       const sent = sender.result as SendResult;
       const received = receiver.result as ReceiveResult;
       if (received.bytes !== sent.sent) {
-        throw new BenchFailure(`${transportLabel(transport)} ${formatSize(chunk)} writes: the receiver verified ${received.bytes} bytes, the sender sent ${sent.sent}`);
+        throw new XenVchanError('EBADMSG', `${transportLabel(transport)} ${formatSize(chunk)} writes: the receiver verified ${received.bytes} bytes, the sender sent ${sent.sent}`);
       }
       const mibPerSecond = received.seconds > 0 ? received.measuredBytes / MiB / received.seconds : null;
       return throughputRow({
@@ -349,7 +346,7 @@ export async function runBench(plan: BenchPlan, log: (text: string) => void): Pr
     const cRingThroughput = async (transport: 'c-ring' | 'c-ring-spin', chunk: number, ring: number): Promise<string> => {
       const measured = await cThroughput(cBinary!, chunk, ring, plan.seconds, transport === 'c-ring-spin');
       if (!measured.verified || measured.bytes !== measured.sent) {
-        throw new BenchFailure(`the C ring verified ${measured.bytes} of the ${measured.sent} bytes it sent`);
+        throw new XenVchanError('EBADMSG', `the C ring verified ${measured.bytes} of the ${measured.sent} bytes it sent`);
       }
       return throughputRow({
         transport,
@@ -379,7 +376,7 @@ export async function runBench(plan: BenchPlan, log: (text: string) => void): Pr
 
     const cRingLatency = async (transport: 'c-ring' | 'c-ring-spin'): Promise<string> => {
       const measured = await cLatency(cBinary!, plan.latencySize, plan.latencyRing, plan.seconds, transport === 'c-ring-spin');
-      if (!measured.verified) throw new BenchFailure('the C ring echoed a message that differs from what was sent');
+      if (!measured.verified) throw new XenVchanError('EBADMSG', 'the C ring echoed a message that differs from what was sent');
       const { roundTrips, p50Us, p99Us, meanUs, minUs } = measured;
       return latencyRow({ transport, size: plan.latencySize, ring: plan.latencyRing, roundTrips, p50Us, p99Us, meanUs, minUs });
     };
