@@ -126,50 +126,41 @@ export function addRatios(results: Pick<BenchResults, 'throughput' | 'latency' |
   for (const row of results.latency) row.vsUnix = unixLatency ? row.p50Us / unixLatency.p50Us : null;
 }
 
+/** The cell the throughput targets compare: 64 KiB writes, over 1 MiB rings for vchan and the C ring. */
+export const TARGET_CHUNK = 65536;
+export const TARGET_RING = MiB;
+
+/** One design target: `ours` over `theirs`, and whether the ratio meets the goal. */
+function target(
+  id: string,
+  description: string,
+  ours: number | null,
+  theirs: number | null,
+  goal: { text: string; met: (ratio: number) => boolean },
+  show: (value: number | null) => string,
+): Target {
+  const ratio = ours !== null && theirs !== null ? ours / theirs : null;
+  return { id, description, ratio, goal: goal.text, pass: ratio === null ? null : goal.met(ratio), detail: `${show(ours)} vs ${show(theirs)}` };
+}
+
 /** The design's targets, from this run's rows alone. */
 export function computeTargets(results: Pick<BenchResults, 'throughput' | 'latency'>): Target[] {
-  const at = (transport: Transport, chunk: number, ring: number | null) =>
-    results.throughput.find((row) => row.transport === transport && row.chunk === chunk && row.ring === ring)?.mibPerSecond ?? null;
-  const vchan = at('vchan', 65536, MiB);
-  const unix = at('unix', 65536, null);
-  const cRing = at('c-ring', 65536, MiB);
+  const throughput = (transport: Transport, ring: number | null) =>
+    results.throughput.find((row) => row.transport === transport && row.chunk === TARGET_CHUNK && row.ring === ring)?.mibPerSecond ?? null;
+  const roundTrip = (transport: Transport) => results.latency.find((row) => row.transport === transport)?.p50Us ?? null;
   const mib = (value: number | null) => (value === null ? 'not measured' : `${value.toFixed(0)} MiB/s`);
-  const targets: Target[] = [];
-  {
-    const ratio = vchan !== null && unix !== null ? vchan / unix : null;
-    targets.push({
-      id: 'throughput-vs-unix',
-      description: 'vchan, 64 KiB writes over 1 MiB rings, vs Node over a Unix socket',
-      ratio,
-      goal: '>= 3x',
-      pass: ratio === null ? null : ratio >= 3,
-      detail: `${mib(vchan)} vs ${mib(unix)}`,
-    });
-  }
-  {
-    const ratio = vchan !== null && cRing !== null ? vchan / cRing : null;
-    targets.push({
-      id: 'throughput-vs-c-ring',
-      description: 'vchan, 64 KiB writes over 1 MiB rings, vs the C ring',
-      ratio,
-      goal: '>= 0.6x',
-      pass: ratio === null ? null : ratio >= 0.6,
-      detail: `${mib(vchan)} vs ${mib(cRing)}`,
-    });
-  }
-  {
-    const vchanRtt = results.latency.find((row) => row.transport === 'vchan')?.p50Us ?? null;
-    const unixRtt = results.latency.find((row) => row.transport === 'unix')?.p50Us ?? null;
-    const ratio = vchanRtt !== null && unixRtt !== null ? vchanRtt / unixRtt : null;
-    const us = (value: number | null) => (value === null ? 'not measured' : `${value.toFixed(1)} µs`);
-    targets.push({
-      id: 'round-trip-vs-unix',
-      description: 'vchan, 64-byte round trip (median), vs Node over a Unix socket',
-      ratio,
-      goal: '<= 0.5x',
-      pass: ratio === null ? null : ratio <= 0.5,
-      detail: `${us(vchanRtt)} vs ${us(unixRtt)}`,
-    });
-  }
-  return targets;
+  const us = (value: number | null) => (value === null ? 'not measured' : `${value.toFixed(1)} µs`);
+  const vchan = throughput('vchan', TARGET_RING);
+  return [
+    target('throughput-vs-unix', 'vchan, 64 KiB writes over 1 MiB rings, vs Node over a Unix socket', vchan, throughput('unix', null), { text: '>= 3x', met: (ratio) => ratio >= 3 }, mib),
+    target('throughput-vs-c-ring', 'vchan, 64 KiB writes over 1 MiB rings, vs the C ring', vchan, throughput('c-ring', TARGET_RING), { text: '>= 0.6x', met: (ratio) => ratio >= 0.6 }, mib),
+    target(
+      'round-trip-vs-unix',
+      'vchan, 64-byte round trip (median), vs Node over a Unix socket',
+      roundTrip('vchan'),
+      roundTrip('unix'),
+      { text: '<= 0.5x', met: (ratio) => ratio <= 0.5 },
+      us,
+    ),
+  ];
 }

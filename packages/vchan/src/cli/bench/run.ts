@@ -22,6 +22,8 @@ import {
   computeTargets,
   formatSize,
   MiB,
+  TARGET_CHUNK,
+  TARGET_RING,
   transportLabel,
   type BenchResults,
   type LatencyRow,
@@ -477,9 +479,7 @@ export async function runBench(plan: BenchPlan, log: (text: string) => void): Pr
 }
 
 const PRIVATE_SIM_IDLE_MS = 300;
-/** The cell of the throughput targets, and how many times at least it is measured. */
-const TARGET_CHUNK = 65536;
-const TARGET_RING = 1 << 20;
+/** How many times at least the cell of the throughput targets is measured. */
 const TARGET_REPEAT = 3;
 
 /** Waits for the private simulation's daemon to go idle and remove its state, then removes the rest. */
