@@ -10,7 +10,8 @@ import { CRingError, findCSource } from './cring.js';
 import { Endpoint } from './endpoint.js';
 import { renderTable } from './report.js';
 import { controlCodec, MAX_CHUNK, MAX_CONTROL_MESSAGE, MAX_RING } from './requests.js';
-import { runBench, type BenchPlan } from './run.js';
+import type { BenchPlan } from './plan.js';
+import { runBench } from './run.js';
 
 const DEFAULT_CHUNKS = '64,4KiB,64KiB,1MiB';
 const DEFAULT_RINGS = '4KiB,64KiB,1MiB';

@@ -111,6 +111,48 @@ export function formatSize(bytes: number): string {
   return `${bytes} B`;
 }
 
+/** A throughput row as measured: verified, before the ratios are known. */
+export type MeasuredThroughput = Omit<ThroughputRow, 'verified' | 'vsUnix' | 'vsCRing'>;
+
+/** The rows as the measurements come in. A throughput cell measured more than once becomes its median row. */
+export class RowCollector {
+  /** Every repeat of a throughput cell, in the order the cells were first measured. */
+  private readonly cells = new Map<string, ThroughputRow[]>();
+  readonly latency: LatencyRow[] = [];
+  readonly rpc: RpcRow[] = [];
+
+  addThroughput(row: MeasuredThroughput): void {
+    const key = `${row.transport} ${row.chunk} ${row.ring}`;
+    if (!this.cells.has(key)) this.cells.set(key, []);
+    this.cells.get(key)!.push({ ...row, verified: true, vsUnix: null, vsCRing: null });
+  }
+
+  addLatency(row: Omit<LatencyRow, 'vsUnix'>): void {
+    this.latency.push({ ...row, vsUnix: null });
+  }
+
+  addRpc(row: RpcRow): void {
+    this.rpc.push(row);
+  }
+
+  /** One row per cell: the median repeat, carrying every repeat's MiB/s when there were several. */
+  throughput(): ThroughputRow[] {
+    return [...this.cells.values()].map((repeats) => {
+      const sorted = [...repeats].sort((a, b) => (a.mibPerSecond ?? -1) - (b.mibPerSecond ?? -1));
+      const median = sorted[Math.floor((sorted.length - 1) / 2)]!;
+      return repeats.length > 1 ? { ...median, samples: repeats.map((row) => row.mibPerSecond) } : median;
+    });
+  }
+}
+
+/** The run's results: its description and the collected rows, with the ratios and the targets filled in. */
+export function assembleResults(run: Omit<BenchResults, 'throughput' | 'latency' | 'rpc' | 'targets'>, rows: RowCollector): BenchResults {
+  const results: BenchResults = { ...run, throughput: rows.throughput(), latency: rows.latency, rpc: rows.rpc, targets: [] };
+  addRatios(results);
+  results.targets = computeTargets(results);
+  return results;
+}
+
 /** Fills vsUnix / vsCRing once every row is in. */
 export function addRatios(results: Pick<BenchResults, 'throughput' | 'latency' | 'setup'>): void {
   const find = (transport: Transport, chunk: number, ring: number | null) =>

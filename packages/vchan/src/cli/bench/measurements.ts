@@ -1,0 +1,185 @@
+/**
+ * Drives the measurements: each one is played between a listening end and a connecting end
+ * (endpoint.ts, reached through endpoint-clients.ts), or by the C ring on its own, and its
+ * outcome is checked and turned into a row. Each method returns the one-line summary the
+ * progress shows.
+ */
+import { XenVchanError } from '@xen-vchan/native';
+import type { VchanStats } from '../../stream.js';
+import { cLatency, cThroughput } from './cring.js';
+import type { Address, ConnectRequest, ListenRequest, Role, RoleOutcome, StreamTransport } from './endpoint.js';
+import type { EndpointClient } from './endpoint-clients.js';
+import { formatSize, MiB, transportLabel, type LatencyRow, type MeasuredThroughput, type RowCollector, type Transport } from './results.js';
+import type { LatencyResult, ReceiveResult, RpcResult, SendResult } from './roles.js';
+import type { BenchPlan } from './plan.js';
+
+/** Where each end of a vchan runs, and as which domain. */
+export interface Placement {
+  backend: 'auto' | 'xen' | 'sim';
+  /** The vchan server's domain. */
+  serverDomid: number;
+  /** Its client's; undefined when the serving domain knows it (from its own --domain). */
+  clientDomid?: number;
+  /** The simulated domains the listening and the connecting process play, when given. */
+  listenerDomid?: number;
+  connectorDomid?: number;
+}
+
+export interface MeasurementEnds {
+  /** The forked process that listens for everything but a remote vchan. */
+  first: EndpointClient;
+  /** The forked process that connects. */
+  second: EndpointClient;
+  /** `vchan bench --serve` in another domain: the vchan listener, when the run is remote. */
+  remote: EndpointClient | null;
+}
+
+export class Measurements {
+  /** The pattern's seed: the same at both ends of every measurement of the run. */
+  private readonly seed = (Math.random() * 0xffffffff) >>> 0 || 1;
+  private readonly maxChunk: number;
+  private counter = 0;
+
+  constructor(
+    private readonly plan: BenchPlan,
+    private readonly placement: Placement,
+    private readonly ends: MeasurementEnds,
+    /** The built C ring; null when the run leaves it out. */
+    private readonly cBinary: string | null,
+    private readonly rows: RowCollector,
+  ) {
+    this.maxChunk = Math.max(...plan.chunks);
+  }
+
+  /** A short measurement whose numbers are not kept: the first ones of a process are slow. */
+  async warmUp(transport: 'vchan' | 'unix', chunk: number): Promise<string> {
+    const seconds = Math.min(this.plan.seconds, 0.3);
+    await this.measure(transport, { role: 'send', chunk, seconds }, { role: 'receive' }, 65536);
+    return 'done (not counted)';
+  }
+
+  async streamThroughput(transport: StreamTransport, chunk: number, ring: number | null): Promise<string> {
+    const [sender, receiver] = await this.measure(transport, { role: 'send', chunk, seconds: this.plan.seconds }, { role: 'receive' }, ring ?? undefined);
+    const sent = sender.result as SendResult;
+    const received = receiver.result as ReceiveResult;
+    if (received.bytes !== sent.sent) {
+      throw new XenVchanError('EBADMSG', `${transportLabel(transport)} ${formatSize(chunk)} writes: the receiver verified ${received.bytes} bytes, the sender sent ${sent.sent}`);
+    }
+    return this.throughputRow({
+      ...counted(transport, chunk, ring, received),
+      wakeupsPerMiB: transport === 'vchan' && received.bytes > 0 ? sumEvents(sender.stats, receiver.stats) / (received.bytes / MiB) : null,
+      ...(sender.stats ? { senderStats: sender.stats } : {}),
+      ...(receiver.stats ? { receiverStats: receiver.stats } : {}),
+    });
+  }
+
+  async cRingThroughput(transport: 'c-ring' | 'c-ring-spin', chunk: number, ring: number): Promise<string> {
+    const measured = await cThroughput(this.cBinary!, chunk, ring, this.plan.seconds, transport === 'c-ring-spin');
+    if (!measured.verified || measured.bytes !== measured.sent) {
+      throw new XenVchanError('EBADMSG', `the C ring verified ${measured.bytes} of the ${measured.sent} bytes it sent`);
+    }
+    return this.throughputRow({
+      ...counted(transport, chunk, ring, measured),
+      // The producer's wake-ups are about as many as the consumer's sleeps (one write per sleep).
+      wakeupsPerMiB: transport === 'c-ring' && measured.bytes > 0 ? (measured.consumerNotifies + measured.consumerSleeps) / (measured.bytes / MiB) : null,
+      consumer: { notifies: measured.consumerNotifies, sleeps: measured.consumerSleeps },
+    });
+  }
+
+  async streamLatency(transport: StreamTransport): Promise<string> {
+    const { latencySize, latencyRing, seconds } = this.plan;
+    const ring = transport === 'vchan' ? latencyRing : undefined;
+    const [, pinger] = await this.measure(transport, { role: 'pong' }, { role: 'ping', size: latencySize, seconds }, ring);
+    const result = pinger.result as LatencyResult;
+    return this.latencyRow({ transport, size: latencySize, ring: ring ?? null, ...result, ...(pinger.stats ? { pingStats: pinger.stats } : {}) });
+  }
+
+  async cRingLatency(transport: 'c-ring' | 'c-ring-spin'): Promise<string> {
+    const { latencySize, latencyRing, seconds } = this.plan;
+    const measured = await cLatency(this.cBinary!, latencySize, latencyRing, seconds, transport === 'c-ring-spin');
+    if (!measured.verified) throw new XenVchanError('EBADMSG', 'the C ring echoed a message that differs from what was sent');
+    const { roundTrips, p50Us, p99Us, meanUs, minUs } = measured;
+    return this.latencyRow({ transport, size: latencySize, ring: latencyRing, roundTrips, p50Us, p99Us, meanUs, minUs });
+  }
+
+  async rpc(transport: 'vchan' | 'unix'): Promise<string> {
+    const { seconds, rpcInFlight } = this.plan;
+    const [, caller] = await this.measure(transport, { role: 'rpc-serve' }, { role: 'rpc-call', seconds: seconds * 2, inFlight: rpcInFlight });
+    const result = caller.result as RpcResult;
+    this.rows.addRpc({ transport, ...result });
+    return `${result.sequential.callsPerSecond.toFixed(0)} calls/s one at a time (median ${result.sequential.p50Us.toFixed(0)} µs), ${result.concurrent.callsPerSecond.toFixed(0)} calls/s with ${rpcInFlight} in flight`;
+  }
+
+  private throughputRow(row: MeasuredThroughput): string {
+    this.rows.addThroughput(row);
+    return row.mibPerSecond === null ? 'too short to time' : `${row.mibPerSecond.toFixed(0)} MiB/s`;
+  }
+
+  private latencyRow(row: Omit<LatencyRow, 'vsUnix'>): string {
+    this.rows.addLatency(row);
+    return `median ${row.p50Us.toFixed(1)} µs, p99 ${row.p99Us.toFixed(1)} µs`;
+  }
+
+  /** Plays one measurement between a listener and a connector; returns both outcomes. */
+  private async measure(transport: StreamTransport, listenRole: Role, connectRole: Role, ring?: number): Promise<[RoleOutcome, RoleOutcome]> {
+    const { first, second, remote } = this.ends;
+    const { backend, serverDomid, clientDomid, listenerDomid, connectorDomid } = this.placement;
+    const { maxChunk, seed } = this;
+    const key = `m${++this.counter}`;
+    const listener = transport === 'vchan' ? (remote ?? first) : first;
+    // No name or path for a vchan: the listener publishes under its own vchan area for the
+    // client, at a name it picks, and answers with it (a serving domain takes neither from us).
+    const listenRequest: ListenRequest = {
+      transport,
+      key,
+      role: listenRole,
+      maxChunk,
+      seed,
+      ...(transport === 'vchan'
+        ? {
+            ring: ring ?? 65536,
+            ...(clientDomid !== undefined ? { peerDomid: clientDomid } : {}),
+            backend,
+            ...(listenerDomid !== undefined && listener !== remote ? { simDomid: listenerDomid } : {}),
+          }
+        : {}),
+    };
+    const address = await listener.call<Address>('listen', listenRequest);
+    try {
+      const connectRequest: ConnectRequest = {
+        transport,
+        key,
+        role: connectRole,
+        address,
+        maxChunk,
+        seed,
+        ...(transport === 'vchan' ? { serverDomid, backend, ...(connectorDomid !== undefined ? { simDomid: connectorDomid } : {}) } : {}),
+      };
+      return await withTimeout(
+        Promise.all([listener.call<RoleOutcome>('result', { key }), second.call<RoleOutcome>('connect', connectRequest)]),
+        this.plan.seconds * 4 + 60,
+        `the ${transportLabel(transport)} measurement`,
+      );
+    } finally {
+      await listener.call('close', { key }).catch(() => {});
+    }
+  }
+}
+
+/** A throughput row's own fields, from what the receiving end verified and timed. */
+function counted(transport: Transport, chunk: number, ring: number | null, received: { bytes: number; measuredBytes: number; seconds: number }) {
+  const { bytes, measuredBytes, seconds } = received;
+  return { transport, chunk, ring, mibPerSecond: seconds > 0 ? measuredBytes / MiB / seconds : null, bytes, measuredBytes, seconds };
+}
+
+export function withTimeout<T>(promise: Promise<T>, seconds: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new XenVchanError('ETIMEDOUT', `${what} took more than ${seconds} s; giving up`)), seconds * 1000);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function sumEvents(...stats: (VchanStats | undefined)[]): number {
+  return stats.reduce((sum, entry) => sum + (entry?.eventsSent ?? 0), 0);
+}
