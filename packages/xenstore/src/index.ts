@@ -12,7 +12,6 @@ export { XenStore } from './client.js';
 export { Transaction, type TransactionOptions } from './transaction.js';
 export { Watch, type WatchEvent } from './watch.js';
 export type { Access, Permission } from './permissions.js';
-export { xenstoreAdvice } from './errors.js';
 export {
   XENBUS_DEVICE,
   XENSTORED_SOCKET,
