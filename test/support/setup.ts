@@ -14,8 +14,11 @@ if (backend === 'sim') {
     const { SimConnection } = await import('@xen-vchan/sim');
     const connection = SimConnection.open(directory);
     // A killed peer's connection may still be in the daemon's queue; give the reaping a moment.
+    // A killed peer may hold a handle with no grant or port left, so its handles count too.
+    const leftovers = (current: typeof status) =>
+      current.grants.length > 0 || current.ports.length > 0 || current.clients.some((client) => client.handles > 0);
     let status = connection.call('status', {});
-    for (let tries = 0; tries < 40 && (status.grants.length > 0 || status.ports.length > 0); tries++) {
+    for (let tries = 0; tries < 40 && leftovers(status); tries++) {
       await new Promise((resolve) => setTimeout(resolve, 50));
       status = connection.call('status', {});
     }
