@@ -1,15 +1,9 @@
-import { explained } from '@xen-vchan/native';
+import { explained, FdFinalizer } from '@xen-vchan/native';
 import { EventChannel, evtchnAdvice, existenceFromBind, restrictAdvice } from './channel.js';
 import { EVTCHN_DEVICE } from './interface.js';
 import { addon } from './native.js';
 
-const closeFd = new FinalizationRegistry<number>((fd) => {
-  try {
-    addon.close(fd);
-  } catch {
-    /* already closed */
-  }
-});
+const fds = new FdFinalizer((fd) => addon.close(fd));
 
 /** /dev/xen/evtchn: the kernel masks each port it reports, and a write of the port unmasks it. */
 export class XenEventChannel extends EventChannel {
@@ -20,7 +14,7 @@ export class XenEventChannel extends EventChannel {
   constructor() {
     super();
     this.fd = explained('open /dev/xen/evtchn', () => addon.open(EVTCHN_DEVICE), evtchnAdvice);
-    closeFd.register(this, this.fd, this);
+    fds.register(this, this.fd);
     this.startPolling(this.fd);
   }
 
@@ -74,9 +68,8 @@ export class XenEventChannel extends EventChannel {
     if (this.closed) return;
     this.closed = true;
     this.stopPolling();
-    closeFd.unregister(this);
     // Closing the fd unbinds every port it bound.
-    addon.close(this.fd);
+    fds.close(this, this.fd);
     this.bound.clear();
   }
 

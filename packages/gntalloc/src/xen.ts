@@ -1,4 +1,4 @@
-import { explained, invalidArgument, loadAddon, PAGE_SIZE } from '@xen-vchan/native';
+import { explained, FdFinalizer, invalidArgument, loadAddon, PAGE_SIZE } from '@xen-vchan/native';
 import { gntallocAdvice, LIMIT_FILE, readXenLimit } from './advice.js';
 import { GNTALLOC_DEVICE, type Gntalloc, type SharedPages, type UnmapNotifyOptions } from './interface.js';
 import { checkShareArguments, checkNotifyOffset } from './checks.js';
@@ -23,13 +23,7 @@ const advise = (code: string) =>
     return `The gntalloc limit of this domain is ${limit ?? 'unknown'} pages (${LIMIT_FILE}). Release shares you no longer need, or raise it as root: echo ${Math.max(4096, (limit ?? 1024) * 4)} > ${LIMIT_FILE}`;
   });
 
-const closeFd = new FinalizationRegistry<number>((fd) => {
-  try {
-    addon.close(fd);
-  } catch {
-    /* already closed */
-  }
-});
+const fds = new FdFinalizer((fd) => addon.close(fd));
 
 class XenSharedPages implements SharedPages {
   released = false;
@@ -68,7 +62,7 @@ export class XenGntalloc implements Gntalloc {
 
   constructor() {
     this.fd = explained('open /dev/xen/gntalloc', () => addon.open(GNTALLOC_DEVICE), advise);
-    closeFd.register(this, this.fd, this);
+    fds.register(this, this.fd);
   }
 
   share(domid: number, pages: number, options: { writable?: boolean } = {}): SharedPages {
@@ -98,8 +92,7 @@ export class XenGntalloc implements Gntalloc {
   close(): void {
     if (this.fd < 0) return;
     for (const shared of [...this.shares]) shared.release();
-    closeFd.unregister(this);
-    addon.close(this.fd);
+    fds.close(this, this.fd);
     this.fd = -1;
   }
 }

@@ -1,4 +1,4 @@
-import { explained, invalidArgument, loadAddon, PAGE_SIZE, sleepSync } from '@xen-vchan/native';
+import { explained, FdFinalizer, invalidArgument, loadAddon, PAGE_SIZE, sleepSync } from '@xen-vchan/native';
 import { badCopyArgument, checkMapArguments, checkNotifyOffset, gntdevAdvice } from './checks.js';
 import { GNTDEV_DEVICE, GrantStatus, type CopySegment, type GrantMapping, type Gntdev, type UnmapNotifyOptions } from './interface.js';
 
@@ -18,13 +18,7 @@ const NOTIFY_CLEAR_BYTE = 1;
 const NOTIFY_SEND_EVENT = 2;
 const MMAP_EAGAIN_RETRIES = 100;
 
-const closeFd = new FinalizationRegistry<number>((fd) => {
-  try {
-    addon.close(fd);
-  } catch {
-    /* already closed */
-  }
-});
+const fds = new FdFinalizer((fd) => addon.close(fd));
 
 class XenGrantMapping implements GrantMapping {
   released = false;
@@ -62,7 +56,7 @@ export class XenGntdev implements Gntdev {
 
   constructor() {
     this.fd = explained('open /dev/xen/gntdev', () => addon.open(GNTDEV_DEVICE), gntdevAdvice);
-    closeFd.register(this, this.fd, this);
+    fds.register(this, this.fd);
   }
 
   map(domid: number, refs: readonly number[], options: { writable?: boolean } = {}): GrantMapping {
@@ -108,8 +102,7 @@ export class XenGntdev implements Gntdev {
   close(): void {
     if (this.fd < 0) return;
     for (const mapping of [...this.mappings]) mapping.release();
-    closeFd.unregister(this);
-    addon.close(this.fd);
+    fds.close(this, this.fd);
     this.fd = -1;
   }
 }

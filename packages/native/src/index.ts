@@ -1,6 +1,7 @@
 export { XenVchanError, abortError, checkDomainId, errorCode, explainError, explained, invalidArgument } from './errors.js';
 export { DOMID_FIRST_RESERVED, MAX_GUEST_DOMID, isGuestDomainId } from './domains.js';
 export { loadAddon } from './addon.js';
+export { FdFinalizer } from './fds.js';
 export { chooseBackend, type BackendName, type BackendChoice } from './backend.js';
 
 /** Size of a Xen page; grants and mappings are counted in these. */
