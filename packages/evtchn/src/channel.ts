@@ -1,5 +1,5 @@
 import { EventEmitter } from 'eventemitter3';
-import { explainError, invalidArgument, XenVchanError, type BackendName } from '@xen-vchan/native';
+import { checkDomainId, errorCode, explainError, invalidArgument, MAX_GUEST_DOMID, XenVchanError, type BackendName } from '@xen-vchan/native';
 import type { EventChannelEvents } from './interface.js';
 import { addon, type Poller } from './native.js';
 
@@ -23,7 +23,7 @@ export function evtchnAdvice(code: string): string | undefined {
 }
 
 export function restrictAdvice(code: string): string | undefined {
-  if (code === 'EINVAL') return 'A handle can be restricted to a domain from 1 to 32751, not to dom0.';
+  if (code === 'EINVAL') return `A handle can be restricted to a domain from 1 to ${MAX_GUEST_DOMID}, not to dom0.`;
   if (code === 'EACCES') return 'This handle is already restricted; a restriction cannot be changed. Open a new handle.';
   return evtchnAdvice(code);
 }
@@ -37,7 +37,7 @@ export function existenceFromBind(bindPortZero: () => void, domid: number): bool
     bindPortZero();
     return true;
   } catch (error) {
-    const code = (error as { code?: unknown }).code;
+    const code = errorCode(error);
     if (code === 'EINVAL') return true;
     if (code === 'ESRCH') return false;
     throw explainError(error, `evtchn domainExists(${domid})`, evtchnAdvice);
@@ -124,7 +124,7 @@ export abstract class EventChannel extends EventEmitter<EventChannelEvents> {
 
   protected checkDomain(domid: number): void {
     this.checkOpen();
-    if (!Number.isInteger(domid) || domid < 0 || domid > 0x7fef) throw invalidArgument(`domid must be an integer from 0 to 32751, got ${domid}`);
+    checkDomainId(domid);
   }
 
   /**

@@ -1,5 +1,5 @@
 import { closeSync, constants, openSync } from 'node:fs';
-import { explained, XenVchanError } from '@xen-vchan/native';
+import { errorCode, explained, XenVchanError } from '@xen-vchan/native';
 import { EventRouter, SimConnection, simDomid } from '@xen-vchan/sim';
 import { EventChannel, evtchnAdvice, existenceFromBind, restrictAdvice } from './channel.js';
 import type { EventChannelOptions } from './interface.js';
@@ -115,7 +115,7 @@ export class SimEventChannel extends EventChannel {
     try {
       this.connection.call('close', { handle: this.handle });
     } catch (error) {
-      if ((error as { code?: string }).code !== 'ESIMDOWN') throw error;
+      if (errorCode(error) !== 'ESIMDOWN') throw error;
     }
   }
 

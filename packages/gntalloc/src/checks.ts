@@ -1,8 +1,13 @@
-import { invalidArgument, PAGE_SIZE, XenVchanError } from '@xen-vchan/native';
+import { checkDomainId, invalidArgument, PAGE_SIZE, XenVchanError } from '@xen-vchan/native';
 
-export function checkShareArguments(fd: number, domid: number, pages: number): void {
-  if (fd < 0) throw new XenVchanError('EBADF', 'This gntalloc handle is closed; open a new one.');
-  if (!Number.isInteger(domid) || domid < 0 || domid > 0x7fef) throw invalidArgument(`domid must be an integer from 0 to 32751, got ${domid}`);
+/** Refuses a call on a closed handle (`handle` is the fd, or the simulation's handle, -1 once closed). */
+export function checkOpen(handle: number): void {
+  if (handle < 0) throw new XenVchanError('EBADF', 'This gntalloc handle is closed; open a new one.');
+}
+
+export function checkShareArguments(handle: number, domid: number, pages: number): void {
+  checkOpen(handle);
+  checkDomainId(domid);
   if (!Number.isInteger(pages) || pages < 1) throw invalidArgument(`pages must be a whole number of at least 1, got ${pages}`);
 }
 

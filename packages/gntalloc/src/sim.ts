@@ -1,7 +1,7 @@
-import { explained, invalidArgument, PAGE_SIZE, XenVchanError } from '@xen-vchan/native';
+import { explained, invalidArgument, PAGE_SIZE } from '@xen-vchan/native';
 import { mapPages, SimConnection, simDomid, unmapPages } from '@xen-vchan/sim';
 import { gntallocAdvice } from './advice.js';
-import { checkNotifyOffset, checkShareArguments } from './checks.js';
+import { checkNotifyOffset, checkOpen, checkShareArguments } from './checks.js';
 import type { Gntalloc, GntallocOptions, SharedPages, UnmapNotifyOptions } from './interface.js';
 
 class SimSharedPages implements SharedPages {
@@ -51,7 +51,7 @@ export class SimGntalloc implements Gntalloc {
 
   /** One control call on this handle, its errors explained as `operation`. */
   call(operation: string, op: 'gntalloc.alloc' | 'gntalloc.setUnmapNotify' | 'gntalloc.release', request: Record<string, unknown>): unknown {
-    if (this.handle < 0) throw new XenVchanError('EBADF', 'This gntalloc handle is closed; open a new one.');
+    checkOpen(this.handle);
     return explained(operation, () => this.connection.call(op, { handle: this.handle, ...request } as never), this.advise);
   }
 

@@ -1,12 +1,17 @@
-import { invalidArgument, PAGE_SIZE, XenVchanError } from '@xen-vchan/native';
+import { checkDomainId, invalidArgument, PAGE_SIZE, XenVchanError } from '@xen-vchan/native';
 import type { CopySegment } from './interface.js';
 
 /** gntdev refuses more in one request on current kernels. */
 export const MAX_REFS_PER_MAP = 65536;
 
-export function checkMapArguments(open: boolean, domid: number, refs: readonly number[]): void {
-  if (!open) throw new XenVchanError('EBADF', 'This gntdev handle is closed; open a new one.');
-  if (!Number.isInteger(domid) || domid < 0 || domid > 0x7fef) throw invalidArgument(`domid must be an integer from 0 to 32751, got ${domid}`);
+/** Refuses a call on a closed handle (`handle` is the fd, or the simulation's handle, -1 once closed). */
+export function checkOpen(handle: number): void {
+  if (handle < 0) throw new XenVchanError('EBADF', 'This gntdev handle is closed; open a new one.');
+}
+
+export function checkMapArguments(handle: number, domid: number, refs: readonly number[]): void {
+  checkOpen(handle);
+  checkDomainId(domid);
   if (refs.length === 0 || refs.length > MAX_REFS_PER_MAP) throw invalidArgument(`give 1 to ${MAX_REFS_PER_MAP} grant references, got ${refs.length}`);
   for (const ref of refs) {
     if (!Number.isInteger(ref) || ref < 0 || ref > 0xffffffff) throw invalidArgument(`grant references are unsigned 32-bit integers, got ${ref}`);
@@ -19,8 +24,20 @@ export function checkNotifyOffset(offset: number, pages: number): void {
   }
 }
 
-/** A segment the hypervisor would refuse as GNTST_bad_copy_arg, or null if it is well formed. */
-export function badCopyArgument(segment: CopySegment): string | null {
+/**
+ * Refuses the whole copy if any segment is one the hypervisor would answer GNTST_bad_copy_arg:
+ * that is the caller's mistake, not a status to report per segment.
+ */
+export function checkCopyArguments(handle: number, segments: readonly CopySegment[]): void {
+  checkOpen(handle);
+  for (const segment of segments) {
+    const problem = badCopyArgument(segment);
+    if (problem) throw invalidArgument(`grant copy: ${problem}`);
+  }
+}
+
+/** What is wrong with a segment the hypervisor would refuse as GNTST_bad_copy_arg, or null if nothing. */
+function badCopyArgument(segment: CopySegment): string | null {
   if (!Number.isInteger(segment.length) || segment.length < 0 || segment.length > PAGE_SIZE) return 'length must be 0..4096';
   for (const end of [segment.source, segment.dest]) {
     if (end instanceof Uint8Array) {

@@ -1,7 +1,7 @@
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
-import { explained, invalidArgument, XenVchanError } from '@xen-vchan/native';
+import { explained, invalidArgument } from '@xen-vchan/native';
 import { mapPages, SimConnection, simDomid, unmapPages } from '@xen-vchan/sim';
-import { badCopyArgument, checkMapArguments, checkNotifyOffset, gntdevAdvice } from './checks.js';
+import { checkCopyArguments, checkMapArguments, checkNotifyOffset, checkOpen, gntdevAdvice } from './checks.js';
 import { GrantStatus, type CopyEnd, type CopySegment, type GntdevOptions, type GrantMapping, type Gntdev, type UnmapNotifyOptions } from './interface.js';
 
 class SimGrantMapping implements GrantMapping {
@@ -51,12 +51,12 @@ export class SimGntdev implements Gntdev {
 
   /** One control call on this handle, its errors explained as `operation`. */
   call(operation: string, op: 'gntdev.map' | 'gntdev.setUnmapNotify' | 'gntdev.unmap' | 'gntdev.resolveCopy', request: Record<string, unknown>): unknown {
-    if (this.handle < 0) throw new XenVchanError('EBADF', 'This gntdev handle is closed; open a new one.');
+    checkOpen(this.handle);
     return explained(operation, () => this.connection.call(op, { handle: this.handle, ...request } as never), gntdevAdvice);
   }
 
   map(domid: number, refs: readonly number[], options: { writable?: boolean } = {}): GrantMapping {
-    checkMapArguments(this.handle >= 0, domid, refs);
+    checkMapArguments(this.handle, domid, refs);
     const writable = options.writable ?? true;
     const { mapping, pages } = this.call('gntdev map', 'gntdev.map', {
       grants: refs.map((ref) => ({ domid, ref })),
@@ -75,11 +75,7 @@ export class SimGntdev implements Gntdev {
   }
 
   grantCopy(segments: readonly CopySegment[]): number[] {
-    checkMapArguments(this.handle >= 0, 0, [0]);
-    for (const segment of segments) {
-      const problem = badCopyArgument(segment);
-      if (problem) throw invalidArgument(`grant copy: ${problem}`);
-    }
+    checkCopyArguments(this.handle, segments);
     return segments.map((segment) => this.copyOne(segment));
   }
 

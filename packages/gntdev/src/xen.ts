@@ -1,5 +1,5 @@
-import { explained, FdFinalizer, invalidArgument, loadAddon, PAGE_SIZE, sleepSync } from '@xen-vchan/native';
-import { badCopyArgument, checkMapArguments, checkNotifyOffset, gntdevAdvice } from './checks.js';
+import { errorCode, explained, FdFinalizer, invalidArgument, loadAddon, PAGE_SIZE, sleepSync } from '@xen-vchan/native';
+import { checkCopyArguments, checkMapArguments, checkNotifyOffset, gntdevAdvice } from './checks.js';
 import { GNTDEV_DEVICE, GrantStatus, type CopySegment, type GrantMapping, type Gntdev, type UnmapNotifyOptions } from './interface.js';
 
 interface GntdevAddon {
@@ -60,7 +60,7 @@ export class XenGntdev implements Gntdev {
   }
 
   map(domid: number, refs: readonly number[], options: { writable?: boolean } = {}): GrantMapping {
-    checkMapArguments(this.fd >= 0, domid, refs);
+    checkMapArguments(this.fd, domid, refs);
     const writable = options.writable ?? true;
     const index = explained('gntdev map', () => addon.mapGrantRef(this.fd, refs.map(() => domid), [...refs]), gntdevAdvice);
     let buffer: ArrayBuffer | null = null;
@@ -70,7 +70,7 @@ export class XenGntdev implements Gntdev {
         try {
           buffer = addon.mmap(this.fd, refs.length * PAGE_SIZE, index, writable);
         } catch (error) {
-          if ((error as { code?: string }).code !== 'EAGAIN' || attempt >= MMAP_EAGAIN_RETRIES) throw error;
+          if (errorCode(error) !== 'EAGAIN' || attempt >= MMAP_EAGAIN_RETRIES) throw error;
           sleepSync(1);
         }
       }
@@ -86,11 +86,7 @@ export class XenGntdev implements Gntdev {
   }
 
   grantCopy(segments: readonly CopySegment[]): number[] {
-    checkMapArguments(this.fd >= 0, 0, [0]);
-    for (const segment of segments) {
-      const problem = badCopyArgument(segment);
-      if (problem) throw invalidArgument(`grant copy: ${problem}`);
-    }
+    checkCopyArguments(this.fd, segments);
     if (segments.length === 0) return [];
     return explained('gntdev grantCopy', () => addon.grantCopy(this.fd, segments), gntdevAdvice);
   }
