@@ -1,11 +1,9 @@
 import { chooseBackend } from '@xen-vchan/native';
-import type { EventChannel } from './channel.js';
-import { EVTCHN_DEVICE, type EventChannelOptions } from './interface.js';
+import { EVTCHN_DEVICE, type EventChannel, type EventChannelOptions } from './interface.js';
 import { SimEventChannel } from './sim.js';
 import { XenEventChannel } from './xen.js';
 
-export { EventChannel } from './channel.js';
-export type { EventChannelEvents, EventChannelOptions } from './interface.js';
+export type { EventChannel, EventChannelEvents, EventChannelOptions } from './interface.js';
 export { EVTCHN_DEVICE } from './interface.js';
 export { SimEventChannel } from './sim.js';
 export { XenEventChannel } from './xen.js';

@@ -1,9 +1,11 @@
 import { closeSync, constants, openSync } from 'node:fs';
+import { EventEmitter } from 'eventemitter3';
 import { errorCode, explained, XenVchanError } from '@xen-vchan/native';
 import { EventRouter, SimConnection, simDomid } from '@xen-vchan/sim';
-import { EventChannel, evtchnAdvice, existenceFromBind, restrictAdvice } from './channel.js';
-import type { EventChannelOptions } from './interface.js';
+import { evtchnAdvice, existenceFromBind, restrictAdvice } from './advice.js';
+import type { EventChannel, EventChannelEvents, EventChannelOptions } from './interface.js';
 import { addon } from './native.js';
+import { BoundPorts } from './ports.js';
 
 /** A handle nobody closed and nobody references any more: its FIFO is closed and the daemon told. */
 const releaseOnCollect = new FinalizationRegistry<{ connection: SimConnection; handle: number; wakeupFd: number }>(({ connection, handle, wakeupFd }) => {
@@ -21,13 +23,14 @@ const releaseOnCollect = new FinalizationRegistry<{ connection: SimConnection; h
  * Masking is done here, as the Linux driver does it: a reported port stays masked until unmask,
  * and an event that comes while it is masked is delivered at unmask.
  */
-export class SimEventChannel extends EventChannel {
+export class SimEventChannel extends EventEmitter<EventChannelEvents> implements EventChannel {
   readonly backend = 'sim' as const;
   readonly domid: number;
   private readonly connection: SimConnection;
   private readonly router: EventRouter;
   private readonly handle: number;
   private readonly wakeupFd: number;
+  private readonly bound: BoundPorts;
   private readonly masked = new Set<number>();
   private readonly arrivedWhileMasked = new Set<number>();
 
@@ -41,23 +44,26 @@ export class SimEventChannel extends EventChannel {
     // Read-write, so the FIFO always has a writer and never reports hang-up between events.
     this.wakeupFd = openSync(wakeup, constants.O_RDWR | constants.O_NONBLOCK);
     releaseOnCollect.register(this, { connection: this.connection, handle, wakeupFd: this.wakeupFd }, this);
-    this.startPolling(this.wakeupFd);
+    this.bound = new BoundPorts(this, this.wakeupFd, () => this.readPending());
+  }
+
+  get ports(): readonly number[] {
+    return this.bound.list;
   }
 
   bindUnbound(remoteDomain: number): number {
-    this.checkDomain(remoteDomain);
-    return this.track(this.call('evtchn bindUnbound', 'evtchn.bindUnbound', { remoteDomain }).port);
+    this.bound.checkDomain(remoteDomain);
+    return this.bound.add(this.call('evtchn bindUnbound', 'evtchn.bindUnbound', { remoteDomain }).port);
   }
 
   bindInterdomain(remoteDomain: number, remotePort: number): number {
-    this.checkDomain(remoteDomain);
-    this.checkPort(remotePort);
-    return this.track(this.call('evtchn bindInterdomain', 'evtchn.bindInterdomain', { remoteDomain, remotePort }).port);
+    this.bound.checkDomain(remoteDomain);
+    this.bound.checkPort(remotePort);
+    return this.bound.add(this.call('evtchn bindInterdomain', 'evtchn.bindInterdomain', { remoteDomain, remotePort }).port);
   }
 
   domainExists(domid: number): boolean {
-    this.checkDomain(domid);
-    this.checkOpen();
+    this.bound.checkDomain(domid);
     return existenceFromBind(() => {
       const { port } = this.connection.call('evtchn.bindInterdomain', { handle: this.handle, remoteDomain: domid, remotePort: 0 });
       this.connection.call('evtchn.unbind', { handle: this.handle, port });
@@ -65,28 +71,27 @@ export class SimEventChannel extends EventChannel {
   }
 
   unbind(port: number): void {
-    this.checkPort(port);
+    this.bound.checkPort(port);
     if (this.bound.has(port)) this.router.closing(this.domid, port);
     this.call('evtchn unbind', 'evtchn.unbind', { port });
     this.bound.delete(port);
     this.masked.delete(port);
     this.arrivedWhileMasked.delete(port);
-    this.updatePolling();
   }
 
   notify(port: number): void {
-    this.checkPort(port);
+    this.bound.checkPort(port);
     if (!this.bound.has(port)) throw notConnected('evtchn notify', port);
     this.router.send(this.domid, port);
   }
 
   unmask(port: number): void {
-    this.checkPort(port);
+    this.bound.checkPort(port);
     if (!this.bound.has(port)) throw notConnected('evtchn unmask', port);
     if (this.arrivedWhileMasked.delete(port)) {
       // It stays masked and is reported again, as the driver does on unmask of a pending port.
       queueMicrotask(() => {
-        if (!this.closed && this.bound.has(port)) this.emit('event', port);
+        if (!this.bound.closed && this.bound.has(port)) this.emit('event', port);
       });
       return;
     }
@@ -94,24 +99,22 @@ export class SimEventChannel extends EventChannel {
   }
 
   reset(): void {
-    this.checkOpen();
+    this.bound.checkOpen();
     while (this.readPending().length > 0);
     this.arrivedWhileMasked.clear();
   }
 
   restrictDomain(domid: number): void {
-    this.checkDomain(domid);
+    this.bound.checkDomain(domid);
     this.call('evtchn restrictDomain', 'evtchn.restrict', { domid }, restrictAdvice);
   }
 
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.stopPolling();
+    if (this.bound.closed) return;
+    const ports = this.bound.close();
     releaseOnCollect.unregister(this);
-    for (const port of this.bound) this.router.closing(this.domid, port);
+    for (const port of ports) this.router.closing(this.domid, port);
     closeSync(this.wakeupFd);
-    this.bound.clear();
     try {
       this.connection.call('close', { handle: this.handle });
     } catch (error) {
@@ -119,7 +122,8 @@ export class SimEventChannel extends EventChannel {
     }
   }
 
-  protected readPending(): number[] {
+  /** The ports the wake-up FIFO reported since the last read, masked here as the driver masks them. */
+  private readPending(): number[] {
     const delivered: number[] = [];
     for (const port of addon.readPorts(this.wakeupFd)) {
       if (!this.bound.has(port)) continue;
@@ -140,14 +144,8 @@ export class SimEventChannel extends EventChannel {
     request: Record<string, unknown>,
     advise: (code: string) => string | undefined = evtchnAdvice,
   ): { port: number } {
-    this.checkOpen();
+    this.bound.checkOpen();
     return explained(operation, () => this.connection.call(op, { handle: this.handle, ...request } as never), advise) as { port: number };
-  }
-
-  private track(port: number): number {
-    this.bound.add(port);
-    this.updatePolling();
-    return port;
   }
 }
 
