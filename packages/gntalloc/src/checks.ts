@@ -1,4 +1,4 @@
-import { checkDomainId, invalidArgument, PAGE_SIZE, XenVchanError } from '@xen-vchan/native';
+import { checkDomainId, invalidArgument, XenVchanError } from '@xen-vchan/native';
 
 /** Refuses a call on a closed handle (`handle` is the fd, or the simulation's handle, -1 once closed). */
 export function checkOpen(handle: number): void {
@@ -9,10 +9,4 @@ export function checkShareArguments(handle: number, domid: number, pages: number
   checkOpen(handle);
   checkDomainId(domid);
   if (!Number.isInteger(pages) || pages < 1) throw invalidArgument(`pages must be a whole number of at least 1, got ${pages}`);
-}
-
-export function checkNotifyOffset(offset: number, pages: number): void {
-  if (!Number.isInteger(offset) || offset < 0 || offset >= pages * PAGE_SIZE) {
-    throw invalidArgument(`offset must be a byte inside the ${pages * PAGE_SIZE} shared bytes, got ${offset}`);
-  }
 }

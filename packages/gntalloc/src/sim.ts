@@ -1,58 +1,20 @@
-import { explained, invalidArgument, PAGE_SIZE } from '@xen-vchan/native';
+import { explained, PAGE_SIZE, PageSets } from '@xen-vchan/native';
 import { mapPages, SimConnection, simDomid, unmapPages } from '@xen-vchan/sim';
 import { gntallocAdvice } from './advice.js';
-import { checkNotifyOffset, checkOpen, checkShareArguments } from './checks.js';
-import type { Gntalloc, GntallocOptions, SharedPages, UnmapNotifyOptions } from './interface.js';
-
-class SimSharedPages implements SharedPages {
-  released = false;
-
-  constructor(
-    private readonly device: SimGntalloc,
-    readonly domid: number,
-    readonly writable: boolean,
-    readonly refs: readonly number[],
-    readonly buffer: ArrayBuffer,
-    readonly allocation: number,
-  ) {}
-
-  setUnmapNotify(options: UnmapNotifyOptions): void {
-    if (this.released) throw invalidArgument('these pages were released');
-    checkNotifyOffset(options.offset, this.refs.length);
-    this.device.call('gntalloc setUnmapNotify', 'gntalloc.setUnmapNotify', {
-      allocation: this.allocation,
-      offset: options.offset,
-      clearByte: options.clearByte ?? true,
-      port: options.port ?? null,
-    });
-  }
-
-  release(): void {
-    if (this.released) return;
-    this.released = true;
-    this.device.forget(this);
-    unmapPages(this.buffer);
-    this.device.call('gntalloc release', 'gntalloc.release', { allocation: this.allocation });
-  }
-}
+import { checkOpen, checkShareArguments } from './checks.js';
+import type { Gntalloc, GntallocOptions, SharedPages } from './interface.js';
 
 export class SimGntalloc implements Gntalloc {
   readonly backend = 'sim' as const;
   readonly domid: number;
   private readonly connection: SimConnection;
   private handle: number;
-  private readonly shares = new Set<SimSharedPages>();
+  private readonly shares = new PageSets(unmapPages);
 
   constructor(options: GntallocOptions) {
     this.domid = simDomid(options.domid);
     this.connection = SimConnection.open(options.simDirectory);
     this.handle = explained('open simulated gntalloc', () => this.connection.call('gntalloc.open', { domid: this.domid }).handle);
-  }
-
-  /** One control call on this handle, its errors explained as `operation`. */
-  call(operation: string, op: 'gntalloc.alloc' | 'gntalloc.setUnmapNotify' | 'gntalloc.release', request: Record<string, unknown>): unknown {
-    checkOpen(this.handle);
-    return explained(operation, () => this.connection.call(op, { handle: this.handle, ...request } as never), this.advise);
   }
 
   share(domid: number, pages: number, options: { writable?: boolean } = {}): SharedPages {
@@ -63,19 +25,15 @@ export class SimGntalloc implements Gntalloc {
       refs: number[];
       file: string;
     };
-    let buffer: ArrayBuffer;
-    try {
-      buffer = mapPages(
-        refs.map((_, page) => ({ file, offset: page * PAGE_SIZE })),
-        true,
-      );
-    } catch (error) {
-      this.call('gntalloc release', 'gntalloc.release', { allocation });
-      throw error;
-    }
-    const shared = new SimSharedPages(this, domid, writable, refs, buffer, allocation);
-    this.shares.add(shared);
-    return shared;
+    return this.shares.add(
+      { domid, refs, writable },
+      {
+        map: () => mapPages(refs.map((_, page) => ({ file, offset: page * PAGE_SIZE })), true),
+        setUnmapNotify: (offset, clearByte, port) =>
+          this.call('gntalloc setUnmapNotify', 'gntalloc.setUnmapNotify', { allocation, offset, clearByte, port: port ?? null }),
+        end: () => this.call('gntalloc release', 'gntalloc.release', { allocation }),
+      },
+    );
   }
 
   limit(): { limit: number; used: number | null } {
@@ -87,15 +45,17 @@ export class SimGntalloc implements Gntalloc {
     explained('gntalloc setLimit', () => this.connection.call('gntalloc.setLimit', { domid: this.domid, limit }));
   }
 
-  forget(shared: SimSharedPages): void {
-    this.shares.delete(shared);
-  }
-
   close(): void {
     if (this.handle < 0) return;
-    for (const shared of [...this.shares]) shared.release();
+    this.shares.releaseAll();
     this.connection.call('close', { handle: this.handle });
     this.handle = -1;
+  }
+
+  /** One control call on this handle, its errors explained as `operation`. */
+  private call(operation: string, op: 'gntalloc.alloc' | 'gntalloc.setUnmapNotify' | 'gntalloc.release', request: Record<string, unknown>): unknown {
+    checkOpen(this.handle);
+    return explained(operation, () => this.connection.call(op, { handle: this.handle, ...request } as never), this.advise);
   }
 
   private readonly advise = (code: string) =>

@@ -1,7 +1,7 @@
-import { explained, FdFinalizer, invalidArgument, loadAddon, PAGE_SIZE } from '@xen-vchan/native';
+import { explained, FdFinalizer, loadAddon, PAGE_SIZE, PageSets, unmapNotifyAction } from '@xen-vchan/native';
 import { gntallocAdvice, LIMIT_FILE, readXenLimit } from './advice.js';
-import { GNTALLOC_DEVICE, type Gntalloc, type SharedPages, type UnmapNotifyOptions } from './interface.js';
-import { checkShareArguments, checkNotifyOffset } from './checks.js';
+import { GNTALLOC_DEVICE, type Gntalloc, type SharedPages } from './interface.js';
+import { checkShareArguments } from './checks.js';
 
 interface GntallocAddon {
   open(path: string): number;
@@ -14,8 +14,6 @@ interface GntallocAddon {
 }
 
 const addon = loadAddon<GntallocAddon>(new URL('..', import.meta.url), 'xen_gntalloc');
-const NOTIFY_CLEAR_BYTE = 1;
-const NOTIFY_SEND_EVENT = 2;
 
 const advise = (code: string) =>
   gntallocAdvice(code, () => {
@@ -25,40 +23,11 @@ const advise = (code: string) =>
 
 const fds = new FdFinalizer((fd) => addon.close(fd));
 
-class XenSharedPages implements SharedPages {
-  released = false;
-
-  constructor(
-    private readonly device: XenGntalloc,
-    readonly domid: number,
-    readonly writable: boolean,
-    readonly refs: readonly number[],
-    readonly buffer: ArrayBuffer,
-    private readonly index: number,
-  ) {}
-
-  setUnmapNotify(options: UnmapNotifyOptions): void {
-    if (this.released) throw invalidArgument('these pages were released');
-    checkNotifyOffset(options.offset, this.refs.length);
-    const action = (options.clearByte ?? true ? NOTIFY_CLEAR_BYTE : 0) | (options.port === undefined ? 0 : NOTIFY_SEND_EVENT);
-    explained('gntalloc setUnmapNotify', () => addon.setUnmapNotify(this.device.fd, this.index + options.offset, action, options.port ?? 0), advise);
-  }
-
-  release(): void {
-    if (this.released) return;
-    this.released = true;
-    this.device.forget(this);
-    addon.munmap(this.buffer);
-    // The grant ends when both our mapping and the allocation are gone; that also fires the notify.
-    explained('gntalloc release', () => addon.deallocGref(this.device.fd, this.index, this.refs.length), advise);
-  }
-}
-
 export class XenGntalloc implements Gntalloc {
   readonly backend = 'xen' as const;
   readonly domid = null;
   fd: number;
-  private readonly shares = new Set<XenSharedPages>();
+  private readonly shares = new PageSets((buffer) => addon.munmap(buffer));
 
   constructor() {
     this.fd = explained('open /dev/xen/gntalloc', () => addon.open(GNTALLOC_DEVICE), advise);
@@ -69,29 +38,27 @@ export class XenGntalloc implements Gntalloc {
     checkShareArguments(this.fd, domid, pages);
     const writable = options.writable ?? true;
     const { index, refs } = explained('gntalloc share', () => addon.allocGref(this.fd, domid, pages, writable), advise);
-    let buffer: ArrayBuffer;
-    try {
-      buffer = explained('gntalloc mmap', () => addon.mmap(this.fd, pages * PAGE_SIZE, index, true), advise);
-    } catch (error) {
-      addon.deallocGref(this.fd, index, pages);
-      throw error;
-    }
-    const shared = new XenSharedPages(this, domid, writable, refs, buffer, index);
-    this.shares.add(shared);
-    return shared;
+    return this.shares.add(
+      { domid, refs, writable },
+      {
+        map: () => explained('gntalloc mmap', () => addon.mmap(this.fd, pages * PAGE_SIZE, index, true), advise),
+        setUnmapNotify: (offset, clearByte, port) => {
+          const action = unmapNotifyAction(clearByte, port);
+          explained('gntalloc setUnmapNotify', () => addon.setUnmapNotify(this.fd, index + offset, action, port ?? 0), advise);
+        },
+        // The grant ends when both our mapping and the allocation are gone; that also fires the notify.
+        end: () => explained('gntalloc release', () => addon.deallocGref(this.fd, index, pages), advise),
+      },
+    );
   }
 
   limit(): { limit: number; used: number | null } {
     return { limit: readXenLimit() ?? 1024, used: null };
   }
 
-  forget(shared: XenSharedPages): void {
-    this.shares.delete(shared);
-  }
-
   close(): void {
     if (this.fd < 0) return;
-    for (const shared of [...this.shares]) shared.release();
+    this.shares.releaseAll();
     fds.close(this, this.fd);
     this.fd = -1;
   }

@@ -18,12 +18,6 @@ export function checkMapArguments(handle: number, domid: number, refs: readonly 
   }
 }
 
-export function checkNotifyOffset(offset: number, pages: number): void {
-  if (!Number.isInteger(offset) || offset < 0 || offset >= pages * PAGE_SIZE) {
-    throw invalidArgument(`offset must be a byte inside the ${pages * PAGE_SIZE}-byte mapping, got ${offset}`);
-  }
-}
-
 /**
  * Refuses the whole copy if any segment is one the hypervisor would answer GNTST_bad_copy_arg:
  * that is the caller's mistake, not a status to report per segment.

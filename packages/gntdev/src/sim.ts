@@ -1,58 +1,20 @@
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
-import { explained, invalidArgument } from '@xen-vchan/native';
+import { explained, PageSets } from '@xen-vchan/native';
 import { mapPages, SimConnection, simDomid, unmapPages } from '@xen-vchan/sim';
-import { checkCopyArguments, checkMapArguments, checkNotifyOffset, checkOpen, gntdevAdvice } from './checks.js';
-import { GrantStatus, type CopyEnd, type CopySegment, type GntdevOptions, type GrantMapping, type Gntdev, type UnmapNotifyOptions } from './interface.js';
-
-class SimGrantMapping implements GrantMapping {
-  released = false;
-
-  constructor(
-    private readonly device: SimGntdev,
-    readonly domid: number,
-    readonly refs: readonly number[],
-    readonly writable: boolean,
-    readonly buffer: ArrayBuffer,
-    readonly mapping: number,
-  ) {}
-
-  setUnmapNotify(options: UnmapNotifyOptions): void {
-    if (this.released) throw invalidArgument('this mapping was released');
-    checkNotifyOffset(options.offset, this.refs.length);
-    this.device.call('gntdev setUnmapNotify', 'gntdev.setUnmapNotify', {
-      mapping: this.mapping,
-      offset: options.offset,
-      clearByte: options.clearByte ?? true,
-      port: options.port ?? null,
-    });
-  }
-
-  release(): void {
-    if (this.released) return;
-    this.released = true;
-    this.device.forget(this);
-    unmapPages(this.buffer);
-    this.device.call('gntdev unmap', 'gntdev.unmap', { mapping: this.mapping });
-  }
-}
+import { checkCopyArguments, checkMapArguments, checkOpen, gntdevAdvice } from './checks.js';
+import { GrantStatus, type CopyEnd, type CopySegment, type GntdevOptions, type GrantMapping, type Gntdev } from './interface.js';
 
 export class SimGntdev implements Gntdev {
   readonly backend = 'sim' as const;
   readonly domid: number;
   private readonly connection: SimConnection;
   private handle: number;
-  private readonly mappings = new Set<SimGrantMapping>();
+  private readonly mappings = new PageSets(unmapPages);
 
   constructor(options: GntdevOptions) {
     this.domid = simDomid(options.domid);
     this.connection = SimConnection.open(options.simDirectory);
     this.handle = explained('open simulated gntdev', () => this.connection.call('gntdev.open', { domid: this.domid }).handle);
-  }
-
-  /** One control call on this handle, its errors explained as `operation`. */
-  call(operation: string, op: 'gntdev.map' | 'gntdev.setUnmapNotify' | 'gntdev.unmap' | 'gntdev.resolveCopy', request: Record<string, unknown>): unknown {
-    checkOpen(this.handle);
-    return explained(operation, () => this.connection.call(op, { handle: this.handle, ...request } as never), gntdevAdvice);
   }
 
   map(domid: number, refs: readonly number[], options: { writable?: boolean } = {}): GrantMapping {
@@ -62,16 +24,15 @@ export class SimGntdev implements Gntdev {
       grants: refs.map((ref) => ({ domid, ref })),
       writable,
     }) as { mapping: number; pages: { file: string; offset: number }[] };
-    let buffer: ArrayBuffer;
-    try {
-      buffer = mapPages(pages, writable);
-    } catch (error) {
-      this.call('gntdev unmap', 'gntdev.unmap', { mapping });
-      throw error;
-    }
-    const result = new SimGrantMapping(this, domid, [...refs], writable, buffer, mapping);
-    this.mappings.add(result);
-    return result;
+    return this.mappings.add(
+      { domid, refs: [...refs], writable },
+      {
+        map: () => mapPages(pages, writable),
+        setUnmapNotify: (offset, clearByte, port) =>
+          this.call('gntdev setUnmapNotify', 'gntdev.setUnmapNotify', { mapping, offset, clearByte, port: port ?? null }),
+        end: () => this.call('gntdev unmap', 'gntdev.unmap', { mapping }),
+      },
+    );
   }
 
   grantCopy(segments: readonly CopySegment[]): number[] {
@@ -106,15 +67,17 @@ export class SimGntdev implements Gntdev {
     return GrantStatus.okay;
   }
 
-  forget(mapping: SimGrantMapping): void {
-    this.mappings.delete(mapping);
-  }
-
   close(): void {
     if (this.handle < 0) return;
-    for (const mapping of [...this.mappings]) mapping.release();
+    this.mappings.releaseAll();
     this.connection.call('close', { handle: this.handle });
     this.handle = -1;
+  }
+
+  /** One control call on this handle, its errors explained as `operation`. */
+  private call(operation: string, op: 'gntdev.map' | 'gntdev.setUnmapNotify' | 'gntdev.unmap' | 'gntdev.resolveCopy', request: Record<string, unknown>): unknown {
+    checkOpen(this.handle);
+    return explained(operation, () => this.connection.call(op, { handle: this.handle, ...request } as never), gntdevAdvice);
   }
 }
 

@@ -2,10 +2,8 @@ export { XenVchanError, abortError, checkDomainId, errorCode, explainError, expl
 export { DOMID_FIRST_RESERVED, MAX_GUEST_DOMID, isGuestDomainId } from './domains.js';
 export { loadAddon } from './addon.js';
 export { FdFinalizer } from './fds.js';
+export { PAGE_SIZE, PageSets, unmapNotifyAction, type MappedPages, type PageCalls } from './pages.js';
 export { chooseBackend, type BackendName, type BackendChoice } from './backend.js';
-
-/** Size of a Xen page; grants and mappings are counted in these. */
-export const PAGE_SIZE = 4096;
 
 /** Blocks this thread for `milliseconds`, for the rare waits inside synchronous device calls. */
 export function sleepSync(milliseconds: number): void {
