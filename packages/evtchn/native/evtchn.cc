@@ -57,26 +57,21 @@ Napi::Value BindUnbound(const Napi::CallbackInfo& info) {
 
 Napi::Value Unbind(const Napi::CallbackInfo& info) {
   PortArg request{ToU32(info[1])};
-  if (ioctl(ToFd(info[0]), kUnbind, &request) < 0) return ThrowErrno(info.Env(), errno, "ioctl(IOCTL_EVTCHN_UNBIND)");
-  return info.Env().Undefined();
+  return VoidResult(info.Env(), ioctl(ToFd(info[0]), kUnbind, &request), "ioctl(IOCTL_EVTCHN_UNBIND)");
 }
 
 Napi::Value Notify(const Napi::CallbackInfo& info) {
   PortArg request{ToU32(info[1])};
-  if (ioctl(ToFd(info[0]), kNotify, &request) < 0) return ThrowErrno(info.Env(), errno, "ioctl(IOCTL_EVTCHN_NOTIFY)");
-  return info.Env().Undefined();
+  return VoidResult(info.Env(), ioctl(ToFd(info[0]), kNotify, &request), "ioctl(IOCTL_EVTCHN_NOTIFY)");
 }
 
 Napi::Value Reset(const Napi::CallbackInfo& info) {
-  if (ioctl(ToFd(info[0]), kReset, nullptr) < 0) return ThrowErrno(info.Env(), errno, "ioctl(IOCTL_EVTCHN_RESET)");
-  return info.Env().Undefined();
+  return VoidResult(info.Env(), ioctl(ToFd(info[0]), kReset, nullptr), "ioctl(IOCTL_EVTCHN_RESET)");
 }
 
 Napi::Value Restrict(const Napi::CallbackInfo& info) {
   RestrictDomid request{static_cast<uint16_t>(ToU32(info[1]))};
-  if (ioctl(ToFd(info[0]), kRestrictDomid, &request) < 0)
-    return ThrowErrno(info.Env(), errno, "ioctl(IOCTL_EVTCHN_RESTRICT_DOMID)");
-  return info.Env().Undefined();
+  return VoidResult(info.Env(), ioctl(ToFd(info[0]), kRestrictDomid, &request), "ioctl(IOCTL_EVTCHN_RESTRICT_DOMID)");
 }
 
 // readPorts(fd) -> pending ports (empty when none: the fd is non-blocking). Each is now masked.
@@ -97,23 +92,16 @@ Napi::Value ReadPorts(const Napi::CallbackInfo& info) {
 // unmask(fd, port): writing a port back re-enables its delivery
 Napi::Value Unmask(const Napi::CallbackInfo& info) {
   uint32_t port = ToU32(info[1]);
-  if (write(ToFd(info[0]), &port, sizeof port) < 0) return ThrowErrno(info.Env(), errno, "write");
-  return info.Env().Undefined();
+  return VoidResult(info.Env(), static_cast<int>(write(ToFd(info[0]), &port, sizeof port)), "write");
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("open", Napi::Function::New(env, OpenDevice<O_RDWR | O_NONBLOCK>));
-  exports.Set("close", Napi::Function::New(env, CloseFd));
-  exports.Set("bindInterdomain", Napi::Function::New(env, BindInterdomainPort));
-  exports.Set("bindUnbound", Napi::Function::New(env, BindUnbound));
-  exports.Set("unbind", Napi::Function::New(env, Unbind));
-  exports.Set("notify", Napi::Function::New(env, Notify));
-  exports.Set("reset", Napi::Function::New(env, Reset));
-  exports.Set("restrictDomid", Napi::Function::New(env, Restrict));
-  exports.Set("readPorts", Napi::Function::New(env, ReadPorts));
-  exports.Set("unmask", Napi::Function::New(env, Unmask));
   exports.Set("Poller", Poller::Define(env));
-  return exports;
+  return ExportFunctions(env, exports,
+                         {{"open", OpenDevice<O_RDWR | O_NONBLOCK>}, {"close", CloseFd},
+                          {"bindInterdomain", BindInterdomainPort}, {"bindUnbound", BindUnbound}, {"unbind", Unbind},
+                          {"notify", Notify}, {"reset", Reset}, {"restrictDomid", Restrict},
+                          {"readPorts", ReadPorts}, {"unmask", Unmask}});
 }
 
 }  // namespace

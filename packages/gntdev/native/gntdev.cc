@@ -1,10 +1,12 @@
 // /dev/xen/gntdev: one function per syscall. The ioctl structs are the kernel's uapi
-// (include/uapi/xen/gntdev.h), restated here so a build needs no Xen headers.
+// (include/uapi/xen/gntdev.h), restated here so a build needs no Xen headers; SET_UNMAP_NOTIFY,
+// which gntalloc has too, is in xen_vchan/grants.h.
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
 #include <vector>
 
+#include "xen_vchan/grants.h"
 #include "xen_vchan/native.h"
 
 using namespace xen_vchan;
@@ -26,11 +28,6 @@ struct UnmapGrantRef {
   uint32_t count;
   uint32_t pad;
 };
-struct UnmapNotify {
-  uint64_t index;
-  uint32_t action;
-  uint32_t event_channel_port;
-};
 struct CopySegment {
   union {
     void* virt;
@@ -51,49 +48,35 @@ struct GrantCopy {
 
 constexpr unsigned long kMapGrantRef = _IOC(_IOC_NONE, 'G', 0, sizeof(MapGrantRef));
 constexpr unsigned long kUnmapGrantRef = _IOC(_IOC_NONE, 'G', 1, sizeof(UnmapGrantRef));
-constexpr unsigned long kSetUnmapNotify = _IOC(_IOC_NONE, 'G', 7, sizeof(UnmapNotify));
 constexpr unsigned long kGrantCopy = _IOC(_IOC_NONE, 'G', 8, sizeof(GrantCopy));
 static_assert(kMapGrantRef == 0x00184700, "IOCTL_GNTDEV_MAP_GRANT_REF");
 static_assert(kUnmapGrantRef == 0x00104701, "IOCTL_GNTDEV_UNMAP_GRANT_REF");
-static_assert(kSetUnmapNotify == 0x00104707, "IOCTL_GNTDEV_SET_UNMAP_NOTIFY");
 static_assert(kGrantCopy == 0x00104708, "IOCTL_GNTDEV_GRANT_COPY");
 static_assert(sizeof(CopySegment) == 24, "struct gntdev_grant_copy_segment");
 
 constexpr uint16_t kCopySourceIsRef = 1;
 constexpr uint16_t kCopyDestIsRef = 2;
 
-// mapGrantRef(fd, domids[], refs[]) -> index (the mmap offset of the reserved slots)
+// mapGrantRef(fd, domid, refs[]) -> index (the mmap offset of the reserved slots). The ioctl
+// takes a domid per ref; one mapping here is always of a single domain's grants.
 Napi::Value MapGrantRefs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Napi::Array domids = info[1].As<Napi::Array>();
+  uint32_t domid = ToU32(info[1]);
   Napi::Array refs = info[2].As<Napi::Array>();
   uint32_t count = refs.Length();
-  if (count == 0 || domids.Length() != count) return ThrowUsage(env, "need one domid per ref, at least one ref");
+  if (count == 0) return ThrowUsage(env, "need at least one ref");
   std::vector<uint8_t> storage(offsetof(MapGrantRef, refs) + count * sizeof(GrantRef));
   auto* request = reinterpret_cast<MapGrantRef*>(storage.data());
   request->count = count;
-  for (uint32_t i = 0; i < count; i++) {
-    request->refs[i].domid = ToU32(domids.Get(i));
-    request->refs[i].ref = ToU32(refs.Get(i));
-  }
+  for (uint32_t i = 0; i < count; i++) request->refs[i] = GrantRef{domid, ToU32(refs.Get(i))};
   if (ioctl(ToFd(info[0]), kMapGrantRef, request) < 0) return ThrowErrno(env, errno, "ioctl(IOCTL_GNTDEV_MAP_GRANT_REF)");
   return Napi::Number::New(env, static_cast<double>(request->index));
 }
 
 // unmapGrantRef(fd, index, count)
 Napi::Value UnmapGrantRefs(const Napi::CallbackInfo& info) {
-  UnmapGrantRef request{static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value()), ToU32(info[2]), 0};
-  if (ioctl(ToFd(info[0]), kUnmapGrantRef, &request) < 0)
-    return ThrowErrno(info.Env(), errno, "ioctl(IOCTL_GNTDEV_UNMAP_GRANT_REF)");
-  return info.Env().Undefined();
-}
-
-// setUnmapNotify(fd, index, action, port)
-Napi::Value SetUnmapNotify(const Napi::CallbackInfo& info) {
-  UnmapNotify request{static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value()), ToU32(info[2]), ToU32(info[3])};
-  if (ioctl(ToFd(info[0]), kSetUnmapNotify, &request) < 0)
-    return ThrowErrno(info.Env(), errno, "ioctl(IOCTL_GNTDEV_SET_UNMAP_NOTIFY)");
-  return info.Env().Undefined();
+  UnmapGrantRef request{ToIndex(info[1]), ToU32(info[2]), 0};
+  return VoidResult(info.Env(), ioctl(ToFd(info[0]), kUnmapGrantRef, &request), "ioctl(IOCTL_GNTDEV_UNMAP_GRANT_REF)");
 }
 
 // One side of a copy segment: a Uint8Array of ours (at least len bytes), or {domid, ref, offset}.
@@ -134,25 +117,15 @@ Napi::Value GrantCopySegments(const Napi::CallbackInfo& info) {
   return statuses;
 }
 
-Napi::Value Mmap(const Napi::CallbackInfo& info) {
-  return MapShared(info.Env(), ToFd(info[0]), info[1].As<Napi::Number>().Int64Value(),
-                   info[2].As<Napi::Number>().Int64Value(), info[3].ToBoolean());
-}
-
-Napi::Value Munmap(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), UnmapBuffer(info.Env(), info[0].As<Napi::ArrayBuffer>()));
-}
+// setUnmapNotify, mmap and munmap are the shared ones (xen_vchan/grants.h, native.h); the first
+// names this device's ioctl in its errors, and mmap takes mapGrantRef's index as its offset.
+constexpr char kSetUnmapNotifyName[] = "ioctl(IOCTL_GNTDEV_SET_UNMAP_NOTIFY)";
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("open", Napi::Function::New(env, OpenDevice<O_RDWR>));
-  exports.Set("close", Napi::Function::New(env, CloseFd));
-  exports.Set("mapGrantRef", Napi::Function::New(env, MapGrantRefs));
-  exports.Set("unmapGrantRef", Napi::Function::New(env, UnmapGrantRefs));
-  exports.Set("setUnmapNotify", Napi::Function::New(env, SetUnmapNotify));
-  exports.Set("grantCopy", Napi::Function::New(env, GrantCopySegments));
-  exports.Set("mmap", Napi::Function::New(env, Mmap));
-  exports.Set("munmap", Napi::Function::New(env, Munmap));
-  return exports;
+  return ExportFunctions(env, exports,
+                         {{"open", OpenDevice<O_RDWR>}, {"close", CloseFd},
+                          {"mapGrantRef", MapGrantRefs}, {"unmapGrantRef", UnmapGrantRefs}, {"grantCopy", GrantCopySegments},
+                          {"setUnmapNotify", SetUnmapNotify<kSetUnmapNotifyName>}, {"mmap", Mmap}, {"munmap", Munmap}});
 }
 
 }  // namespace

@@ -5,7 +5,7 @@ import { GNTDEV_DEVICE, GrantStatus, type CopySegment, type GrantMapping, type G
 interface GntdevAddon {
   open(path: string): number;
   close(fd: number): void;
-  mapGrantRef(fd: number, domids: number[], refs: number[]): number;
+  mapGrantRef(fd: number, domid: number, refs: number[]): number;
   unmapGrantRef(fd: number, index: number, count: number): void;
   setUnmapNotify(fd: number, index: number, action: number, port: number): void;
   grantCopy(fd: number, segments: readonly CopySegment[]): number[];
@@ -32,7 +32,7 @@ export class XenGntdev implements Gntdev {
   map(domid: number, refs: readonly number[], options: { writable?: boolean } = {}): GrantMapping {
     checkMapArguments(this.fd, domid, refs);
     const writable = options.writable ?? true;
-    const index = explained('gntdev map', () => addon.mapGrantRef(this.fd, refs.map(() => domid), [...refs]), gntdevAdvice);
+    const index = explained('gntdev map', () => addon.mapGrantRef(this.fd, domid, [...refs]), gntdevAdvice);
     return this.mappings.add(
       { domid, refs: [...refs], writable },
       {

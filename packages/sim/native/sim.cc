@@ -45,13 +45,7 @@ Napi::Value Flock(const Napi::CallbackInfo& info) {
 // mkfifo(path, mode)
 Napi::Value Mkfifo(const Napi::CallbackInfo& info) {
   std::string path = info[0].As<Napi::String>();
-  if (mkfifo(path.c_str(), ToU32(info[1])) < 0) return ThrowErrno(info.Env(), errno, "mkfifo");
-  return info.Env().Undefined();
-}
-
-Napi::Value Mmap(const Napi::CallbackInfo& info) {
-  return MapShared(info.Env(), ToFd(info[0]), info[1].As<Napi::Number>().Int64Value(),
-                   info[2].As<Napi::Number>().Int64Value(), info[3].ToBoolean());
+  return VoidResult(info.Env(), mkfifo(path.c_str(), ToU32(info[1])), "mkfifo");
 }
 
 // mmapPages(fds[], offsets[], writable) -> one ArrayBuffer with page i taken from fds[i] at
@@ -89,19 +83,11 @@ Napi::Value PeerPid(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), credentials.pid);
 }
 
-Napi::Value Munmap(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), UnmapBuffer(info.Env(), info[0].As<Napi::ArrayBuffer>()));
-}
-
+// mmap and munmap are the device addons' own (xen_vchan/native.h), on the page files.
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("connectUnix", Napi::Function::New(env, ConnectUnix));
-  exports.Set("flock", Napi::Function::New(env, Flock));
-  exports.Set("mkfifo", Napi::Function::New(env, Mkfifo));
-  exports.Set("mmap", Napi::Function::New(env, Mmap));
-  exports.Set("mmapPages", Napi::Function::New(env, MmapPages));
-  exports.Set("munmap", Napi::Function::New(env, Munmap));
-  exports.Set("peerPid", Napi::Function::New(env, PeerPid));
-  return exports;
+  return ExportFunctions(env, exports,
+                         {{"connectUnix", ConnectUnix}, {"flock", Flock}, {"mkfifo", Mkfifo},
+                          {"mmap", Mmap}, {"mmapPages", MmapPages}, {"munmap", Munmap}, {"peerPid", PeerPid}});
 }
 
 }  // namespace

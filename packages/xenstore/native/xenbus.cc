@@ -40,12 +40,8 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("open", Napi::Function::New(env, OpenDevice<O_RDWR | O_NONBLOCK>));
-  exports.Set("close", Napi::Function::New(env, CloseFd));
-  exports.Set("read", Napi::Function::New(env, Read));
-  exports.Set("write", Napi::Function::New(env, Write));
   exports.Set("Poller", Poller::Define(env));
-  return exports;
+  return ExportFunctions(env, exports, {{"open", OpenDevice<O_RDWR | O_NONBLOCK>}, {"close", CloseFd}, {"read", Read}, {"write", Write}});
 }
 
 }  // namespace

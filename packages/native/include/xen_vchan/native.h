@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fcntl.h>
+#include <initializer_list>
 #include <string>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -25,6 +26,13 @@ inline Napi::Value ThrowErrno(Napi::Env env, int err, const char* syscall) {
   error.Set("errno", Napi::Number::New(env, err));
   error.Set("syscall", Napi::String::New(env, syscall));
   error.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+// What a syscall that answers only success or failure gives JS: undefined, or its errno thrown.
+// Called with the syscall's result as an argument, so nothing that could set errno runs between.
+inline Napi::Value VoidResult(Napi::Env env, int result, const char* syscall) {
+  if (result < 0) return ThrowErrno(env, errno, syscall);
   return env.Undefined();
 }
 
@@ -76,16 +84,26 @@ inline bool UnmapBuffer(Napi::Env env, Napi::ArrayBuffer buffer) {
   return true;
 }
 
-// mmap of `length` bytes of `fd` at `offset`, shared, read-only unless `writable`.
-inline Napi::Value MapShared(Napi::Env env, int fd, size_t length, uint64_t offset, bool writable) {
-  int protection = PROT_READ | (writable ? PROT_WRITE : 0);
-  void* address = mmap(nullptr, length, protection, MAP_SHARED, fd, static_cast<off_t>(offset));
-  if (address == MAP_FAILED) return ThrowErrno(env, errno, "mmap");
-  return WrapMapping(env, address, length);
-}
-
 inline uint32_t ToU32(const Napi::Value& value) { return value.As<Napi::Number>().Uint32Value(); }
 inline int ToFd(const Napi::Value& value) { return value.As<Napi::Number>().Int32Value(); }
+// gntalloc's and gntdev's index: the mmap offset of a range of slots, a 64-bit field in the ioctls.
+inline uint64_t ToIndex(const Napi::Value& value) { return static_cast<uint64_t>(value.As<Napi::Number>().Int64Value()); }
+
+// mmap(fd, length, offset, writable) -> ArrayBuffer over a shared mapping, read-only unless
+// writable. The offset is the device's: gntalloc's and gntdev's index, or a page file's offset.
+inline Napi::Value Mmap(const Napi::CallbackInfo& info) {
+  size_t length = static_cast<size_t>(info[1].As<Napi::Number>().Int64Value());
+  off_t offset = static_cast<off_t>(info[2].As<Napi::Number>().Int64Value());
+  int protection = PROT_READ | (info[3].ToBoolean() ? PROT_WRITE : 0);
+  void* address = mmap(nullptr, length, protection, MAP_SHARED, ToFd(info[0]), offset);
+  if (address == MAP_FAILED) return ThrowErrno(info.Env(), errno, "mmap");
+  return WrapMapping(info.Env(), address, length);
+}
+
+// munmap(buffer) -> whether it was still mapped (see UnmapBuffer)
+inline Napi::Value Munmap(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), UnmapBuffer(info.Env(), info[0].As<Napi::ArrayBuffer>()));
+}
 
 // open(path) -> fd, with the flags a device needs (always close-on-exec: children of a Node
 // process must not keep our grants, ports or XenStore connection alive).
@@ -98,9 +116,18 @@ Napi::Value OpenDevice(const Napi::CallbackInfo& info) {
 }
 
 // close(fd)
-inline Napi::Value CloseFd(const Napi::CallbackInfo& info) {
-  if (close(ToFd(info[0])) < 0) return ThrowErrno(info.Env(), errno, "close");
-  return info.Env().Undefined();
+inline Napi::Value CloseFd(const Napi::CallbackInfo& info) { return VoidResult(info.Env(), close(ToFd(info[0])), "close"); }
+
+// One function an addon exports: its JS name and the wrapper that makes the call.
+struct Export {
+  const char* name;
+  Napi::Value (*function)(const Napi::CallbackInfo&);
+};
+
+// Sets each function on `exports`, so that an addon's Init is just the list of what it offers.
+inline Napi::Object ExportFunctions(Napi::Env env, Napi::Object exports, std::initializer_list<Export> functions) {
+  for (const Export& function : functions) exports.Set(function.name, Napi::Function::New(env, function.function));
+  return exports;
 }
 
 }  // namespace xen_vchan
