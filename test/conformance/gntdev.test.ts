@@ -5,43 +5,33 @@ import { openGntalloc, type Gntalloc } from '@xen-vchan/gntalloc';
 import { GrantStatus, openGntdev, type Gntdev } from '@xen-vchan/gntdev';
 import { OTHER, PEER, SELF } from '../support/domains.js';
 import { Peer } from '../support/peer.mjs';
+import { withPeer } from './with-peer.js';
 
 describe('gntdev', () => {
-  let device: Gntdev;
-  let peer: Peer;
-  let granter: number;
+  const ends = withPeer(() => openGntdev({ domid: SELF }), 'openGntalloc');
 
-  beforeEach(async () => {
-    device = openGntdev({ domid: SELF });
-    peer = await Peer.start(PEER);
-    granter = await peer.call<number>('openGntalloc');
-  });
-
-  afterEach(async () => {
-    device.close();
-    await peer.stop();
-  });
-
-  const share = (pages: number, options: { writable?: boolean; to?: number } = {}) =>
-    peer.call<{ id: number; refs: number[] }>('share', { handle: granter, domid: options.to ?? SELF, pages, writable: options.writable ?? true });
+  const share = (pages: number, options: { writable?: boolean; to?: number } = {}) => {
+    const { to = SELF, writable = true } = options;
+    return ends.peer.call<{ id: number; refs: number[] }>('share', { handle: ends.peerHandle, domid: to, pages, writable });
+  };
 
   it('maps several refs as one contiguous buffer, in the order given, shared both ways', async () => {
     const { id, refs } = await share(3);
-    for (let page = 0; page < 3; page++) await peer.call('write', { id, offset: page * 4096 + 7, bytes: new Uint8Array([page + 10]) });
-    const mapping = device.map(PEER, [refs[2]!, refs[0]!, refs[1]!]);
+    for (let page = 0; page < 3; page++) await ends.peer.call('write', { id, offset: page * 4096 + 7, bytes: new Uint8Array([page + 10]) });
+    const mapping = ends.local.map(PEER, [refs[2]!, refs[0]!, refs[1]!]);
     const bytes = new Uint8Array(mapping.buffer);
     expect(mapping.buffer.byteLength).toBe(3 * 4096);
     expect([bytes[7], bytes[4096 + 7], bytes[8192 + 7]]).toEqual([12, 10, 11]);
     bytes[4096 + 9] = 99; // page 1 of the mapping is the granter's page 0
-    expect(await peer.call('read', { id, offset: 9, length: 1 })).toEqual(new Uint8Array([99]));
+    expect(await ends.peer.call('read', { id, offset: 9, length: 1 })).toEqual(new Uint8Array([99]));
     mapping.release();
   });
 
   it('maps a read-only grant only read-only, and a write to it faults', async () => {
     const { id, refs } = await share(1, { writable: false });
-    await peer.call('write', { id, offset: 0, bytes: new Uint8Array([5]) });
-    expect(() => device.map(PEER, refs)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
-    const mapping = device.map(PEER, refs, { writable: false });
+    await ends.peer.call('write', { id, offset: 0, bytes: new Uint8Array([5]) });
+    expect(() => ends.local.map(PEER, refs)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    const mapping = ends.local.map(PEER, refs, { writable: false });
     expect(new Uint8Array(mapping.buffer)[0]).toBe(5);
     mapping.release();
 
@@ -59,16 +49,16 @@ describe('gntdev', () => {
 
   it('refuses grants meant for another domain, and refs that do not exist', async () => {
     const { refs } = await share(1, { to: OTHER });
-    expect(() => device.map(PEER, refs)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
-    expect(() => device.map(PEER, [refs[0]! + 100_000])).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => ends.local.map(PEER, refs)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => ends.local.map(PEER, [refs[0]! + 100_000])).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     // Nothing was half-mapped: a good grant still maps.
     const good = await share(1);
-    device.map(PEER, good.refs).release();
+    ends.local.map(PEER, good.refs).release();
   });
 
   it('detaches the buffer on release', async () => {
     const { refs } = await share(2);
-    const mapping = device.map(PEER, refs);
+    const mapping = ends.local.map(PEER, refs);
     const view = new Uint8Array(mapping.buffer);
     mapping.release();
     expect(mapping.buffer.byteLength).toBe(0);
@@ -78,13 +68,13 @@ describe('gntdev', () => {
   });
 
   it('rejects bad arguments with a clear error', () => {
-    expect(() => device.map(PEER, [])).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
-    expect(() => device.map(PEER, [1.5])).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => ends.local.map(PEER, [])).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => ends.local.map(PEER, [1.5])).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
   });
 
   it('refuses to clear a byte of a read-only mapping', async () => {
     const { refs } = await share(1, { writable: false });
-    const mapping = device.map(PEER, refs, { writable: false });
+    const mapping = ends.local.map(PEER, refs, { writable: false });
     expect(() => mapping.setUnmapNotify({ offset: 0, clearByte: true })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     mapping.release();
   });

@@ -1,50 +1,41 @@
 // Unmap notifications: when the side that shares or maps a page lets go of it, by release, close,
 // normal exit or SIGKILL, the registered byte is cleared and the event is sent. This is what
 // tells a vchan peer that the other side went away, so it must hold for a killed process too.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { openEventChannel, type EventChannel } from '@xen-vchan/evtchn';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { openEventChannel } from '@xen-vchan/evtchn';
 import { openGntalloc, type Gntalloc } from '@xen-vchan/gntalloc';
 import { openGntdev, type Gntdev } from '@xen-vchan/gntdev';
 import { backend, PEER, PROMPT_MS, SELF } from '../support/domains.js';
 import { nextEvent } from '../support/events.js';
-import { Peer } from '../support/peer.mjs';
+import { withPeer } from './with-peer.js';
 
 const LIVE_BYTE = 21;
 const ways = ['release', 'close', 'exit', 'SIGKILL'] as const;
 type Way = (typeof ways)[number];
 
 describe('unmap notify', () => {
-  let events: EventChannel;
-  let peer: Peer;
-  let peerEvents: number;
+  // The ends of an event channel: the notification's event arrives on localPort.
+  const ends = withPeer(() => openEventChannel({ domid: SELF }), 'openEvtchn');
   let localPort: number;
   let peerPort: number;
 
   beforeEach(async () => {
-    events = openEventChannel({ domid: SELF });
-    peer = await Peer.start(PEER);
-    peerEvents = await peer.call<number>('openEvtchn');
-    localPort = events.bindUnbound(PEER);
-    peerPort = await peer.call<number>('bindInterdomain', { id: peerEvents, remoteDomain: SELF, remotePort: localPort });
-  });
-
-  afterEach(async () => {
-    events.close();
-    await peer.stop();
+    localPort = ends.local.bindUnbound(PEER);
+    peerPort = await ends.peer.call<number>('bindInterdomain', { id: ends.peerHandle, remoteDomain: SELF, remotePort: localPort });
   });
 
   /** Makes the peer let go in the given way; returns the time that took to be seen here. */
   async function letGo(way: Way, objectId: number, handleId: number, watch: () => boolean): Promise<number> {
-    const heard = nextEvent(events, localPort, PROMPT_MS * 20);
+    const heard = nextEvent(ends.local, localPort, PROMPT_MS * 20);
     let byteClearedAtEvent: boolean | undefined;
-    events.once('event', () => {
+    ends.local.once('event', () => {
       byteClearedAtEvent = watch();
     });
     const started = performance.now();
-    if (way === 'release') await peer.call('release', { id: objectId });
-    else if (way === 'close') await peer.call('close', { id: handleId });
-    else if (way === 'exit') void peer.call('exit', { code: 0 }).catch(() => {});
-    else void peer.kill('SIGKILL');
+    if (way === 'release') await ends.peer.call('release', { id: objectId });
+    else if (way === 'close') await ends.peer.call('close', { id: handleId });
+    else if (way === 'exit') void ends.peer.call('exit', { code: 0 }).catch(() => {});
+    else void ends.peer.kill('SIGKILL');
     await heard;
     const elapsed = performance.now() - started;
     expect(byteClearedAtEvent).toBe(true);
@@ -53,10 +44,11 @@ describe('unmap notify', () => {
 
   describe.each(ways)('of a granting peer, on %s', (way) => {
     it('clears the byte and sends the event', async () => {
-      const granter = await peer.call<number>('openGntalloc');
-      const { id, refs } = await peer.call<{ id: number; refs: number[] }>('share', { handle: granter, domid: SELF, pages: 1, writable: true });
-      await peer.call('write', { id, offset: LIVE_BYTE, bytes: new Uint8Array([1]) });
-      await peer.call('setUnmapNotify', { id, options: { offset: LIVE_BYTE, clearByte: true, port: peerPort } });
+      const granter = await ends.peer.call<number>('openGntalloc');
+      const shareRequest = { handle: granter, domid: SELF, pages: 1, writable: true };
+      const { id, refs } = await ends.peer.call<{ id: number; refs: number[] }>('share', shareRequest);
+      await ends.peer.call('write', { id, offset: LIVE_BYTE, bytes: new Uint8Array([1]) });
+      await ends.peer.call('setUnmapNotify', { id, options: { offset: LIVE_BYTE, clearByte: true, port: peerPort } });
       const device: Gntdev = openGntdev({ domid: SELF });
       try {
         const mapping = device.map(PEER, refs);
@@ -82,9 +74,9 @@ describe('unmap notify', () => {
         const page = new Uint8Array(shared.buffer);
         const offset = 4096 + LIVE_BYTE; // in the second page, to show the offset is honoured
         page[offset] = 2;
-        const mapper = await peer.call<number>('openGntdev');
-        const { id } = await peer.call<{ id: number }>('map', { handle: mapper, domid: SELF, refs: shared.refs, writable: true });
-        await peer.call('setUnmapNotify', { id, options: { offset, clearByte: true, port: peerPort } });
+        const mapper = await ends.peer.call<number>('openGntdev');
+        const { id } = await ends.peer.call<{ id: number }>('map', { handle: mapper, domid: SELF, refs: shared.refs, writable: true });
+        await ends.peer.call('setUnmapNotify', { id, options: { offset, clearByte: true, port: peerPort } });
         const elapsed = await letGo(way, id, mapper, () => page[offset] === 0);
         if (way === 'SIGKILL') {
           console.log(`[${backend}] mapper SIGKILL seen after ${elapsed.toFixed(1)} ms`);
@@ -103,11 +95,11 @@ describe('unmap notify', () => {
       const shared = granter.share(PEER, 1);
       const page = new Uint8Array(shared.buffer);
       page[LIVE_BYTE] = 1;
-      const mapper = await peer.call<number>('openGntdev');
-      const { id } = await peer.call<{ id: number }>('map', { handle: mapper, domid: SELF, refs: shared.refs, writable: true });
-      await peer.call('setUnmapNotify', { id, options: { offset: LIVE_BYTE, clearByte: false, port: peerPort } });
-      const heard = nextEvent(events, localPort, PROMPT_MS * 20);
-      await peer.call('release', { id });
+      const mapper = await ends.peer.call<number>('openGntdev');
+      const { id } = await ends.peer.call<{ id: number }>('map', { handle: mapper, domid: SELF, refs: shared.refs, writable: true });
+      await ends.peer.call('setUnmapNotify', { id, options: { offset: LIVE_BYTE, clearByte: false, port: peerPort } });
+      const heard = nextEvent(ends.local, localPort, PROMPT_MS * 20);
+      await ends.peer.call('release', { id });
       await heard;
       expect(page[LIVE_BYTE]).toBe(1);
     } finally {
@@ -116,8 +108,8 @@ describe('unmap notify', () => {
   });
 
   it('refuses a notification on a port that is not bound', async () => {
-    const granter = await peer.call<number>('openGntalloc');
-    const { id } = await peer.call<{ id: number }>('share', { handle: granter, domid: SELF, pages: 1, writable: true });
-    await expect(peer.call('setUnmapNotify', { id, options: { offset: 0, port: peerPort + 100 } })).rejects.toMatchObject({ code: 'EINVAL' });
+    const granter = await ends.peer.call<number>('openGntalloc');
+    const { id } = await ends.peer.call<{ id: number }>('share', { handle: granter, domid: SELF, pages: 1, writable: true });
+    await expect(ends.peer.call('setUnmapNotify', { id, options: { offset: 0, port: peerPort + 100 } })).rejects.toMatchObject({ code: 'EINVAL' });
   });
 });
