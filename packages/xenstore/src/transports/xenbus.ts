@@ -1,4 +1,4 @@
-import { explained, XenVchanError } from '@xen-vchan/native';
+import { explained, FdFinalizer, XenVchanError } from '@xen-vchan/native';
 import { XENSTORE_PAYLOAD_MAX, XS_HEADER_BYTES, XsMessageReader, XsType } from '@xen-vchan/sim';
 import { connectionLost, protocolError, transportError } from '../errors.js';
 import { addon, type Poller } from '../native.js';
@@ -14,13 +14,7 @@ const RETRY_MS = 1;
  */
 const awaited = new Set<XenbusTransport>();
 
-const closeFd = new FinalizationRegistry<number>((fd) => {
-  try {
-    addon.close(fd);
-  } catch {
-    /* already closed */
-  }
-});
+const fds = new FdFinalizer((fd) => addon.close(fd));
 
 function xenbusAdvice(code: string): string | undefined {
   switch (code) {
@@ -62,7 +56,7 @@ export class XenbusTransport implements Transport {
 
   constructor(private readonly handlers: TransportHandlers) {
     this.fd = explained('open /dev/xen/xenbus', () => addon.open(XENBUS_DEVICE), xenbusAdvice);
-    closeFd.register(this, this.fd, this);
+    fds.register(this, this.fd);
     this.poller = new addon.Poller(this.fd, (status) => this.onReadable(status));
   }
 
@@ -161,8 +155,7 @@ export class XenbusTransport implements Transport {
     this.retry = null;
     this.poller.close();
     awaited.delete(this);
-    closeFd.unregister(this);
-    addon.close(this.fd);
+    fds.close(this, this.fd);
     const unsent = this.outbox.splice(0);
     for (const { refused } of unsent) refused(new XenVchanError('EBADF', 'the XenStore handle was closed before this request was sent'));
     return true;
