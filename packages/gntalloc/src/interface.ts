@@ -32,7 +32,13 @@ export interface SharedPages {
   release(): void;
 }
 
-/** An open gntalloc device (a file descriptor on /dev/xen/gntalloc, or its simulation). */
+/**
+ * An open gntalloc device: /dev/xen/gntalloc (XenGntalloc) or the simulation (SimGntalloc). Both
+ * backends keep this contract alike, and test/conformance/gntalloc.test.ts holds them to it on
+ * each. Every call on a closed handle throws EBADF; arguments either backend would refuse throw
+ * ERR_INVALID_ARG_VALUE before the device is asked; the device's refusals are XenVchanErrors
+ * whose `code` is the errno name Linux gives, with a message that says what to do.
+ */
 export interface Gntalloc {
   readonly backend: BackendName;
   /** The domain this handle acts as: on Xen, the caller's own domain is not known here (null). */

@@ -49,7 +49,13 @@ export const GrantStatus = {
   badCopyArg: -10,
 } as const;
 
-/** An open gntdev device (a file descriptor on /dev/xen/gntdev, or its simulation). */
+/**
+ * An open gntdev device: /dev/xen/gntdev (XenGntdev) or the simulation (SimGntdev). Both backends
+ * keep this contract alike, and test/conformance/gntdev.test.ts holds them to it on each. Every
+ * call on a closed handle throws EBADF; arguments either backend would refuse throw
+ * ERR_INVALID_ARG_VALUE before the device is asked; the device's refusals are XenVchanErrors
+ * whose `code` is the errno name Linux gives, with a message that says what to do.
+ */
 export interface Gntdev {
   readonly backend: BackendName;
   readonly domid: number | null;
