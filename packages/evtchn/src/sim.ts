@@ -1,7 +1,7 @@
 import { closeSync, constants, openSync } from 'node:fs';
 import { EventEmitter } from 'eventemitter3';
 import { errorCode, explained, XenVchanError } from '@xen-vchan/native';
-import { EventRouter, SimConnection, simDomid } from '@xen-vchan/sim';
+import { EventRouter, SimConnection, simDomid, type SimHandleRequest, type SimReplies } from '@xen-vchan/sim';
 import { evtchnAdvice, existenceFromBind, restrictAdvice } from './advice.js';
 import type { EventChannel, EventChannelEvents, EventChannelOptions } from './interface.js';
 import { addon } from './native.js';
@@ -141,11 +141,11 @@ export class SimEventChannel extends EventEmitter<EventChannelEvents> implements
   private call<Op extends 'evtchn.bindUnbound' | 'evtchn.bindInterdomain' | 'evtchn.unbind' | 'evtchn.restrict'>(
     operation: string,
     op: Op,
-    request: Record<string, unknown>,
+    request: SimHandleRequest<Op>,
     advise: (code: string) => string | undefined = evtchnAdvice,
-  ): { port: number } {
+  ): SimReplies[Op] {
     this.bound.checkOpen();
-    return explained(operation, () => this.connection.call(op, { handle: this.handle, ...request } as never), advise) as { port: number };
+    return explained(operation, () => this.connection.callOnHandle(op, this.handle, request), advise);
   }
 }
 

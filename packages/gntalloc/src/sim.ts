@@ -1,5 +1,5 @@
 import { explained, PAGE_SIZE, PageSets } from '@xen-vchan/native';
-import { mapPages, SimConnection, simDomid, unmapPages } from '@xen-vchan/sim';
+import { mapPages, SimConnection, simDomid, unmapPages, type SimHandleRequest, type SimReplies } from '@xen-vchan/sim';
 import { gntallocAdvice } from './advice.js';
 import { checkOpen, checkShareArguments } from './checks.js';
 import type { Gntalloc, GntallocOptions, SharedPages } from './interface.js';
@@ -20,11 +20,7 @@ export class SimGntalloc implements Gntalloc {
   share(domid: number, pages: number, options: { writable?: boolean } = {}): SharedPages {
     checkShareArguments(this.handle, domid, pages);
     const writable = options.writable ?? true;
-    const { allocation, refs, file } = this.call('gntalloc share', 'gntalloc.alloc', { domid, count: pages, writable }) as {
-      allocation: number;
-      refs: number[];
-      file: string;
-    };
+    const { allocation, refs, file } = this.call('gntalloc share', 'gntalloc.alloc', { domid, count: pages, writable });
     return this.shares.add(
       { domid, refs, writable },
       {
@@ -53,9 +49,13 @@ export class SimGntalloc implements Gntalloc {
   }
 
   /** One control call on this handle, its errors explained as `operation`. */
-  private call(operation: string, op: 'gntalloc.alloc' | 'gntalloc.setUnmapNotify' | 'gntalloc.release', request: Record<string, unknown>): unknown {
+  private call<Op extends 'gntalloc.alloc' | 'gntalloc.setUnmapNotify' | 'gntalloc.release'>(
+    operation: string,
+    op: Op,
+    request: SimHandleRequest<Op>,
+  ): SimReplies[Op] {
     checkOpen(this.handle);
-    return explained(operation, () => this.connection.call(op, { handle: this.handle, ...request } as never), this.advise);
+    return explained(operation, () => this.connection.callOnHandle(op, this.handle, request), this.advise);
   }
 
   private readonly advise = (code: string) =>

@@ -1,6 +1,6 @@
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { explained, PageSets } from '@xen-vchan/native';
-import { mapPages, SimConnection, simDomid, unmapPages } from '@xen-vchan/sim';
+import { mapPages, SimConnection, simDomid, unmapPages, type SimHandleRequest, type SimReplies } from '@xen-vchan/sim';
 import { checkCopyArguments, checkMapArguments, checkOpen, gntdevAdvice } from './checks.js';
 import { GrantStatus, type CopyEnd, type CopySegment, type GntdevOptions, type GrantMapping, type Gntdev } from './interface.js';
 
@@ -23,7 +23,7 @@ export class SimGntdev implements Gntdev {
     const { mapping, pages } = this.call('gntdev map', 'gntdev.map', {
       grants: refs.map((ref) => ({ domid, ref })),
       writable,
-    }) as { mapping: number; pages: { file: string; offset: number }[] };
+    });
     return this.mappings.add(
       { domid, refs: [...refs], writable },
       {
@@ -45,10 +45,7 @@ export class SimGntdev implements Gntdev {
     const resolve = (end: CopyEnd, write: boolean) =>
       end instanceof Uint8Array
         ? { status: GrantStatus.okay, page: undefined }
-        : (this.call('gntdev grantCopy', 'gntdev.resolveCopy', { domid: end.domid, ref: end.ref, write }) as {
-            status: number;
-            page?: { file: string; offset: number };
-          });
+        : this.call('gntdev grantCopy', 'gntdev.resolveCopy', { domid: end.domid, ref: end.ref, write });
     const source = resolve(segment.source, false);
     if (source.status !== GrantStatus.okay) return source.status;
     const dest = resolve(segment.dest, true);
@@ -75,9 +72,13 @@ export class SimGntdev implements Gntdev {
   }
 
   /** One control call on this handle, its errors explained as `operation`. */
-  private call(operation: string, op: 'gntdev.map' | 'gntdev.setUnmapNotify' | 'gntdev.unmap' | 'gntdev.resolveCopy', request: Record<string, unknown>): unknown {
+  private call<Op extends 'gntdev.map' | 'gntdev.setUnmapNotify' | 'gntdev.unmap' | 'gntdev.resolveCopy'>(
+    operation: string,
+    op: Op,
+    request: SimHandleRequest<Op>,
+  ): SimReplies[Op] {
     checkOpen(this.handle);
-    return explained(operation, () => this.connection.call(op, { handle: this.handle, ...request } as never), gntdevAdvice);
+    return explained(operation, () => this.connection.callOnHandle(op, this.handle, request), gntdevAdvice);
   }
 }
 
