@@ -194,12 +194,77 @@ static void close_with(struct libxenvchan *ctrl, void *buffer)
     free(buffer);
 }
 
+/* What one direction of a stream or message exchange has carried: bytes and their FNV-1a. */
+struct tally {
+    uint64_t bytes;
+    uint64_t fnv;
+};
+
+static void tally_add(struct tally *t, const uint8_t *data, uint64_t size)
+{
+    t->fnv = fnv1a64(t->fnv, data, size);
+    t->bytes += size;
+}
+
+/* Puts the stream's next `size` bytes in `buffer` and hands them to libxenvchan in one call:
+ * libxenvchan_write, or for message `message` (>= 0) libxenvchan_send (all of it or nothing).
+ * In blocking mode either call returns once all of it is in the ring, or -1 if the peer closed.
+ * Returns 0 and adds the bytes to `sent`, or -1 after saying on stderr what failed. */
+static int send_chunk(struct libxenvchan *ctrl, struct seeded_stream *s, uint8_t *buffer, uint64_t size,
+                      int64_t message, struct tally *sent)
+{
+    for (uint64_t i = 0; i < size; i++)
+        buffer[i] = stream_next_byte(s);
+    if (message < 0) {
+        int written = libxenvchan_write(ctrl, buffer, size);
+        if (written != (int)size) {
+            fprintf(stderr, "vchan-peer: libxenvchan_write returned %d for %" PRIu64 " bytes after %" PRIu64 " sent\n",
+                    written, size, sent->bytes);
+            return -1;
+        }
+    } else {
+        int result = libxenvchan_send(ctrl, buffer, size);
+        if (result != (int)size) {
+            fprintf(stderr, "vchan-peer: libxenvchan_send returned %d for message %" PRId64 " (%" PRIu64 " bytes)\n",
+                    result, message, size);
+            return -1;
+        }
+    }
+    tally_add(sent, buffer, size);
+    return 0;
+}
+
+/* Compares `size` received bytes with what the peer's stream must hold next and adds them to
+ * `received`; returns the stream offset of the first byte that differs, or -1. */
+static int64_t check_chunk(struct seeded_stream *expected, const uint8_t *buffer, uint64_t size, struct tally *received)
+{
+    int64_t mismatch = -1;
+    for (uint64_t i = 0; i < size; i++) {
+        /* Draw every byte, even after a mismatch, so that the next chunk lines up. */
+        if (stream_next_byte(expected) != buffer[i] && mismatch < 0)
+            mismatch = (int64_t)(received->bytes + i);
+    }
+    tally_add(received, buffer, size);
+    return mismatch;
+}
+
+/* One libxenvchan_read of up to `want` bytes (blocking mode: at least one, or <= 0 once the
+ * peer closed); says so on stderr when nothing came. */
+static int read_some(struct libxenvchan *ctrl, uint8_t *buffer, uint64_t want, uint64_t received, uint64_t total)
+{
+    int got = libxenvchan_read(ctrl, buffer, want);
+    if (got <= 0)
+        fprintf(stderr, "vchan-peer: libxenvchan_read returned %d after %" PRIu64 " of %" PRIu64 " bytes\n",
+                got, received, total);
+    return got;
+}
+
 /* Stream mode: write everything, then read and check everything. */
 static int run_stream(struct libxenvchan *ctrl, const struct settings *o, double started)
 {
     /* 1. send */
     struct seeded_stream out;
-    uint64_t sent = 0, sent_hash = FNV64_OFFSET;
+    struct tally sent = { 0, FNV64_OFFSET };
     size_t buffer_size = o->send_chunk > o->read_chunk ? o->send_chunk : o->read_chunk;
     uint8_t *buffer = malloc(buffer_size);
     if (!buffer) {
@@ -208,53 +273,40 @@ static int run_stream(struct libxenvchan *ctrl, const struct settings *o, double
     }
     stream_init(&out, o->send_seed, o->send_total, o->send_chunk);
     for (uint64_t size; (size = stream_next_chunk(&out)) != 0;) {
-        for (uint64_t i = 0; i < size; i++)
-            buffer[i] = stream_next_byte(&out);
-        /* Blocking mode: returns once all of it is in the ring, or -1 if the peer closed. */
-        int written = libxenvchan_write(ctrl, buffer, size);
-        if (written != (int)size) {
-            fprintf(stderr, "vchan-peer: libxenvchan_write returned %d for %" PRIu64 " bytes after %" PRIu64 " sent\n",
-                    written, size, sent);
+        if (send_chunk(ctrl, &out, buffer, size, -1, &sent) < 0) {
             close_with(ctrl, buffer);
             return 3;
         }
-        sent_hash = fnv1a64(sent_hash, buffer, size);
-        sent += size;
     }
     double sent_at = now_ms();
 
     /* 2. receive and check */
     struct seeded_stream expected;
     uint32_t read_rng = o->recv_seed ^ 0x5bd1e995u;
-    uint64_t received = 0, received_hash = FNV64_OFFSET;
+    struct tally received = { 0, FNV64_OFFSET };
     int64_t first_mismatch = -1;
     int closed_early = 0;
     stream_init(&expected, o->recv_seed, o->recv_total, o->recv_chunk);
-    while (received < o->recv_total) {
+    while (received.bytes < o->recv_total) {
         uint64_t want = 1 + xorshift32(&read_rng) % o->read_chunk;
-        if (want > o->recv_total - received)
-            want = o->recv_total - received;
-        int got = libxenvchan_read(ctrl, buffer, want);
+        if (want > o->recv_total - received.bytes)
+            want = o->recv_total - received.bytes;
+        int got = read_some(ctrl, buffer, want, received.bytes, o->recv_total);
         if (got <= 0) {
-            fprintf(stderr, "vchan-peer: libxenvchan_read returned %d after %" PRIu64 " of %" PRIu64 " bytes\n",
-                    got, received, o->recv_total);
             closed_early = 1;
             break;
         }
-        for (int i = 0; i < got; i++) {
-            if (stream_next_byte(&expected) != buffer[i] && first_mismatch < 0)
-                first_mismatch = (int64_t)(received + i);
-        }
-        received_hash = fnv1a64(received_hash, buffer, got);
-        received += got;
+        int64_t mismatch = check_chunk(&expected, buffer, got, &received);
+        if (first_mismatch < 0)
+            first_mismatch = mismatch;
     }
     double done_at = now_ms();
 
-    int ok = !closed_early && received == o->recv_total && first_mismatch < 0;
+    int ok = !closed_early && received.bytes == o->recv_total && first_mismatch < 0;
     printf("RESULT {\"mode\":\"stream\",\"role\":\"%s\",\"ok\":%s,\"sent\":%" PRIu64 ",\"sentFnv\":\"%016" PRIx64 "\","
            "\"received\":%" PRIu64 ",\"receivedFnv\":\"%016" PRIx64 "\",\"firstMismatch\":%" PRId64 ","
            "\"readOrder\":%d,\"writeOrder\":%d,\"sendMs\":%.1f,\"totalMs\":%.1f}\n",
-           o->role, ok ? "true" : "false", sent, sent_hash, received, received_hash, first_mismatch,
+           o->role, ok ? "true" : "false", sent.bytes, sent.fnv, received.bytes, received.fnv, first_mismatch,
            ctrl->read.order, ctrl->write.order, sent_at - started, done_at - started);
 
     /* 3. close: everything expected has been read, so nothing in flight towards us is lost. */
@@ -274,23 +326,17 @@ static int run_messages(struct libxenvchan *ctrl, const struct settings *o, doub
 
     /* 1. send: message sizes 1..write ring, so each fits the ring in one piece */
     struct seeded_stream out;
-    uint64_t sent = 0, sent_hash = FNV64_OFFSET, messages_sent = 0, largest_sent = 0;
+    struct tally sent = { 0, FNV64_OFFSET };
+    uint64_t messages_sent = 0, largest_sent = 0;
     stream_init(&out, o->send_seed, UINT64_MAX, (uint32_t)write_ring);
     for (; messages_sent < o->messages; messages_sent++) {
         /* The first message fills the ring exactly: it must wait for the ring to be empty. */
         uint64_t size = messages_sent == 0 ? stream_start_chunk(&out, write_ring) : stream_next_chunk(&out);
-        for (uint64_t i = 0; i < size; i++)
-            buffer[i] = stream_next_byte(&out);
-        /* Blocking mode: waits until the whole message fits, then puts it in; -1 if closed. */
-        int result = libxenvchan_send(ctrl, buffer, size);
-        if (result != (int)size) {
-            fprintf(stderr, "vchan-peer: libxenvchan_send returned %d for message %" PRIu64 " (%" PRIu64 " bytes)\n",
-                    result, messages_sent, size);
+        /* Blocking mode: waits until the whole message fits, then puts it in. */
+        if (send_chunk(ctrl, &out, buffer, size, (int64_t)messages_sent, &sent) < 0) {
             close_with(ctrl, buffer);
             return 3;
         }
-        sent_hash = fnv1a64(sent_hash, buffer, size);
-        sent += size;
         if (size > largest_sent)
             largest_sent = size;
     }
@@ -298,7 +344,8 @@ static int run_messages(struct libxenvchan *ctrl, const struct settings *o, doub
 
     /* 2. receive: each message of exactly the size the peer's stream predicts */
     struct seeded_stream expected;
-    uint64_t received = 0, received_hash = FNV64_OFFSET, messages_received = 0;
+    struct tally received = { 0, FNV64_OFFSET };
+    uint64_t messages_received = 0;
     int64_t first_mismatch = -1, bad_message = -1;
     int failed = 0;
     stream_init(&expected, o->recv_seed, UINT64_MAX, (uint32_t)read_ring);
@@ -311,14 +358,11 @@ static int run_messages(struct libxenvchan *ctrl, const struct settings *o, doub
             failed = 1;
             break;
         }
-        for (uint64_t i = 0; i < size; i++) {
-            if (stream_next_byte(&expected) != buffer[i] && first_mismatch < 0) {
-                first_mismatch = (int64_t)(received + i);
-                bad_message = (int64_t)messages_received;
-            }
+        int64_t mismatch = check_chunk(&expected, buffer, size, &received);
+        if (first_mismatch < 0 && mismatch >= 0) {
+            first_mismatch = mismatch;
+            bad_message = (int64_t)messages_received;
         }
-        received_hash = fnv1a64(received_hash, buffer, size);
-        received += size;
     }
     double done_at = now_ms();
 
@@ -327,8 +371,8 @@ static int run_messages(struct libxenvchan *ctrl, const struct settings *o, doub
            "\"sent\":%" PRIu64 ",\"sentFnv\":\"%016" PRIx64 "\",\"largestSent\":%" PRIu64 ","
            "\"received\":%" PRIu64 ",\"receivedFnv\":\"%016" PRIx64 "\",\"firstMismatch\":%" PRId64 ",\"badMessage\":%" PRId64 ","
            "\"readOrder\":%d,\"writeOrder\":%d,\"sendMs\":%.1f,\"totalMs\":%.1f}\n",
-           o->role, ok ? "true" : "false", messages_sent, messages_received, sent, sent_hash, largest_sent,
-           received, received_hash, first_mismatch, bad_message,
+           o->role, ok ? "true" : "false", messages_sent, messages_received, sent.bytes, sent.fnv, largest_sent,
+           received.bytes, received.fnv, first_mismatch, bad_message,
            ctrl->read.order, ctrl->write.order, sent_at - started, done_at - started);
     close_with(ctrl, buffer);
     return ok ? 0 : 1;
@@ -389,10 +433,8 @@ static int run_bulk_recv(struct libxenvchan *ctrl, const struct settings *o, dou
         uint64_t want = o->bulk_recv - received;
         if (want > o->read_chunk)
             want = o->read_chunk;
-        int got = libxenvchan_read(ctrl, buffer, want);
+        int got = read_some(ctrl, buffer, want, received, o->bulk_recv);
         if (got <= 0) {
-            fprintf(stderr, "vchan-peer: libxenvchan_read returned %d after %" PRIu64 " of %" PRIu64 " bytes\n",
-                    got, received, o->bulk_recv);
             closed_early = 1;
             break;
         }
