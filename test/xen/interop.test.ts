@@ -10,15 +10,16 @@
 // check it (64-bit FNV-1a, and byte by byte against the regenerated stream). A matrix of the
 // results is printed at the end for the CI log. Needs the harness (bash test/xen/run.sh): it fails, not
 // skips, anywhere else.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { errorCode } from '@xen-vchan/native';
 import { connect, conventionalPath, createServer, type Vchan, type VchanServer } from '@xen-vchan/vchan';
-import { chooseOrders } from '@xen-vchan/vchan/internal';
+import { chooseOrders, type RingOrders } from '@xen-vchan/vchan/internal';
 import { expectedFnv, Fnv64, messageSequence, receiveChecked, sendSeeded, type Received, type Sent, type StreamSpec } from '../interop/seeded.js';
 import { requireDom0 } from './dom0.js';
 import { onCleanup, xenstoreRemove } from './cleanup.js';
@@ -69,6 +70,10 @@ afterAll(() => {
 function ringLabel(order: number): string {
   const bytes = 2 ** order;
   return bytes >= 2 ** 20 ? `${bytes / 2 ** 20}M` : `${bytes / 1024}K`;
+}
+
+function ringsLabel(orders: RingOrders): string {
+  return `${ringLabel(orders.left)}/${ringLabel(orders.right)}`;
 }
 
 function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -122,10 +127,27 @@ function track(child: ChildProcess, what: string): { exited: Promise<number | nu
   return { exited, stderr: () => stderr };
 }
 
+/** Starts Xen's vchan-socket-proxy; `died` rejects if it exits while the test still needs it. */
+function startProxy(args: string[], stdio: StdioOptions) {
+  const proxy = spawn('vchan-socket-proxy', args, { stdio });
+  const tracked = track(proxy, 'vchan-socket-proxy');
+  const died = tracked.exited.then((code) => Promise.reject(new Error(`vchan-socket-proxy exited with ${code}: ${tracked.stderr()}`)));
+  died.catch(() => {});
+  return { proxy, exited: tracked.exited, died };
+}
+
 // ---- the libxenvchan peer ----------------------------------------------------------------------
 
+/** The part vchan-peer plays: the server reads the left ring and writes the right one. */
+type PeerRole = 'server' | 'client';
+
+/** The ring orders vchan-peer must report when it plays `role`. */
+function peerOrders(role: PeerRole, orders: RingOrders): { readOrder: number; writeOrder: number } {
+  return role === 'server' ? { readOrder: orders.left, writeOrder: orders.right } : { readOrder: orders.right, writeOrder: orders.left };
+}
+
 interface PeerResult {
-  role: 'server' | 'client';
+  role: PeerRole;
   ok: boolean;
   sent: number;
   sentFnv: string;
@@ -141,7 +163,7 @@ interface PeerResult {
 /** What vchan-peer --messages reports. */
 interface MessagePeerResult {
   mode: 'messages';
-  role: 'server' | 'client';
+  role: PeerRole;
   ok: boolean;
   messagesSent: number;
   messagesReceived: number;
@@ -206,6 +228,8 @@ function spawnPeer<R>(argsAndMode: string[]) {
   return { child, result, exited, failed, stderr, said };
 }
 
+type Peer<R> = ReturnType<typeof spawnPeer<R>>;
+
 /** Adds what a peer said, and what XenStore holds, to an error on the way through. */
 async function explained<T>(promise: Promise<T>, said: () => string): Promise<T> {
   try {
@@ -220,6 +244,36 @@ async function explained<T>(promise: Promise<T>, said: () => string): Promise<T>
     (error as Error).message += `\n${said()}\nXenStore /local/domain/0/data/vchan:\n${store}`;
     throw error;
   }
+}
+
+/**
+ * Our server at `name` (rings for `readMin`/`writeMin`), and vchan-peer started by `start` as its
+ * client: resolves once the peer has connected.
+ */
+async function acceptPeer<R>(
+  name: string,
+  readMin: number,
+  writeMin: number,
+  start: (path: string) => Peer<R>,
+): Promise<{ server: VchanServer; path: string; peer: Peer<R>; channel: Vchan }> {
+  const { server, channel: accepted } = await listen({ name: shortName(name), readMin, writeMin });
+  const path = server.path!;
+  const peer = start(path);
+  const channel = await explained(within(Promise.race([accepted, peer.failed]), 30_000, 'the libxenvchan client to connect'), peer.said);
+  return { server, path, peer, channel };
+}
+
+/** vchan-peer started by `start` as the server at `name`'s conventional path, and our client connected to it. */
+async function connectToPeer<R>(name: string, start: (path: string) => Peer<R>): Promise<{ path: string; peer: Peer<R>; channel: Vchan }> {
+  const path = conventionalPath(DOM0, DOM0, shortName(name));
+  onCleanup(() => xenstoreRemove(path));
+  const peer = start(path);
+  const channel = await explained(
+    within(Promise.race([connect({ domid: DOM0, name, timeout: 30_000 }), peer.failed]), 35_000, 'to connect to the libxenvchan server'),
+    peer.said,
+  );
+  onCleanup(() => channel.destroy());
+  return { path, peer, channel };
 }
 
 // ---- one exchange, whichever ends play it --------------------------------------------------------
@@ -238,6 +292,45 @@ async function exchange(channel: Vchan, out: StreamSpec, into: StreamSpec, peerD
     ([sent, received]) => [sent, received] as const,
   );
   return { sent, received, seconds: (performance.now() - started) / 1000 };
+}
+
+/** What the stream tests against vchan-peer vary: who plays what, the rings, the data each way. */
+interface StreamScenario {
+  scenario: string;
+  role: PeerRole;
+  orders: RingOrders;
+  /** The stream vchan-peer writes (and we must receive), and the one it must receive (we write). */
+  peerSends: StreamSpec;
+  peerReceives: StreamSpec;
+}
+
+/**
+ * A stream exchange with a connected vchan-peer until both ends have closed, recorded in the
+ * matrix, then checked: the peer sent `peerSends` and received `peerReceives`; we the other way round.
+ */
+async function expectStreamExchange(channel: Vchan, peer: Peer<PeerResult>, { scenario, role, orders, peerSends, peerReceives }: StreamScenario): Promise<void> {
+  const channelClosed = closed(channel);
+  const run = await explained(exchange(channel, peerReceives, peerSends, peer.result), peer.said);
+  const c = await peer.result;
+  // The peer closes once it has read everything; we see it go (draining what is left) and close
+  // too, and a non-persistent server with us, which unpublishes.
+  const exitCode = await within(peer.exited, CLOSE_MS, 'vchan-peer to exit');
+  await within(channelClosed, CLOSE_MS, `our channel to close after the ${role} left`);
+
+  const rings = peerOrders(role, orders);
+  const ok =
+    c.ok && exitCode === 0 && c.readOrder === rings.readOrder && c.writeOrder === rings.writeOrder &&
+    c.received === peerReceives.total && c.receivedFnv === run.sent.fnv &&
+    !run.received.short && run.received.firstMismatch === -1 && run.received.bytes === peerSends.total &&
+    run.received.fnv === c.sentFnv && c.sentFnv === expectedFnv(peerSends);
+  const [toServer, toClient] = role === 'client' ? [peerSends, peerReceives] : [peerReceives, peerSends];
+  matrix.push({ scenario, rings: ringsLabel(orders), toServer: toServer.total, toClient: toClient.total, seconds: run.seconds, ok });
+
+  expect(c).toMatchObject({ role, ok: true, firstMismatch: -1, ...rings });
+  expect(exitCode).toBe(0);
+  expect({ bytes: c.received, fnv: c.receivedFnv }).toEqual({ bytes: peerReceives.total, fnv: run.sent.fnv });
+  expect(run.received).toEqual({ bytes: peerSends.total, fnv: c.sentFnv, firstMismatch: -1, short: false });
+  expect(c.sentFnv).toBe(expectedFnv(peerSends));
 }
 
 /** Our end of a message exchange, as vchan-peer --messages sees it. */
@@ -316,6 +409,54 @@ async function expectOversizedRefused(channel: Vchan): Promise<void> {
   expect(channel.stats().bytesWritten).toBe(written);
 }
 
+/** Messages each way in the message tests. */
+const MESSAGES = 40;
+
+/** What the message tests against vchan-peer vary: who plays what, the rings, the seeds. */
+interface MessageScenario {
+  scenario: string;
+  role: PeerRole;
+  orders: RingOrders;
+  /** The seed of our messages, and of the peer's. */
+  ourSeed: number;
+  peerSeed: number;
+}
+
+/**
+ * A message exchange with a connected vchan-peer --messages until both ends have closed,
+ * recorded in the matrix, then checked. Each side's messages are 1..its write ring, the first the
+ * whole ring.
+ */
+async function expectMessageExchange(channel: Vchan, peer: Peer<MessagePeerResult>, { scenario, role, orders, ourSeed, peerSeed }: MessageScenario): Promise<void> {
+  const rings = peerOrders(role, orders);
+  const [peerWrites, weWrite] = [2 ** rings.writeOrder, 2 ** rings.readOrder];
+  const channelClosed = closed(channel);
+  expect({ write: channel.writeRingSize, read: channel.readRingSize }).toEqual({ write: weWrite, read: peerWrites });
+  await expectOversizedRefused(channel);
+  const run = await explained(exchangeMessages(channel, MESSAGES, ourSeed, peerSeed, peer.result), peer.said);
+  const c = await peer.result;
+  const exitCode = await within(peer.exited, CLOSE_MS, 'vchan-peer to exit');
+  // Nothing more came, and a recv() after the peer's close fails as libxenvchan_recv does
+  // (nobody reads the stream otherwise, so this is also what lets it end and close).
+  const afterClose = await within(channel.recv(1).then(() => 'resolved', errorCode), CLOSE_MS, 'recv() after the close to settle');
+  await within(channelClosed, CLOSE_MS, `our channel to close after the ${role} left`);
+
+  const peerSent = sequenceDigest(peerSeed, peerWrites, MESSAGES);
+  const ok =
+    c.ok && exitCode === 0 && afterClose === 'ECONNRESET' && c.messagesReceived === MESSAGES && c.receivedFnv === run.sent.fnv &&
+    run.received.messages === MESSAGES && run.received.firstMismatch === -1 && run.received.fnv === c.sentFnv && c.sentFnv === peerSent.fnv;
+  const [toServer, toClient] = role === 'client' ? [peerSent.bytes, run.sent.bytes] : [run.sent.bytes, peerSent.bytes];
+  matrix.push({ scenario, rings: ringsLabel(orders), toServer, toClient, seconds: run.seconds, ok });
+
+  expect(afterClose).toBe('ECONNRESET');
+  expect(c).toMatchObject({ mode: 'messages', role, ok: true, messagesSent: MESSAGES, messagesReceived: MESSAGES, firstMismatch: -1, ...rings, largestSent: peerWrites });
+  expect(exitCode).toBe(0);
+  expect({ bytes: c.received, fnv: c.receivedFnv }).toEqual({ bytes: run.sent.bytes, fnv: run.sent.fnv });
+  expect(run.received).toEqual({ messages: MESSAGES, bytes: peerSent.bytes, fnv: peerSent.fnv, firstMismatch: -1, badMessage: -1, wrongSize: -1 });
+  expect({ bytes: c.sent, fnv: c.sentFnv }).toEqual(peerSent);
+  expect(run.sent.largest).toBe(weWrite);
+}
+
 /**
  * A vchan name for the conventional path /local/domain/0/data/vchan/0/<name>. Debian's
  * libxenvchan 4.17 builds "<path>/event-channel" and "<path>/ring-ref" in a 64-byte buffer and
@@ -355,32 +496,11 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     const toServer: StreamSpec = { seed, total: 3 * 2 ** orders.left + 5, maxChunk: chunkFor(2 ** orders.left) };
     const toClient: StreamSpec = { seed: seed + 1, total: 3 * 2 ** orders.right + 17, maxChunk: chunkFor(2 ** orders.right) };
 
-    const { server, channel: accepted } = await listen({ name: shortName(`c-client-${leftMin}`), readMin: leftMin, writeMin: rightMin });
+    const { server, path, peer, channel } = await acceptPeer(`c-client-${leftMin}`, leftMin, rightMin, (path) =>
+      startPeer(toServer, toClient, ['client', String(DOM0), path]),
+    );
     expect(server.address()).toMatchObject({ readOrder: orders.left, writeOrder: orders.right });
-    const path = server.path!;
-    const peer = startPeer(toServer, toClient, ['client', String(DOM0), path]);
-    const channel = await explained(within(Promise.race([accepted, peer.failed]), 30_000, 'the libxenvchan client to connect'), peer.said);
-    const channelClosed = closed(channel);
-    const run = await explained(exchange(channel, toClient, toServer, peer.result), peer.said);
-    const c = await peer.result;
-    // The client closes once it has read everything; we see it go and close too (and the
-    // non-persistent server with us, which unpublishes).
-    const exitCode = await within(peer.exited, CLOSE_MS, 'vchan-peer to exit');
-    await within(channelClosed, CLOSE_MS, 'our channel to close after the client left');
-
-    const ok =
-      c.ok && exitCode === 0 && c.readOrder === orders.right && c.writeOrder === orders.left &&
-      c.received === toClient.total && c.receivedFnv === run.sent.fnv &&
-      !run.received.short && run.received.firstMismatch === -1 && run.received.bytes === toServer.total &&
-      run.received.fnv === c.sentFnv && c.sentFnv === expectedFnv(toServer);
-    matrix.push({ scenario: 'our server + libxenvchan client', rings: `${ringLabel(orders.left)}/${ringLabel(orders.right)}`, toServer: toServer.total, toClient: toClient.total, seconds: run.seconds, ok });
-
-    expect(c).toMatchObject({ role: 'client', ok: true, firstMismatch: -1, readOrder: orders.right, writeOrder: orders.left });
-    expect(exitCode).toBe(0);
-    // it sent toServer and received toClient; we the other way round
-    expect({ bytes: c.received, fnv: c.receivedFnv }).toEqual({ bytes: toClient.total, fnv: run.sent.fnv });
-    expect(run.received).toEqual({ bytes: toServer.total, fnv: c.sentFnv, firstMismatch: -1, short: false });
-    expect(c.sentFnv).toBe(expectedFnv(toServer));
+    await expectStreamExchange(channel, peer, { scenario: 'our server + libxenvchan client', role: 'client', orders, peerSends: toServer, peerReceives: toClient });
     await within(server.close(), CLOSE_MS, 'the server to close');
     expect(xenstoreExists(path)).toBe(false);
   }, 150_000);
@@ -390,36 +510,11 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     const seed = 200 + orders.left * 32 + orders.right;
     const toServer: StreamSpec = { seed, total: 3 * 2 ** orders.left + 5, maxChunk: chunkFor(2 ** orders.left) };
     const toClient: StreamSpec = { seed: seed + 1, total: 3 * 2 ** orders.right + 17, maxChunk: chunkFor(2 ** orders.right) };
-    const name = shortName(`c-server-${leftMin}`);
-    const path = conventionalPath(DOM0, DOM0, name);
-    onCleanup(() => xenstoreRemove(path));
 
-    const peer = startPeer(toClient, toServer, ['server', String(DOM0), path, String(leftMin), String(rightMin)]);
-    const channel = await explained(
-      within(Promise.race([connect({ domid: DOM0, name, timeout: 30_000 }), peer.failed]), 35_000, 'to connect to the libxenvchan server'),
-      peer.said,
+    const { path, peer, channel } = await connectToPeer(`c-server-${leftMin}`, (path) =>
+      startPeer(toClient, toServer, ['server', String(DOM0), path, String(leftMin), String(rightMin)]),
     );
-    onCleanup(() => channel.destroy());
-    const channelClosed = closed(channel);
-    const run = await explained(exchange(channel, toServer, toClient, peer.result), peer.said);
-    const c = await peer.result;
-    // The server closes once it has read everything; we drain what is left and close too.
-    const exitCode = await within(peer.exited, CLOSE_MS, 'vchan-peer to exit');
-    await within(channelClosed, CLOSE_MS, 'our channel to close after the server left');
-
-    const ok =
-      c.ok && exitCode === 0 && c.readOrder === orders.left && c.writeOrder === orders.right &&
-      c.received === toServer.total && c.receivedFnv === run.sent.fnv &&
-      !run.received.short && run.received.firstMismatch === -1 && run.received.bytes === toClient.total &&
-      run.received.fnv === c.sentFnv && c.sentFnv === expectedFnv(toClient);
-    matrix.push({ scenario: 'libxenvchan server + our client', rings: `${ringLabel(orders.left)}/${ringLabel(orders.right)}`, toServer: toServer.total, toClient: toClient.total, seconds: run.seconds, ok });
-
-    expect(c).toMatchObject({ role: 'server', ok: true, firstMismatch: -1, readOrder: orders.left, writeOrder: orders.right });
-    expect(exitCode).toBe(0);
-    // it sent toClient and received toServer; we the other way round
-    expect({ bytes: c.received, fnv: c.receivedFnv }).toEqual({ bytes: toServer.total, fnv: run.sent.fnv });
-    expect(run.received).toEqual({ bytes: toClient.total, fnv: c.sentFnv, firstMismatch: -1, short: false });
-    expect(c.sentFnv).toBe(expectedFnv(toClient));
+    await expectStreamExchange(channel, peer, { scenario: 'libxenvchan server + our client', role: 'server', orders, peerSends: toClient, peerReceives: toServer });
     // libxenvchan's server removes its keys when it closes.
     expect(xenstoreExists(path)).toBe(false);
   }, 150_000);
@@ -442,10 +537,7 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     onCleanup(() => rmSync(socketPath, { force: true }));
     onCleanup(() => xenstoreRemove(path)); // the proxy never leaves by itself, and is killed
 
-    const proxy = spawn('vchan-socket-proxy', ['--mode=server', String(DOM0), path, socketPath], { stdio: ['ignore', 'ignore', 'pipe'] });
-    const tracked = track(proxy, 'vchan-socket-proxy');
-    const proxyDied = tracked.exited.then((code) => Promise.reject(new Error(`vchan-socket-proxy exited with ${code}: ${tracked.stderr()}`)));
-    proxyDied.catch(() => {});
+    const { died: proxyDied } = startProxy(['--mode=server', String(DOM0), path, socketPath], ['ignore', 'ignore', 'pipe']);
     const channel = await within(Promise.race([connect({ domid: DOM0, path, timeout: 30_000 }), proxyDied]), 35_000, 'to connect to vchan-socket-proxy');
     onCleanup(() => channel.destroy());
     // The proxy connects to the socket once a vchan client is there.
@@ -478,10 +570,7 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
 
   it('vchan-socket-proxy as the client (vchan to its stdin/stdout), our server', async () => {
     const { server, channel: accepted } = await listen({ name: shortName('proxy-client'), readMin: 65536, writeMin: 65536 });
-    const proxy = spawn('vchan-socket-proxy', ['--mode=client', String(DOM0), server.path!, '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const tracked = track(proxy, 'vchan-socket-proxy');
-    const proxyDied = tracked.exited.then((code) => Promise.reject(new Error(`vchan-socket-proxy exited with ${code}: ${tracked.stderr()}`)));
-    proxyDied.catch(() => {});
+    const { proxy, exited: proxyExited, died: proxyDied } = startProxy(['--mode=client', String(DOM0), server.path!, '-'], ['pipe', 'pipe', 'pipe']);
     const channel = await within(Promise.race([accepted, proxyDied]), 30_000, 'vchan-socket-proxy to connect');
     const channelClosed = closed(channel);
 
@@ -497,7 +586,7 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     const seconds = (performance.now() - started) / 1000;
     // End of its stdin: the proxy closes the vchan and exits; we see the client go.
     proxy.stdin!.end();
-    const exitCode = await within(tracked.exited, CLOSE_MS, 'vchan-socket-proxy to exit after the end of its input');
+    const exitCode = await within(proxyExited, CLOSE_MS, 'vchan-socket-proxy to exit after the end of its input');
     await within(channelClosed, CLOSE_MS, 'our channel to close after the proxy left');
 
     const ok =
@@ -517,80 +606,25 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     [65536, 65536],
     [4096, 65536],
   ];
-  const MESSAGES = 40;
 
   it.each(MESSAGE_CONFIGS)('messages: our server, libxenvchan client (send/recv), rings for (%i, %i)', async (leftMin, rightMin) => {
     const orders = chooseOrders(leftMin, rightMin);
-    const [left, right] = [2 ** orders.left, 2 ** orders.right];
     const toServerSeed = 500 + orders.left * 32 + orders.right; // the client's messages (left ring)
     const toClientSeed = toServerSeed + 1000; // ours (right ring)
-    const { server, channel: accepted } = await listen({ name: shortName(`m-cli-${leftMin}-${rightMin}`), readMin: leftMin, writeMin: rightMin });
-    const peer = startMessagePeer(MESSAGES, toServerSeed, toClientSeed, ['client', String(DOM0), server.path!]);
-    const channel = await explained(within(Promise.race([accepted, peer.failed]), 30_000, 'the libxenvchan client to connect'), peer.said);
-    const channelClosed = closed(channel);
-    expect({ write: channel.writeRingSize, read: channel.readRingSize }).toEqual({ write: right, read: left });
-    await expectOversizedRefused(channel);
-    const run = await explained(exchangeMessages(channel, MESSAGES, toClientSeed, toServerSeed, peer.result), peer.said);
-    const c = await peer.result;
-    const exitCode = await within(peer.exited, CLOSE_MS, 'vchan-peer to exit');
-    // Nothing more came, and a recv() after the peer's close fails as libxenvchan_recv does
-    // (nobody reads the stream otherwise, so this is also what lets it end and close).
-    const afterClose = await within(channel.recv(1).then(() => 'resolved', (error: { code?: string }) => error.code), CLOSE_MS, 'recv() after the close to settle');
-    await within(channelClosed, CLOSE_MS, 'our channel to close after the client left');
-
-    const toServer = sequenceDigest(toServerSeed, left, MESSAGES);
-    const ok =
-      c.ok && exitCode === 0 && afterClose === 'ECONNRESET' && c.messagesReceived === MESSAGES && c.receivedFnv === run.sent.fnv &&
-      run.received.messages === MESSAGES && run.received.firstMismatch === -1 && run.received.fnv === c.sentFnv && c.sentFnv === toServer.fnv;
-    matrix.push({ scenario: 'messages: our server + libxenvchan client', rings: `${ringLabel(orders.left)}/${ringLabel(orders.right)}`, toServer: toServer.bytes, toClient: run.sent.bytes, seconds: run.seconds, ok });
-
-    expect(afterClose).toBe('ECONNRESET');
-    expect(c).toMatchObject({ mode: 'messages', role: 'client', ok: true, messagesSent: MESSAGES, messagesReceived: MESSAGES, firstMismatch: -1, readOrder: orders.right, writeOrder: orders.left, largestSent: left });
-    expect(exitCode).toBe(0);
-    expect({ bytes: c.received, fnv: c.receivedFnv }).toEqual({ bytes: run.sent.bytes, fnv: run.sent.fnv });
-    expect(run.received).toEqual({ messages: MESSAGES, bytes: toServer.bytes, fnv: toServer.fnv, firstMismatch: -1, badMessage: -1, wrongSize: -1 });
-    expect({ bytes: c.sent, fnv: c.sentFnv }).toEqual(toServer);
-    expect(run.sent.largest).toBe(right);
+    const { peer, channel } = await acceptPeer(`m-cli-${leftMin}-${rightMin}`, leftMin, rightMin, (path) =>
+      startMessagePeer(MESSAGES, toServerSeed, toClientSeed, ['client', String(DOM0), path]),
+    );
+    await expectMessageExchange(channel, peer, { scenario: 'messages: our server + libxenvchan client', role: 'client', orders, ourSeed: toClientSeed, peerSeed: toServerSeed });
   }, 150_000);
 
   it.each(MESSAGE_CONFIGS)('messages: libxenvchan server, our client (send/recv), rings for (%i, %i)', async (leftMin, rightMin) => {
     const orders = chooseOrders(leftMin, rightMin);
-    const [left, right] = [2 ** orders.left, 2 ** orders.right];
     const toClientSeed = 600 + orders.left * 32 + orders.right; // the server's messages (right ring)
     const toServerSeed = toClientSeed + 1000; // ours (left ring)
-    const name = shortName(`m-srv-${leftMin}-${rightMin}`);
-    const path = conventionalPath(DOM0, DOM0, name);
-    onCleanup(() => xenstoreRemove(path));
-    const peer = startMessagePeer(MESSAGES, toClientSeed, toServerSeed, ['server', String(DOM0), path, String(leftMin), String(rightMin)]);
-    const channel = await explained(
-      within(Promise.race([connect({ domid: DOM0, name, timeout: 30_000 }), peer.failed]), 35_000, 'to connect to the libxenvchan server'),
-      peer.said,
+    const { path, peer, channel } = await connectToPeer(`m-srv-${leftMin}-${rightMin}`, (path) =>
+      startMessagePeer(MESSAGES, toClientSeed, toServerSeed, ['server', String(DOM0), path, String(leftMin), String(rightMin)]),
     );
-    onCleanup(() => channel.destroy());
-    const channelClosed = closed(channel);
-    expect({ write: channel.writeRingSize, read: channel.readRingSize }).toEqual({ write: left, read: right });
-    await expectOversizedRefused(channel);
-    const run = await explained(exchangeMessages(channel, MESSAGES, toServerSeed, toClientSeed, peer.result), peer.said);
-    const c = await peer.result;
-    const exitCode = await within(peer.exited, CLOSE_MS, 'vchan-peer to exit');
-    // Nothing more came, and a recv() after the peer's close fails as libxenvchan_recv does
-    // (nobody reads the stream otherwise, so this is also what lets it end and close).
-    const afterClose = await within(channel.recv(1).then(() => 'resolved', (error: { code?: string }) => error.code), CLOSE_MS, 'recv() after the close to settle');
-    await within(channelClosed, CLOSE_MS, 'our channel to close after the server left');
-
-    const toClient = sequenceDigest(toClientSeed, right, MESSAGES);
-    const ok =
-      c.ok && exitCode === 0 && afterClose === 'ECONNRESET' && c.messagesReceived === MESSAGES && c.receivedFnv === run.sent.fnv &&
-      run.received.messages === MESSAGES && run.received.firstMismatch === -1 && run.received.fnv === c.sentFnv && c.sentFnv === toClient.fnv;
-    matrix.push({ scenario: 'messages: libxenvchan server + our client', rings: `${ringLabel(orders.left)}/${ringLabel(orders.right)}`, toServer: run.sent.bytes, toClient: toClient.bytes, seconds: run.seconds, ok });
-
-    expect(afterClose).toBe('ECONNRESET');
-    expect(c).toMatchObject({ mode: 'messages', role: 'server', ok: true, messagesSent: MESSAGES, messagesReceived: MESSAGES, firstMismatch: -1, readOrder: orders.left, writeOrder: orders.right, largestSent: right });
-    expect(exitCode).toBe(0);
-    expect({ bytes: c.received, fnv: c.receivedFnv }).toEqual({ bytes: run.sent.bytes, fnv: run.sent.fnv });
-    expect(run.received).toEqual({ messages: MESSAGES, bytes: toClient.bytes, fnv: toClient.fnv, firstMismatch: -1, badMessage: -1, wrongSize: -1 });
-    expect({ bytes: c.sent, fnv: c.sentFnv }).toEqual(toClient);
-    expect(run.sent.largest).toBe(left);
+    await expectMessageExchange(channel, peer, { scenario: 'messages: libxenvchan server + our client', role: 'server', orders, ourSeed: toServerSeed, peerSeed: toClientSeed });
     expect(xenstoreExists(path)).toBe(false);
   }, 150_000);
 });
