@@ -159,6 +159,27 @@ function narrower(a: { low: number; high: number }, b: { low: number; high: numb
   return a.high - a.low <= b.high - b.low ? a : b;
 }
 
+/**
+ * Looks at `xl list` every 20 ms until `domid` has left it or `deadline` passes, calling
+ * `whileListed` after each look that still finds it. `gone` is when it was first missing (null if
+ * it never was), `lastListed` the last look that found it (`lastListed` as given if none did).
+ */
+async function watchListing(
+  domid: number,
+  deadline: number,
+  lastListed: number,
+  whileListed?: () => Promise<void>,
+): Promise<{ gone: number | null; lastListed: number }> {
+  while (Date.now() < deadline) {
+    const checkedAt = Date.now();
+    if (!(await listed(domid))) return { gone: checkedAt, lastListed };
+    lastListed = checkedAt;
+    await whileListed?.();
+    await sleep(20);
+  }
+  return { gone: null, lastListed };
+}
+
 /** What one destroy measurement found. */
 interface DestroyResult {
   role: 'client' | 'server';
@@ -202,35 +223,16 @@ async function destroyRun(role: 'client' | 'server', server: Guest, client: Gues
   const before = Date.now();
   await run('xl', ['destroy', String(victim.domid)]);
   const after = Date.now();
-  let lastListed = after;
-  let gone: number | null = null;
   let listing = '';
   let killedStreamAt: number | null = null;
-  const watchUntil = after + 12_000;
-  while (Date.now() < watchUntil) {
-    const checkedAt = Date.now();
-    if (!(await listed(victim.domid))) {
-      gone = checkedAt;
-      break;
-    }
-    lastListed = checkedAt;
+  let { gone, lastListed } = await watchListing(victim.domid, after + 12_000, after, async () => {
     if (!listing) listing = (await run('xl', ['list'])).stdout.split('\n').find((line) => line.trim().split(/\s+/)[1] === String(victim.domid)) ?? '';
-    await sleep(20);
-  }
+  });
   if (gone === null) {
     // A zombie: the survivor's stream still maps its pages. Let that process go and time the end.
     killedStreamAt = Date.now();
     await survivorStream.kill('SIGKILL');
-    const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline) {
-      const checkedAt = Date.now();
-      if (!(await listed(victim.domid))) {
-        gone = checkedAt;
-        break;
-      }
-      lastListed = checkedAt;
-      await sleep(20);
-    }
+    ({ gone, lastListed } = await watchListing(victim.domid, Date.now() + 60_000, lastListed));
   }
   await sleep(3000); // the probes see the end state
   await survivorStream.kill('SIGKILL');
@@ -416,21 +418,20 @@ describe('peer death, seen from an unprivileged guest', () => {
     expect(r.sha256).toBe(s.sha256);
   }, 900_000);
 
+  // The role is the survivor's: A serves, B is its client.
+  const destroys = [
+    { role: 'client', title: 'xl destroy A while it serves B; B (client) survives' },
+    { role: 'server', title: 'xl destroy B while A serves it; A (server) survives' },
+  ] as const;
   for (let rep = 1; rep <= REPS; rep++) {
-    test(`rep ${rep}: xl destroy A while it serves B; B (client) survives`, async () => {
-      const a = guests.get('pd-a') ?? (await start('pd-a'));
-      const b = guests.get('pd-b') ?? (await start('pd-b'));
-      const result = await destroyRun('client', a, b, rep);
-      results[`client${rep}`] = result;
-      for (const line of summarise(result)) say(line);
-    }, 900_000);
-
-    test(`rep ${rep}: xl destroy B while A serves it; A (server) survives`, async () => {
-      const a = guests.get('pd-a') ?? (await start('pd-a'));
-      const b = guests.get('pd-b') ?? (await start('pd-b'));
-      const result = await destroyRun('server', a, b, rep);
-      results[`server${rep}`] = result;
-      for (const line of summarise(result)) say(line);
-    }, 900_000);
+    for (const { role, title } of destroys) {
+      test(`rep ${rep}: ${title}`, async () => {
+        const a = guests.get('pd-a') ?? (await start('pd-a'));
+        const b = guests.get('pd-b') ?? (await start('pd-b'));
+        const result = await destroyRun(role, a, b, rep);
+        results[`${role}${rep}`] = result;
+        for (const line of summarise(result)) say(line);
+      }, 900_000);
+    }
   }
 });
