@@ -19,6 +19,61 @@ export function random(seed) {
   };
 }
 
+/**
+ * The chunks a seeded sender writes: `total` bytes in chunks of 1..maxChunk, sizes and bytes
+ * drawn from one generator.
+ * @param {{ total: number; seed: number; maxChunk: number }} spec
+ * @returns {Generator<Buffer>}
+ */
+export function* seededChunks({ total, seed, maxChunk }) {
+  const next = random(seed);
+  for (let sent = 0; sent < total; ) {
+    const size = Math.min(total - sent, 1 + (next() % maxChunk));
+    const chunk = Buffer.allocUnsafe(size);
+    for (let i = 0; i < size; i++) chunk[i] = next() & 0xff;
+    sent += size;
+    yield chunk;
+  }
+}
+
+/**
+ * Resolves on 'drain'; rejects if the stream closes first.
+ * @param {import('node:stream').Writable} stream
+ * @returns {Promise<void>}
+ */
+function drainedOrClosed(stream) {
+  return new Promise((resolve, reject) => {
+    const onDrain = () => {
+      stream.off('close', onClose);
+      resolve();
+    };
+    const onClose = () => {
+      stream.off('drain', onDrain);
+      reject(new Error('closed while writing'));
+    };
+    stream.once('drain', onDrain);
+    stream.once('close', onClose);
+  });
+}
+
+/**
+ * Writes `pieces` in order, waiting with `drained` whenever the stream asks for a pause
+ * (by default for 'drain', failing if the stream closes first); returns their size and sha256.
+ * @param {import('node:stream').Writable} stream
+ * @param {Iterable<Buffer>} pieces
+ * @param {(stream: import('node:stream').Writable) => Promise<unknown>} [drained]
+ * @returns {Promise<{ bytes: number; sha256: string }>}
+ */
+export async function writeHashed(stream, pieces, drained = drainedOrClosed) {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for (const piece of pieces) {
+    hash.update(piece);
+    bytes += piece.length;
+    if (!stream.write(piece)) await drained(stream);
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
 
 /**
  * Writes `total` bytes in chunks of 1..maxChunk bytes, honouring backpressure; returns the sha256.
@@ -26,32 +81,8 @@ export function random(seed) {
  * @param {{ total: number; seed: number; maxChunk: number }} spec
  * @returns {Promise<string>}
  */
-export async function sendSeeded(stream, { total, seed, maxChunk }) {
-  const next = random(seed);
-  const hash = createHash('sha256');
-  let sent = 0;
-  while (sent < total) {
-    const size = Math.min(total - sent, 1 + (next() % maxChunk));
-    const chunk = Buffer.allocUnsafe(size);
-    for (let i = 0; i < size; i++) chunk[i] = next() & 0xff;
-    hash.update(chunk);
-    sent += size;
-    if (!stream.write(chunk)) {
-      await new Promise((resolve, reject) => {
-        const onDrain = () => {
-          stream.off('close', onClose);
-          resolve(undefined);
-        };
-        const onClose = () => {
-          stream.off('drain', onDrain);
-          reject(new Error('closed while writing'));
-        };
-        stream.once('drain', onDrain);
-        stream.once('close', onClose);
-      });
-    }
-  }
-  return hash.digest('hex');
+export async function sendSeeded(stream, spec) {
+  return (await writeHashed(stream, seededChunks(spec))).sha256;
 }
 
 /**

@@ -10,47 +10,19 @@
 // mibps counts both directions. Exit status 0 when both counts are right.
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { parseArgs } from 'node:util';
-import { openEnd } from './open-end.mjs';
-import { makePattern, PATTERN_SIZE } from '../../interop/bulk-node.mjs';
+import { openEnd, parseEndArgs, writePattern } from './end.mjs';
 
 /** @typedef {import('@xen-vchan/vchan').Vchan} Vchan */
 
-const { positionals, values } = parseArgs({
-  allowPositionals: true,
-  options: {
-    peer: { type: 'string' },
-    name: { type: 'string', default: 'both-ways' },
-    bytes: { type: 'string' },
-    seed: { type: 'string', default: '1' },
-    ring: { type: 'string', default: String(2 ** 20) },
-    timeout: { type: 'string', default: '120000' },
-  },
+const { role, end, values } = parseEndArgs({
+  name: 'both-ways',
+  ring: 2 ** 20,
+  options: { bytes: { type: 'string' }, seed: { type: 'string', default: '1' } },
+  usage: 'both-ways.mjs server|client --peer DOMID --name NAME --bytes N --seed S [--ring BYTES]',
+  valid: (values) => values.bytes !== undefined,
 });
-const role = positionals[0];
-if ((role !== 'server' && role !== 'client') || values.peer === undefined || values.bytes === undefined) {
-  console.error('usage: both-ways.mjs server|client --peer DOMID --name NAME --bytes N --seed S [--ring BYTES]');
-  process.exit(2);
-}
-const peer = Number(values.peer);
 const total = Number(values.bytes);
-const ring = Number(values.ring);
 const CHUNK = 64 * 1024;
-
-/** @param {Vchan} channel */
-async function send(channel) {
-  const pattern = makePattern(Number(values.seed));
-  const hash = createHash('sha256');
-  let sent = 0;
-  while (sent < total) {
-    const at = sent % PATTERN_SIZE;
-    const piece = pattern.subarray(at, at + Math.min(CHUNK, total - sent));
-    hash.update(piece);
-    sent += piece.length;
-    if (!channel.write(piece)) await once(channel, 'drain');
-  }
-  return { bytes: sent, sha256: hash.digest('hex') };
-}
 
 /** @param {Vchan} channel */
 async function receive(channel) {
@@ -74,10 +46,10 @@ async function receive(channel) {
   return { bytes: received, sha256: hash.digest('hex') };
 }
 
-const channel = await openEnd(role, { peer, name: values.name ?? '', ring, timeout: Number(values.timeout) });
+const channel = await openEnd(role, end);
 console.log(`CONNECTED ${role} rings ${channel.readRingSize}/${channel.writeRingSize}`);
 const started = performance.now();
-const [sent, received] = await Promise.all([send(channel), receive(channel)]);
+const [sent, received] = await Promise.all([writePattern(channel, { total, seed: Number(values.seed), chunk: CHUNK }), receive(channel)]);
 const seconds = (performance.now() - started) / 1000;
 // We have all the peer's bytes; end() returns once ours are all in the ring, and the peer reads
 // them even after our end has closed.

@@ -11,32 +11,22 @@
 // bytes it sent or received. Exit status 0 when the byte count is right.
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { parseArgs } from 'node:util';
-import { openEnd } from './open-end.mjs';
-import { makePattern, PATTERN_SIZE } from '../../interop/bulk-node.mjs';
+import { openEnd, parseEndArgs, writePattern } from './end.mjs';
 
 /** @typedef {import('@xen-vchan/vchan').Vchan} Vchan */
 
-const { positionals, values } = parseArgs({
-  allowPositionals: true,
+const { role, end, values } = parseEndArgs({
+  name: 'stream',
+  ring: 65536,
   options: {
-    peer: { type: 'string' },
-    name: { type: 'string', default: 'stream' },
     send: { type: 'string' },
     recv: { type: 'string' },
     seed: { type: 'string', default: '1' },
-    ring: { type: 'string', default: '65536' },
     chunk: { type: 'string', default: '65536' },
-    timeout: { type: 'string', default: '120000' },
   },
+  usage: 'stream.mjs server|client --peer DOMID --name NAME (--send BYTES --seed N | --recv BYTES) [--ring BYTES] [--chunk BYTES]',
+  valid: (values) => (values.send === undefined) !== (values.recv === undefined),
 });
-const role = positionals[0];
-if ((role !== 'server' && role !== 'client') || values.peer === undefined || (values.send === undefined) === (values.recv === undefined)) {
-  console.error('usage: stream.mjs server|client --peer DOMID --name NAME (--send BYTES --seed N | --recv BYTES) [--ring BYTES] [--chunk BYTES]');
-  process.exit(2);
-}
-const peer = Number(values.peer);
-const ring = Number(values.ring);
 const chunk = Number(values.chunk);
 
 /**
@@ -45,25 +35,14 @@ const chunk = Number(values.chunk);
  * @param {number} seed
  */
 async function send(channel, total, seed) {
-  // The pattern twice over: any window of up to PATTERN_SIZE bytes is contiguous.
-  const bytes = makePattern(seed);
-  const size = PATTERN_SIZE;
-  const hash = createHash('sha256');
-  let sent = 0;
   // Nothing comes the other way, but reading lets a close by the peer end the stream at once.
   channel.resume();
-  while (sent < total) {
-    const at = sent % size;
-    const piece = bytes.subarray(at, at + Math.min(chunk, total - sent));
-    hash.update(piece);
-    sent += piece.length;
-    if (!channel.write(piece)) await once(channel, 'drain');
-  }
+  const sent = await writePattern(channel, { total, seed, chunk });
   // 'finish': every byte is in the ring and our side has closed; the peer drains the ring.
   channel.end();
   await once(channel, 'finish');
   channel.destroy();
-  return { bytes: sent, sha256: hash.digest('hex') };
+  return sent;
 }
 
 /** @param {Vchan} channel */
@@ -77,7 +56,7 @@ async function receive(channel) {
   return { bytes: received, sha256: hash.digest('hex') };
 }
 
-const channel = await openEnd(role, { peer, name: values.name ?? '', ring, timeout: Number(values.timeout) });
+const channel = await openEnd(role, end);
 console.log(`CONNECTED ${role} rings ${channel.readRingSize}/${channel.writeRingSize}`);
 const started = performance.now();
 const result = values.send !== undefined ? await send(channel, Number(values.send), Number(values.seed)) : await receive(channel);

@@ -15,30 +15,18 @@
 // `RESULT {"code","message","failedAt","received","mappingsWhileOpen","mappingsAfter"}` and then
 // leaves by itself: a process that does not exit still holds a handle, a port or a timer.
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { openXenStore } from '@xen-vchan/xenstore';
-import { openEnd } from './open-end.mjs';
+import { openEnd, parseEndArgs } from './end.mjs';
 import { makePattern, PATTERN_SIZE } from '../../interop/bulk-node.mjs';
 
 /** @typedef {{ code: string | null; message: string; failedAt: number }} Failure */
 
-const { positionals, values } = parseArgs({
-  allowPositionals: true,
-  options: {
-    peer: { type: 'string' },
-    name: { type: 'string', default: 'survivor' },
-    ring: { type: 'string', default: String(2 ** 20) },
-    timeout: { type: 'string', default: '120000' },
-    'check-interval': { type: 'string' },
-  },
+const { role, end, values } = parseEndArgs({
+  name: 'survivor',
+  ring: 2 ** 20,
+  options: { 'check-interval': { type: 'string' } },
+  usage: 'survivor.mjs server|client --peer DOMID --name NAME [--ring BYTES]',
 });
-const role = positionals[0];
-if ((role !== 'server' && role !== 'client') || values.peer === undefined) {
-  console.error('usage: survivor.mjs server|client --peer DOMID --name NAME [--ring BYTES]');
-  process.exit(2);
-}
-const peer = Number(values.peer);
-const ring = Number(values.ring);
 const CHUNK = 64 * 1024;
 const checks = values['check-interval'] === undefined ? {} : { peerCheckInterval: Number(values['check-interval']) };
 
@@ -50,7 +38,7 @@ function deviceMappings() {
     .filter((line) => line.endsWith('/dev/xen/gntdev') || line.endsWith('/dev/xen/gntalloc') || (simPages && line.includes(simPages))).length;
 }
 
-const channel = await openEnd(role, { peer, name: values.name ?? '', ring, timeout: Number(values.timeout), ...checks });
+const channel = await openEnd(role, { ...end, ...checks });
 console.log(`CONNECTED ${role}`);
 // Open before anything happens, so that the failure is reported without a connection's delay.
 const xenstore = await openXenStore();
