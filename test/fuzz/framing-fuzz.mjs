@@ -799,6 +799,23 @@ class Hostile {
     }
   }
 
+  /**
+   * Stops reading, then makes up to `count` writes with `writeOne` (which says whether the stream
+   * takes more, as write() does). When it does not, waits up to 10 ms for the stream to drain;
+   * if it has not, the flood has reached backpressure and ends.
+   * @param {number} count
+   * @param {(i: number) => boolean} writeOne
+   */
+  async flood(count, writeOne) {
+    this.stream.pause();
+    for (let i = count; i > 0 && !this.stream.destroyed; i--) {
+      if (!writeOne(i) && !(await this.flushed(10))) {
+        this.backpressureReached++;
+        return;
+      }
+    }
+  }
+
   /** @param {number} action */
   async messageStep(action) {
     const next = this.next;
@@ -822,13 +839,7 @@ class Hostile {
       case 4:
       case 5:
         // A flood while reading nothing: it is held up once our side stops reading.
-        this.stream.pause();
-        for (let i = 200 + (next() % 4000); i > 0 && !this.stream.destroyed; i--) {
-          if (!this.write(message(true)) && !(await this.flushed(10))) {
-            this.backpressureReached++;
-            break;
-          }
-        }
+        await this.flood(200 + (next() % 4000), () => this.write(message(true)));
         return;
       case 6:
         this.stream.pause();
@@ -880,15 +891,7 @@ class Hostile {
       case 6:
       case 7: {
         // A flood of calls while reading nothing: our side must stop serving, not buffer.
-        this.stream.pause();
-        for (let i = 200 + (next() % 6000); i > 0 && !this.stream.destroyed; i--) {
-          if (!this.send({ type: 'call', id: this.nextId++, method: 'echo', params: { i } }) || this.stream.writableNeedDrain) {
-            if (!(await this.flushed(10))) {
-              this.backpressureReached++;
-              break;
-            }
-          }
-        }
+        await this.flood(200 + (next() % 6000), (i) => this.send({ type: 'call', id: this.nextId++, method: 'echo', params: { i } }) && !this.stream.writableNeedDrain);
         return;
       }
       case 8: {
