@@ -30,15 +30,26 @@ function shell(line: string): Promise<number> {
   });
 }
 
-/** Starts `vchan proxy` processes: `start` resolves once one serves or listens; `exits` has their exit codes. */
-function proxies(): { exits: Promise<number>[]; start: (args: string[]) => Promise<void> } {
+/**
+ * A TCP service on 127.0.0.1 (`handler` serves each connection), reached from the Unix socket
+ * `socketPath` through the vchan `name` by two `vchan proxy --once` processes: domain 2 serves
+ * the service, domain 1 listens on the socket. Resolves once both proxies serve or listen;
+ * `exits` has their exit codes, `service` is for the caller to close.
+ */
+async function proxiedService(name: string, handler: (socket: net.Socket) => void) {
+  const service = net.createServer(handler);
+  await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
+  const port = (service.address() as net.AddressInfo).port;
+  const socketPath = path.join(scratch, `proxy-${name}.sock`);
   const exits: Promise<number>[] = [];
   const start = (args: string[]) => {
     const child = spawn(process.execPath, [bin, 'proxy', ...args], { env: { ...process.env, XEN_VCHAN_BACKEND: 'sim' }, stdio: ['ignore', 'inherit', 'pipe'] });
     exits.push(new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1))));
     return new Promise<void>((resolve) => child.stderr!.on('data', (text: Buffer) => /serving|listening/.test(String(text)) && resolve()));
   };
-  return { exits, start };
+  await start(['--role', 'server', '-d', '2', '-n', name, '--sim-domid', '1', '--tcp', String(port), '--once']);
+  await start(['--role', 'client', '-d', '1', '-n', name, '--sim-domid', '2', '--unix', socketPath, '--listen', '--once']);
+  return { service, socketPath, exits };
 }
 
 describe('vchan CLI', () => {
@@ -77,14 +88,8 @@ describe('vchan CLI', () => {
   });
 
   it('proxies: a TCP service reached through a vchan from a Unix socket', async () => {
-    const echo = net.createServer((socket) => socket.pipe(socket));
-    await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
-    const port = (echo.address() as net.AddressInfo).port;
-    const socketPath = path.join(scratch, 'proxy.sock');
-    const { exits, start } = proxies();
+    const { service: echo, socketPath, exits } = await proxiedService('echo', (socket) => socket.pipe(socket));
     try {
-      await start(['--role', 'server', '-d', '2', '-n', 'echo', '--sim-domid', '1', '--tcp', String(port), '--once']);
-      await start(['--role', 'client', '-d', '1', '-n', 'echo', '--sim-domid', '2', '--unix', socketPath, '--listen', '--once']);
       const payload = randomBytes(300_000);
       const client = net.connect(socketPath);
       const chunks: Buffer[] = [];
@@ -107,14 +112,8 @@ describe('vchan CLI', () => {
 
   it('proxies: a service that sends and closes at once still delivers everything to a slow reader', async () => {
     const payload = randomBytes(8 * 1024 * 1024);
-    const service = net.createServer((socket) => socket.end(payload));
-    await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
-    const port = (service.address() as net.AddressInfo).port;
-    const socketPath = path.join(scratch, 'proxy-slow.sock');
-    const { exits, start } = proxies();
+    const { service, socketPath, exits } = await proxiedService('slow', (socket) => socket.end(payload));
     try {
-      await start(['--role', 'server', '-d', '2', '-n', 'slow', '--sim-domid', '1', '--tcp', String(port), '--once']);
-      await start(['--role', 'client', '-d', '1', '-n', 'slow', '--sim-domid', '2', '--unix', socketPath, '--listen', '--once']);
       const client = net.connect(socketPath);
       client.pause(); // the reader is slow: the proxy holds what the socket cannot take yet
       await new Promise((resolve) => setTimeout(resolve, 500));
