@@ -115,30 +115,28 @@ describe('vchan', () => {
     expect(channel.readableEnded && channel.writableFinished).toBe(true);
   });
 
-  it('closes promptly when the client is killed', async () => {
-    const { nextChannel } = await startServer('kill-client');
-    const { peer: client } = await clientPeer('kill-client');
-    const channel = await nextChannel();
+  /** SIGKILLs the peer process at the other end of `channel`, which must then close promptly. */
+  async function expectClosedPromptlyAfterKill(channel: Vchan, killed: Peer, whoSaw: string): Promise<void> {
     channel.resume();
     const closed = new Promise<number>((resolve) => channel.on('close', () => resolve(performance.now())));
     const killedAt = performance.now();
-    await client.kill('SIGKILL');
+    await killed.kill('SIGKILL');
     const elapsed = (await closed) - killedAt;
-    console.log(`[${backend}] server saw the killed client after ${elapsed.toFixed(1)} ms`);
+    console.log(`[${backend}] ${whoSaw} after ${elapsed.toFixed(1)} ms`);
     expect(elapsed).toBeLessThan(PROMPT_MS);
+  }
+
+  it('closes promptly when the client is killed', async () => {
+    const { nextChannel } = await startServer('kill-client');
+    const { peer: client } = await clientPeer('kill-client');
+    await expectClosedPromptlyAfterKill(await nextChannel(), client, 'server saw the killed client');
   });
 
   it('closes promptly when the server is killed', async () => {
     peer = await Peer.start(SELF, 'vchan');
     await peer.call('serve', { domid: PEER, name: 'kill-server' });
     const channel = await connect({ domid: SELF, name: 'kill-server', simDomid: backend === 'sim' ? PEER : undefined });
-    channel.resume();
-    const closed = new Promise<number>((resolve) => channel.on('close', () => resolve(performance.now())));
-    const killedAt = performance.now();
-    await peer.kill('SIGKILL');
-    const elapsed = (await closed) - killedAt;
-    console.log(`[${backend}] client saw the killed server after ${elapsed.toFixed(1)} ms`);
-    expect(elapsed).toBeLessThan(PROMPT_MS);
+    await expectClosedPromptlyAfterKill(channel, peer, 'client saw the killed server');
   });
 
   it('serves successive clients when asked to persist', async () => {
