@@ -439,9 +439,14 @@ async function iteration({ setup, ours, theirs, report, fail, count }) {
   ours.on('error', (error) => (outcome.error ??= error));
   theirs.on('error', () => {});
   /** @type {Promise<number>} */
-  const closed = new Promise((resolve) => ours.once('close', () => resolve((outcome.closedAt = performance.now()))));
+  const closed = new Promise((resolve) =>
+    ours.once('close', () => {
+      outcome.closedAt = performance.now();
+      resolve(outcome.closedAt);
+    }),
+  );
   const hostile = new Hostile(theirs, setup, fail);
-  const side = setup.mode === 'messages' ? ourMessages(ours, setup, hostile, fail, count) : ourRpc(ours, setup, hostile, fail, count);
+  const side = setup.mode === 'messages' ? ourMessages(ours, setup, hostile, fail, count) : ourRpc(ours, setup, fail, count);
   const sample = () => {
     if (ours.destroyed) return;
     const held = ours.writableLength + ours.readableLength + (side.channel.queuedBytes ?? 0) + (side.channel.unsentBytes ?? 0);
@@ -495,12 +500,11 @@ async function iteration({ setup, ours, theirs, report, fail, count }) {
  * Our side as an RPC peer: serves a few methods and keeps calling the peer's.
  * @param {Duplex} ours
  * @param {Setup} setup
- * @param {Hostile} hostile
  * @param {(what: string) => void} fail
  * @param {(code: string) => boolean} count
  * @returns {OurSide}
  */
-function ourRpc(ours, setup, hostile, fail, count) {
+function ourRpc(ours, setup, fail, count) {
   const next = random(setup.ourSeed);
   const rpc = new RpcPeer(ours, {
     codec: setup.codec,
@@ -516,7 +520,10 @@ function ourRpc(ours, setup, hostile, fail, count) {
       sleep: (params, { signal }) =>
         new Promise((resolve, reject) => {
           const timer = setTimeout(resolve, Math.min(Number(params?.ms) || 0, 20), 'slept');
-          signal.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)));
+          signal.addEventListener('abort', () => {
+            clearTimeout(timer);
+            reject(signal.reason);
+          });
         }),
     },
   });

@@ -103,7 +103,12 @@ function drive(channel, next) {
     error: null,
     closedAt: null,
     received: 0,
-    closed: new Promise((resolve) => channel.on('close', () => resolve((outcome.closedAt = performance.now())))),
+    closed: new Promise((resolve) =>
+      channel.on('close', () => {
+        outcome.closedAt = performance.now();
+        resolve(outcome.closedAt);
+      }),
+    ),
   };
   channel.on('data', (/** @type {Buffer} */ chunk) => (outcome.received += chunk.length));
   channel.on('error', (error) => (outcome.error ??= error));

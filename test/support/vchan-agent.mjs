@@ -123,7 +123,10 @@ const commands = {
           sleep: ({ ms }, { signal }) =>
             new Promise((resolve, reject) => {
               const timer = setTimeout(() => resolve(ms), ms);
-              signal.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)));
+              signal.addEventListener('abort', () => {
+                clearTimeout(timer);
+                reject(signal.reason);
+              });
             }),
           fail: ({ code, message }) => {
             throw Object.assign(new Error(message), { code });
