@@ -15,6 +15,7 @@
 // `RESULT {"code","message","failedAt","received","mappingsWhileOpen","mappingsAfter"}` and then
 // leaves by itself: a process that does not exit still holds a handle, a port or a timer.
 import { readFileSync } from 'node:fs';
+import { errorCode } from '@xen-vchan/native';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { openEnd, parseEndArgs } from './end.mjs';
 import { makePattern, PATTERN_SIZE } from '../../interop/bulk-node.mjs';
@@ -60,7 +61,7 @@ const failed = (code, message) => {
   failure = { code, message, failedAt: Date.now() };
   report(`failed ${code}`);
 };
-channel.on('error', (error) => failed(/** @type {NodeJS.ErrnoException} */ (error).code ?? null, error.message));
+channel.on('error', (error) => failed(errorCode(error) ?? null, error.message));
 channel.on('end', () => failed('END', 'the peer ended the stream'));
 channel.on('data', (/** @type {Buffer} */ piece) => {
   received += piece.length;
