@@ -30,12 +30,15 @@ const log = (/** @type {number} */ domain, /** @type {string} */ text) => consol
  * @param {number} port
  * @returns {Promise<void>}
  */
-const nextEvent = (channel, port) => new Promise((resolve) => channel.on('event', function onEvent(got) {
-  if (got !== port) return;
-  channel.off('event', onEvent);
-  channel.unmask(port);
-  resolve();
-}));
+const nextEvent = (channel, port) =>
+  new Promise((resolve) =>
+    channel.on('event', function onEvent(got) {
+      if (got !== port) return;
+      channel.off('event', onEvent);
+      channel.unmask(port);
+      resolve();
+    }),
+  );
 
 async function firstDomain() {
   const events = openEventChannel({ domid: FIRST });

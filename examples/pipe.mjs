@@ -23,7 +23,8 @@ function parseSize(text) {
   return Math.round(Number(match[1]) * unit);
 }
 
-const format = (/** @type {number} */ bytes) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
+const format = (/** @type {number} */ bytes) =>
+  bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
 /**
  * @param {number} server
@@ -59,7 +60,9 @@ async function writer({ bytes, chunk, ring }) {
     child.once('exit', (code) => reject(new Error(`the reading domain exited with ${code} before reporting`)));
   });
   const channel = await connected;
-  console.log(`domain ${SERVER} -> domain ${CLIENT}: ${format(bytes)} in ${chunk}-byte writes over a ${format(ring)} ring (backend ${onXen ? 'xen' : 'sim'})`);
+  console.log(
+    `domain ${SERVER} -> domain ${CLIENT}: ${format(bytes)} in ${chunk}-byte writes over a ${format(ring)} ring (backend ${onXen ? 'xen' : 'sim'})`,
+  );
   let sent = 0;
   let sequence = 0;
   while (sent < bytes) {
@@ -77,7 +80,9 @@ async function writer({ bytes, chunk, ring }) {
   await server.close();
   const expected = hash.digest('hex');
   const ok = received.bytes === bytes && received.sha256 === expected;
-  console.log(`received and verified ${format(received.bytes)} in ${received.seconds.toFixed(2)} s: ${(received.bytes / 2 ** 20 / received.seconds).toFixed(0)} MiB/s`);
+  console.log(
+    `received and verified ${format(received.bytes)} in ${received.seconds.toFixed(2)} s: ${(received.bytes / 2 ** 20 / received.seconds).toFixed(0)} MiB/s`,
+  );
   console.log(`sha256 sent     ${expected}`);
   console.log(`sha256 received ${received.sha256}`);
   console.log(ok ? 'checksums match' : 'CHECKSUMS DIFFER');
@@ -90,7 +95,11 @@ if (process.argv[2] === '--reader') {
   await reader(Number(process.argv[3]), process.argv[4]);
 } else {
   const { values } = parseArgs({
-    options: { bytes: { type: 'string', default: '1GiB' }, chunk: { type: 'string', default: '64KiB' }, ring: { type: 'string', default: '1MiB' } },
+    options: {
+      bytes: { type: 'string', default: '1GiB' },
+      chunk: { type: 'string', default: '64KiB' },
+      ring: { type: 'string', default: '1MiB' },
+    },
   });
   await writer({ bytes: parseSize(values.bytes), chunk: parseSize(values.chunk), ring: parseSize(values.ring) });
 }

@@ -50,10 +50,11 @@ async function service({ forkCaller }) {
           return store.get(key);
         },
         keys: () => [...store.keys()],
-        slow: ({ ms }, { signal }) => new Promise((resolve, reject) => {
-          const timer = setTimeout(resolve, ms, 'done');
-          signal.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)));
-        }),
+        slow: ({ ms }, { signal }) =>
+          new Promise((resolve, reject) => {
+            const timer = setTimeout(resolve, ms, 'done');
+            signal.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)));
+          }),
       },
     });
   });
@@ -64,7 +65,9 @@ async function service({ forkCaller }) {
     await new Promise((resolve) => server.once('close', () => resolve(undefined)));
     return;
   }
-  const caller = fork(new URL(import.meta.url), ['caller', '--name', NAME], { env: { ...process.env, XEN_VCHAN_SIM_DOMID: String(CALLER) } });
+  const caller = fork(new URL(import.meta.url), ['caller', '--name', NAME], {
+    env: { ...process.env, XEN_VCHAN_SIM_DOMID: String(CALLER) },
+  });
   /** @type {number | null} */
   const code = await new Promise((resolve) => caller.on('exit', resolve));
   await server.close();

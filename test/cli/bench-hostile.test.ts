@@ -92,10 +92,14 @@ describe.skipIf(backend !== 'sim')('vchan bench --serve against a hostile client
   beforeAll(async () => {
     xs = await openXenStore({ transport: 'sim', domid: 0 });
     for (const node of PRECIOUS) await xs.write(node, 'keep');
-    serving = spawn(process.execPath, [bin, 'bench', '--serve', '--domain', String(CLIENT), '--sim-domid', String(SERVER), '--name', NAME], {
-      env: { ...process.env, XEN_VCHAN_BACKEND: 'sim' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    serving = spawn(
+      process.execPath,
+      [bin, 'bench', '--serve', '--domain', String(CLIENT), '--sim-domid', String(SERVER), '--name', NAME],
+      {
+        env: { ...process.env, XEN_VCHAN_BACKEND: 'sim' },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
     serving.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
     for (let waited = 0; !stderr.includes('serving at'); waited += 50) {
       if (waited > 15_000 || !alive()) throw new Error(`vchan bench --serve did not start:\n${stderr}`);
@@ -129,7 +133,8 @@ describe.skipIf(backend !== 'sim')('vchan bench --serve against a hostile client
         const answer = await outcome(rpc.call('listen', request));
         // Had it been served, closing the measurement is what would remove the path.
         await rpc.call('close', { key: request.key }).catch(() => {});
-        for (const node of PRECIOUS) expect(await xs.read(node).catch((error: { code?: string }) => error.code), `${node} after ${what}`).toBe('keep');
+        for (const node of PRECIOUS)
+          expect(await xs.read(node).catch((error: { code?: string }) => error.code), `${node} after ${what}`).toBe('keep');
         expect(answer.code, `listen with ${what}: ${JSON.stringify(answer)}`).toBe('EPROTO');
         expect(answer.message).toMatch(/path/);
       }
@@ -253,7 +258,11 @@ describe.skipIf(backend !== 'sim')('vchan bench --serve against a hostile client
       const messages = new MessageChannel(channel);
       const answer = new Promise<Buffer>((resolve) => messages.onMessage(resolve));
       const deep = `${'['.repeat(25_000)}${']'.repeat(25_000)}`;
-      await messages.send(Buffer.from(`{"type":"call","id":1000,"method":"listen","params":{"transport":"vchan","key":"d1","role":{"role":"pong"},"name":${deep}}}`));
+      await messages.send(
+        Buffer.from(
+          `{"type":"call","id":1000,"method":"listen","params":{"transport":"vchan","key":"d1","role":{"role":"pong"},"name":${deep}}}`,
+        ),
+      );
       expect(JSON.parse((await answer).toString())).toMatchObject({ type: 'error', id: 1000, error: { code: 'EPROTO' } });
       channel.destroy();
       expect(alive()).toBe(true);

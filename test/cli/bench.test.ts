@@ -49,7 +49,9 @@ describe('vchan bench', () => {
       for (const chunk of results.setup.chunks) {
         const rings = transport === 'unix' || transport === 'tcp' ? [null] : results.setup.rings;
         for (const ring of rings) {
-          const row = results.throughput.find((candidate) => candidate.transport === transport && candidate.chunk === chunk && candidate.ring === ring);
+          const row = results.throughput.find(
+            (candidate) => candidate.transport === transport && candidate.chunk === chunk && candidate.ring === ring,
+          );
           expect(row, `${transport} ${chunk} ${ring}`).toBeDefined();
           expect(row!.verified).toBe(true);
           expect(row!.bytes).toBeGreaterThan(0);
@@ -90,9 +92,24 @@ describe('vchan bench', () => {
       // Waits for the server's publication itself (connect's XenStore watch).
       const json = path.join(scratch, 'remote.json');
       const { code, stderr } = await vchan([
-        'bench', '--domain', '1', '--sim-domid', '2', '--name', name,
-        '--chunks', '64KiB', '--rings', '64KiB', '--seconds', '0.1', '--no-c-ring',
-        '--json', json, '--chart', path.join(scratch, 'remote.html'),
+        'bench',
+        '--domain',
+        '1',
+        '--sim-domid',
+        '2',
+        '--name',
+        name,
+        '--chunks',
+        '64KiB',
+        '--rings',
+        '64KiB',
+        '--seconds',
+        '0.1',
+        '--no-c-ring',
+        '--json',
+        json,
+        '--chart',
+        path.join(scratch, 'remote.html'),
       ]);
       expect(stderr).not.toMatch(/vchan bench: .*(failed|error)/i);
       expect(code).toBe(0);
@@ -107,7 +124,16 @@ describe('vchan bench', () => {
   });
 
   it('exits 2 on a bad command line', async () => {
-    const cases = [['--chunks', '12x'], ['--rings', '3000'], ['--rings', '2MiB'], ['--seconds', 'soon'], ['--repeat', '0'], ['--frobnicate'], ['--once'], ['--serve']];
+    const cases = [
+      ['--chunks', '12x'],
+      ['--rings', '3000'],
+      ['--rings', '2MiB'],
+      ['--seconds', 'soon'],
+      ['--repeat', '0'],
+      ['--frobnicate'],
+      ['--once'],
+      ['--serve'],
+    ];
     const outcomes = await Promise.all(cases.map((args) => vchan(['bench', ...args])));
     outcomes.forEach(({ code, stderr }, index) => {
       expect(code, cases[index]!.join(' ')).toBe(2);

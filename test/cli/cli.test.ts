@@ -15,7 +15,10 @@ const scratch = mkdtempSync(path.join(os.tmpdir(), 'vchan-cli-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 const vchan = (args: string[], options: { timeout?: number } = {}) =>
-  promisify(execFile)(process.execPath, [bin, ...args], { timeout: options.timeout ?? 20_000, env: { ...process.env, XEN_VCHAN_BACKEND: 'sim' } }).then(
+  promisify(execFile)(process.execPath, [bin, ...args], {
+    timeout: options.timeout ?? 20_000,
+    env: { ...process.env, XEN_VCHAN_BACKEND: 'sim' },
+  }).then(
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
   );
@@ -25,7 +28,10 @@ const sha256 = (file: string) => createHash('sha256').update(readFileSync(file))
 /** Runs a shell command line with the binary as $V; resolves with its exit code. */
 function shell(line: string): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn('bash', ['-c', line], { env: { ...process.env, V: `${process.execPath} ${bin}`, XEN_VCHAN_BACKEND: 'sim' }, stdio: 'inherit' });
+    const child = spawn('bash', ['-c', line], {
+      env: { ...process.env, V: `${process.execPath} ${bin}`, XEN_VCHAN_BACKEND: 'sim' },
+      stdio: 'inherit',
+    });
     child.on('exit', (code) => resolve(code ?? 1));
   });
 }
@@ -43,7 +49,10 @@ async function proxiedService(name: string, handler: (socket: net.Socket) => voi
   const socketPath = path.join(scratch, `proxy-${name}.sock`);
   const exits: Promise<number>[] = [];
   const start = (args: string[]) => {
-    const child = spawn(process.execPath, [bin, 'proxy', ...args], { env: { ...process.env, XEN_VCHAN_BACKEND: 'sim' }, stdio: ['ignore', 'inherit', 'pipe'] });
+    const child = spawn(process.execPath, [bin, 'proxy', ...args], {
+      env: { ...process.env, XEN_VCHAN_BACKEND: 'sim' },
+      stdio: ['ignore', 'inherit', 'pipe'],
+    });
     exits.push(new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1))));
     return new Promise<void>((resolve) => child.stderr!.on('data', (text: Buffer) => /serving|listening/.test(String(text)) && resolve()));
   };
@@ -163,7 +172,9 @@ describe('vchan CLI', () => {
       await new Promise((resolve) => domain3.stdout!.once('data', resolve));
       const destroyed = await vchan(['sim', 'destroy', '3', '--dir', dir]);
       expect(destroyed.code).toBe(0);
-      expect(destroyed.stdout).toMatch(new RegExp(`^destroyed domain 3: killed pid ${domain3.pid}; closed 1 handle and 1 port without unmap notifications;`));
+      expect(destroyed.stdout).toMatch(
+        new RegExp(`^destroyed domain 3: killed pid ${domain3.pid}; closed 1 handle and 1 port without unmap notifications;`),
+      );
       expect(await killedBy).toBe('SIGKILL');
       expect((await vchan(['sim', 'status', '--dir', dir])).stdout).toMatch(/^ +3 .* destroyed$/m);
       const again = JSON.parse((await vchan(['sim', 'destroy', '3', '--dir', dir, '--json'])).stdout);

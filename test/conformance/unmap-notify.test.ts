@@ -110,6 +110,8 @@ describe('unmap notify', () => {
   it('refuses a notification on a port that is not bound', async () => {
     const granter = await ends.peer.call<number>('openGntalloc');
     const { id } = await ends.peer.call<{ id: number }>('share', { handle: granter, domid: SELF, pages: 1, writable: true });
-    await expect(ends.peer.call('setUnmapNotify', { id, options: { offset: 0, port: peerPort + 100 } })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(ends.peer.call('setUnmapNotify', { id, options: { offset: 0, port: peerPort + 100 } })).rejects.toMatchObject({
+      code: 'EINVAL',
+    });
   });
 });

@@ -12,7 +12,17 @@ import { existsSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { openEventChannel } from '@xen-vchan/evtchn';
 import { openGntalloc } from '@xen-vchan/gntalloc';
-import { encodeXsMessage, SimConnection, simDirectory, simFiles, XENSTORE_PAYLOAD_MAX, XS_HEADER_BYTES, XsMessageReader, XsType, xsStrings } from '@xen-vchan/sim';
+import {
+  encodeXsMessage,
+  SimConnection,
+  simDirectory,
+  simFiles,
+  XENSTORE_PAYLOAD_MAX,
+  XS_HEADER_BYTES,
+  XsMessageReader,
+  XsType,
+  xsStrings,
+} from '@xen-vchan/sim';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { random } from '../support/stream-data.mjs';
 
@@ -61,7 +71,27 @@ const OPERATIONS = {
 const OPERATION_NAMES = Object.keys(OPERATIONS);
 const UNKNOWN_OPS = ['nope', 'stop ', 'gntalloc.share', '__proto__', 'constructor', 'handle', 'clientGone', 'op_status', '', 'status\0'];
 /** @type {unknown[]} */
-const GARBAGE = ['../x', '../../etc/passwd', '', '1', -1, 1.5, 1e9, 2 ** 53, -0.5, 0x7ff0, 2 ** 32, (1 << 20) + 1, true, null, [], [1], {}, { toString: 'x' }, 'NaN'];
+const GARBAGE = [
+  '../x',
+  '../../etc/passwd',
+  '',
+  '1',
+  -1,
+  1.5,
+  1e9,
+  2 ** 53,
+  -0.5,
+  0x7ff0,
+  2 ** 32,
+  (1 << 20) + 1,
+  true,
+  null,
+  [],
+  [1],
+  {},
+  { toString: 'x' },
+  'NaN',
+];
 const XS_TYPES = Object.values(XsType);
 
 /**
@@ -300,7 +330,10 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
       case 'write':
         return chance(2);
       case 'grants':
-        return Array.from({ length: 1 + int(3) }, () => ({ domid: pick(HOSTILE_DOMAINS), ref: known.ref.length > 0 ? pick(known.ref) : 8 + int(8) }));
+        return Array.from({ length: 1 + int(3) }, () => ({
+          domid: pick(HOSTILE_DOMAINS),
+          ref: known.ref.length > 0 ? pick(known.ref) : 8 + int(8),
+        }));
       case 'pid':
         return process.pid;
       case 'version':
@@ -359,7 +392,8 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
         const request = { op };
         for (const field of OPERATIONS[op]) if (!chance(12)) request[field] = fieldValue(field);
         // An own member even for "__proto__", as JSON.parse makes it on the daemon's side.
-        if (chance(10)) Object.defineProperty(request, pick(['extra', '__proto__', 'constructor']), { value: pick(GARBAGE), enumerable: true });
+        if (chance(10))
+          Object.defineProperty(request, pick(['extra', '__proto__', 'constructor']), { value: pick(GARBAGE), enumerable: true });
         const body = Buffer.from(JSON.stringify(request));
         return { bytes: frame(body), verdict: 'reply', what: body.toString().slice(0, 100) };
       }
@@ -429,7 +463,8 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
     }
     if (reply.error) {
       countError(reply.error.code);
-      if (reply.error.code === 'EPROTO' || reply.error.code === 'EIO') fail(`${what} was answered ${reply.error.code}: ${reply.error.message}`);
+      if (reply.error.code === 'EPROTO' || reply.error.code === 'EIO')
+        fail(`${what} was answered ${reply.error.code}: ${reply.error.message}`);
     } else remember(reply);
   };
 
@@ -475,7 +510,8 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
       if (chance(5)) {
         message = encodeXsMessage(chance(2) ? XsType.SIM_DECLARE_DOMAIN : pick(XS_TYPES), id, 0, randomPayload());
         const text = message.subarray(XS_HEADER_BYTES).toString('latin1');
-        const valid = message.readUInt32LE(0) === XsType.SIM_DECLARE_DOMAIN && /^\d{1,5}\0$/.test(text) && Number(text.slice(0, -1)) <= 0x7fef;
+        const valid =
+          message.readUInt32LE(0) === XsType.SIM_DECLARE_DOMAIN && /^\d{1,5}\0$/.test(text) && Number(text.slice(0, -1)) <= 0x7fef;
         // An oversized frame breaks the framing before the daemon looks at what it says.
         verdict = oversized(message) ? 'E2BIG' : valid ? 'declared' : 'EACCES';
         what = `an undeclared first message of type ${message.readUInt32LE(0)} with ${message.length - XS_HEADER_BYTES} bytes`;
@@ -523,7 +559,9 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
 
   function randomPayload() {
     if (chance(2)) {
-      const strings = Array.from({ length: int(4) }, () => pick(['/', '/local/domain/100/x', '@introduceDomain', 'T', 'F', '0', 'r100', '../x', 'é', 'a'.repeat(int(3100))]));
+      const strings = Array.from({ length: int(4) }, () =>
+        pick(['/', '/local/domain/100/x', '@introduceDomain', 'T', 'F', '0', 'r100', '../x', 'é', 'a'.repeat(int(3100))]),
+      );
       return xsStrings(...strings);
     }
     const payload = Buffer.alloc(int(200));
@@ -597,7 +635,11 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
   if (!daemonDead) {
     try {
       after = sim.call('status', {});
-      for (let tries = 0; tries < 40 && (after.grants.length !== baseline.grants.length || after.ports.length !== baseline.ports.length); tries++) {
+      for (
+        let tries = 0;
+        tries < 40 && (after.grants.length !== baseline.grants.length || after.ports.length !== baseline.ports.length);
+        tries++
+      ) {
         await new Promise((resolve) => setTimeout(resolve, 50));
         after = sim.call('status', {});
       }
@@ -613,7 +655,8 @@ export async function fuzzDaemon({ seconds, seed, log = () => {} }) {
     start: { grants: baseline.grants.length, ports: baseline.ports.length },
     end: after ? { grants: after.grants.length, ports: after.ports.length } : null,
   };
-  if (!after || after.grants.length !== baseline.grants.length || after.ports.length !== baseline.ports.length) fail('grants or ports were left behind');
+  if (!after || after.grants.length !== baseline.grants.length || after.ports.length !== baseline.ports.length)
+    fail('grants or ports were left behind');
   report.ok = report.failures.length === 0;
 
   // A daemon started for this run goes with it; so does its folder if the run made it and all went well.

@@ -66,7 +66,22 @@ export const ALLOWED_ERRORS = ['EPROTO', 'EMSGSIZE', 'ECONNRESET', 'EPIPE', 'ETI
 const OUR_IN_FLIGHT = 4;
 const OUR_PARAMS_MAX = 2048;
 
-const KEYS = ['type', 'id', 'method', 'params', 'value', 'error', 'code', 'message', 'name', '__proto__', 'constructor', 'toString', '', 'x'];
+const KEYS = [
+  'type',
+  'id',
+  'method',
+  'params',
+  'value',
+  'error',
+  'code',
+  'message',
+  'name',
+  '__proto__',
+  'constructor',
+  'toString',
+  '',
+  'x',
+];
 const TYPES = ['call', 'result', 'error', 'cancel'];
 /**
  * For each field of each message type, values of the wrong kind (undefined: the field is left out).
@@ -82,7 +97,12 @@ const WRONG = {
   'error.name': [null, 1, {}, [], true],
 };
 /** @type {Record<string, string[]>} */
-const FIELDS = { call: ['type', 'id', 'method'], result: ['type', 'id'], error: ['type', 'id', 'error', 'error.code', 'error.message', 'error.name'], cancel: ['type', 'id'] };
+const FIELDS = {
+  call: ['type', 'id', 'method'],
+  result: ['type', 'id'],
+  error: ['type', 'id', 'error', 'error.code', 'error.message', 'error.name'],
+  cancel: ['type', 'id'],
+};
 
 /**
  * Two connected Duplex ends in memory, like a socket pair: what one writes the other reads, a
@@ -200,7 +220,12 @@ function randomString(next, most = 20) {
   let text = '';
   for (let i = 0; i < length; i++) {
     const kind = next() % 10;
-    text += kind < 7 ? String.fromCharCode(32 + (next() % 95)) : kind < 9 ? String.fromCharCode(next() % 0x3000) : String.fromCharCode(0xd800 + (next() % 0x800));
+    text +=
+      kind < 7
+        ? String.fromCharCode(32 + (next() % 95))
+        : kind < 9
+          ? String.fromCharCode(next() % 0x3000)
+          : String.fromCharCode(0xd800 + (next() % 0x800));
   }
   return text;
 }
@@ -231,7 +256,13 @@ function randomValue(next, rich, depth = 0) {
       return Array.from({ length: next() % 5 }, () => randomValue(next, rich, depth + 1));
     case 7: {
       const object = {};
-      for (let i = next() % 5; i > 0; i--) Object.defineProperty(object, next() % 3 === 0 ? randomString(next, 5) : KEYS[next() % KEYS.length], { value: randomValue(next, rich, depth + 1), enumerable: true, writable: true, configurable: true });
+      for (let i = next() % 5; i > 0; i--)
+        Object.defineProperty(object, next() % 3 === 0 ? randomString(next, 5) : KEYS[next() % KEYS.length], {
+          value: randomValue(next, rich, depth + 1),
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
       return object;
     }
     case 8: {
@@ -242,7 +273,12 @@ function randomValue(next, rich, depth = 0) {
     case kinds:
       return [BigInt(next()), undefined, Number.NaN, -0, new Date(next())][next() % 5];
     case kinds + 1:
-      return [new Map([[randomValue(next, rich, depth + 1), 1]]), new Set([1, 'a']), new Uint8Array(next() % 16), new Error(randomString(next))][next() % 4];
+      return [
+        new Map([[randomValue(next, rich, depth + 1), 1]]),
+        new Set([1, 'a']),
+        new Uint8Array(next() % 16),
+        new Error(randomString(next)),
+      ][next() % 4];
     default: {
       /** @type {{ type: string; id: number; method?: unknown }} */
       const cyclic = { type: 'call', id: 1 };
@@ -335,7 +371,19 @@ function boundFor(ours, setup, largestFromPeer) {
 export async function fuzzFraming({ seconds, seed, log = () => {} }) {
   const master = random(seed);
   /** @type {FramingReport} */
-  const report = { part: 'framing', seed, seconds, iterations: 0, violations: 0, closedByViolation: 0, errors: {}, failures: [], slowestCloseMs: 0, backpressureReached: 0, mostHeldRatio: 0 };
+  const report = {
+    part: 'framing',
+    seed,
+    seconds,
+    iterations: 0,
+    violations: 0,
+    closedByViolation: 0,
+    errors: {},
+    failures: [],
+    slowestCloseMs: 0,
+    backpressureReached: 0,
+    mostHeldRatio: 0,
+  };
   const fail = (/** @type {string} */ what) => {
     if (report.failures.length < 200) report.failures.push(`iteration ${report.iterations}: ${what}`);
   };
@@ -344,7 +392,8 @@ export async function fuzzFraming({ seconds, seed, log = () => {} }) {
     if (!ALLOWED_ERRORS.includes(code)) return false;
     return true;
   };
-  const onUncaught = (/** @type {unknown} */ error) => fail(`uncaught: ${/** @type {Error | undefined} */ (error)?.stack?.split('\n').slice(0, 4).join(' | ') ?? String(error)}`);
+  const onUncaught = (/** @type {unknown} */ error) =>
+    fail(`uncaught: ${/** @type {Error | undefined} */ (error)?.stack?.split('\n').slice(0, 4).join(' | ') ?? String(error)}`);
   process.on('uncaughtException', onUncaught);
   process.on('unhandledRejection', onUncaught);
   /** @type {Set<Duplex>} */
@@ -377,7 +426,8 @@ export async function fuzzFraming({ seconds, seed, log = () => {} }) {
         ours.destroy();
         theirs.destroy();
       }
-      if (report.iterations % 25 === 0) log(`  framing: ${report.iterations} iterations, ${report.violations} violations, ${report.failures.length} failures`);
+      if (report.iterations % 25 === 0)
+        log(`  framing: ${report.iterations} iterations, ${report.violations} violations, ${report.failures.length} failures`);
     }
   } finally {
     await unix?.close();
@@ -390,7 +440,8 @@ export async function fuzzFraming({ seconds, seed, log = () => {} }) {
   const end = resources(streams);
   report.resources = { start, end };
   if (end.streams !== 0) fail(`${end.streams} streams were left open`);
-  for (const [type, number] of Object.entries(end.handles)) if (number > (start.handles[type] ?? 0)) fail(`${number - (start.handles[type] ?? 0)} ${type} handles were left open`);
+  for (const [type, number] of Object.entries(end.handles))
+    if (number > (start.handles[type] ?? 0)) fail(`${number - (start.handles[type] ?? 0)} ${type} handles were left open`);
   report.mostHeldRatio = Number(report.mostHeldRatio.toFixed(3));
   report.slowestCloseMs = Number(report.slowestCloseMs.toFixed(1));
   report.ok = report.failures.length === 0;
@@ -404,7 +455,8 @@ export async function fuzzFraming({ seconds, seed, log = () => {} }) {
 function resources(streams) {
   /** @type {Record<string, number>} */
   const handles = {};
-  for (const type of process.getActiveResourcesInfo()) if (type !== 'Timeout' && type !== 'Immediate') handles[type] = (handles[type] ?? 0) + 1;
+  for (const type of process.getActiveResourcesInfo())
+    if (type !== 'Timeout' && type !== 'Immediate') handles[type] = (handles[type] ?? 0) + 1;
   return { streams: streams.size, handles };
 }
 
@@ -452,7 +504,10 @@ async function iteration({ setup, ours, theirs, report, fail, count }) {
     const held = ours.writableLength + ours.readableLength + (side.channel.queuedBytes ?? 0) + (side.channel.unsentBytes ?? 0);
     const bound = boundFor(ours, setup, hostile.largestSent);
     report.mostHeldRatio = Math.max(report.mostHeldRatio, held / bound);
-    if (held > bound) fail(`our side held ${held} bytes, over the bound of ${bound} (${setup.mode}, ${setup.transport}, hwm ${setup.highWaterMark}, max message ${setup.maxMessageSize})`);
+    if (held > bound)
+      fail(
+        `our side held ${held} bytes, over the bound of ${bound} (${setup.mode}, ${setup.transport}, hwm ${setup.highWaterMark}, max message ${setup.maxMessageSize})`,
+      );
   };
   hostile.sample = sample;
   const sampler = setInterval(sample, 1);
@@ -460,7 +515,9 @@ async function iteration({ setup, ours, theirs, report, fail, count }) {
     await hostile.play(setup.steps);
     report.backpressureReached += hostile.backpressureReached;
     if (outcome.closedAt !== null) {
-      fail(`our side closed before any violation (${outcome.error?.code ?? 'no error'}: ${outcome.error?.message ?? ''}) after ${hostile.log.slice(-3).join(', ')}`);
+      fail(
+        `our side closed before any violation (${outcome.error?.code ?? 'no error'}: ${outcome.error?.message ?? ''}) after ${hostile.log.slice(-3).join(', ')}`,
+      );
       return;
     }
     // Reading again, and written out, so the ending is read promptly: backpressure is not a hang.
@@ -474,7 +531,10 @@ async function iteration({ setup, ours, theirs, report, fail, count }) {
       else {
         report.closedByViolation++;
         report.slowestCloseMs = Math.max(report.slowestCloseMs, ended - ending.at);
-        if (outcome.error?.code !== ending.expect) fail(`closed with ${outcome.error?.code ?? 'no error'} after ${ending.what}, expected ${ending.expect}: ${outcome.error?.message}`);
+        if (outcome.error?.code !== ending.expect)
+          fail(
+            `closed with ${outcome.error?.code ?? 'no error'} after ${ending.what}, expected ${ending.expect}: ${outcome.error?.message}`,
+          );
       }
     } else if (ending.closes) {
       const ended = await Promise.race([closed, sleep(CLOSE_WITHIN_MS).then(() => 'timeout')]);
@@ -552,7 +612,7 @@ function ourRpc(ours, setup, fail, count) {
         .then(
           () => {},
           (error) => {
-            const code = error?.name === 'RemoteError' ? 'RemoteError' : error?.code ?? 'none';
+            const code = error?.name === 'RemoteError' ? 'RemoteError' : (error?.code ?? 'none');
             if (!count(code)) fail(`our call ${method} failed with ${code}: ${error?.message}`);
           },
         )
@@ -586,7 +646,11 @@ function ourRpc(ours, setup, fail, count) {
  */
 function ourMessages(ours, setup, hostile, fail, count) {
   const next = random(setup.ourSeed);
-  const channel = new MessageChannel(ours, { maxMessageSize: setup.maxMessageSize, maxQueuedMessages: setup.maxQueuedMessages, maxQueuedBytes: setup.maxQueuedBytes });
+  const channel = new MessageChannel(ours, {
+    maxMessageSize: setup.maxMessageSize,
+    maxQueuedMessages: setup.maxQueuedMessages,
+    maxQueuedBytes: setup.maxQueuedBytes,
+  });
   /** @type {number[]} */
   const received = [];
   let stopped = false;
@@ -714,12 +778,23 @@ class Hostile {
       // Answered later, never from inside our write: honest, wrong, an error, twice, late, or never.
       const choice = this.answers() % 10;
       const answer = () => {
-        if (choice < 4) this.send({ type: 'result', id: message.id, value: message.method === 'echo' ? message.params : randomValue(this.answers, this.setup.rich) });
-        else if (choice < 6) this.send({ type: 'error', id: message.id, error: { code: randomString(this.answers, 12), message: randomString(this.answers), ...(choice === 5 ? { name: 'X' } : {}) } });
+        if (choice < 4)
+          this.send({
+            type: 'result',
+            id: message.id,
+            value: message.method === 'echo' ? message.params : randomValue(this.answers, this.setup.rich),
+          });
+        else if (choice < 6)
+          this.send({
+            type: 'error',
+            id: message.id,
+            error: { code: randomString(this.answers, 12), message: randomString(this.answers), ...(choice === 5 ? { name: 'X' } : {}) },
+          });
         else if (choice === 6) {
           this.send({ type: 'result', id: message.id, value: 1 });
           this.send({ type: 'result', id: message.id, value: 2 });
-        } else if (choice === 7) setTimeout(() => this.send({ type: 'result', id: message.id, value: 'late' }), 50 + (this.answers() % 300));
+        } else if (choice === 7)
+          setTimeout(() => this.send({ type: 'result', id: message.id, value: 'late' }), 50 + (this.answers() % 300));
       };
       setImmediate(answer);
     } else if (message?.type === 'result' || message?.type === 'error') {
@@ -827,7 +902,9 @@ class Hostile {
   async messageStep(action) {
     const next = this.next;
     const message = (small = false) => {
-      const size = small ? next() % 100 : [0, 1, next() % 100, next() % (this.setup.maxMessageSize + 1), this.setup.maxMessageSize][next() % 5];
+      const size = small
+        ? next() % 100
+        : [0, 1, next() % 100, next() % (this.setup.maxMessageSize + 1), this.setup.maxMessageSize][next() % 5];
       const index = this.messagesSent.length;
       this.messagesSent.push(size === 0 ? 0 : size * 256 + (index & 0xff));
       return frame(Buffer.alloc(size, index & 0xff));
@@ -863,7 +940,8 @@ class Hostile {
    */
   call(method, params) {
     const id = this.nextId++;
-    if (method === 'echo') this.echoes.set(id, { expected: /** @type {{ v: unknown }} */ (this.codec.decode(this.codec.encode({ v: params }))).v });
+    if (method === 'echo')
+      this.echoes.set(id, { expected: /** @type {{ v: unknown }} */ (this.codec.decode(this.codec.encode({ v: params }))).v });
     if (!this.send({ type: 'call', id, method, params })) this.echoes.delete(id);
   }
 
@@ -877,7 +955,10 @@ class Hostile {
         this.call('echo', randomValue(next, rich));
         return;
       case 2:
-        this.call(['add', 'sleep'][next() % 2], next() % 2 === 0 ? { a: next() % 100, b: next() % 100, ms: next() % 20 } : randomValue(next, rich));
+        this.call(
+          ['add', 'sleep'][next() % 2],
+          next() % 2 === 0 ? { a: next() % 100, b: next() % 100, ms: next() % 20 } : randomValue(next, rich),
+        );
         return;
       case 3:
         // Valid-looking calls to methods nobody serves, names up to the longest allowed.
@@ -898,12 +979,18 @@ class Hostile {
       case 6:
       case 7: {
         // A flood of calls while reading nothing: our side must stop serving, not buffer.
-        await this.flood(200 + (next() % 6000), (i) => this.send({ type: 'call', id: this.nextId++, method: 'echo', params: { i } }) && !this.stream.writableNeedDrain);
+        await this.flood(
+          200 + (next() % 6000),
+          (i) => this.send({ type: 'call', id: this.nextId++, method: 'echo', params: { i } }) && !this.stream.writableNeedDrain,
+        );
         return;
       }
       case 8: {
         // A valid call split at random points.
-        this.writeSplit(frame(Buffer.from(this.codec.encode({ type: 'call', id: this.nextId++, method: 'add', params: { a: 1, b: 2 } }))), 7);
+        this.writeSplit(
+          frame(Buffer.from(this.codec.encode({ type: 'call', id: this.nextId++, method: 'add', params: { a: 1, b: 2 } }))),
+          7,
+        );
         return;
       }
       case 9:
@@ -944,7 +1031,12 @@ class Hostile {
         what = 'random bytes';
         try {
           const value = this.codec.decode(bytes);
-          if (value && typeof value === 'object' && /** @type {unknown[]} */ (TYPES).includes(/** @type {{ type?: unknown }} */ (value).type)) return { violation: false };
+          if (
+            value &&
+            typeof value === 'object' &&
+            /** @type {unknown[]} */ (TYPES).includes(/** @type {{ type?: unknown }} */ (value).type)
+          )
+            return { violation: false };
         } catch {
           /* undecodable: the violation stands */
         }
@@ -960,7 +1052,12 @@ class Hostile {
         bytes = this.encodeOrNull(message);
         what = `a ${type} with ${field} ${this.setup.rich ? String(wrong) : JSON.stringify(wrong)}`;
       } else {
-        bytes = this.encodeOrNull({ type: next() % 2 === 0 ? 'result' : 'error', id: 2 ** 40 + (next() % 1000), value: 1, error: { code: 'E', message: 'm' } });
+        bytes = this.encodeOrNull({
+          type: next() % 2 === 0 ? 'result' : 'error',
+          id: 2 ** 40 + (next() % 1000),
+          value: 1,
+          error: { code: 'E', message: 'm' },
+        });
         what = 'an answer to a call never made';
       }
       if (bytes === null || bytes.length > max) return { violation: false };
@@ -997,12 +1094,19 @@ class Hostile {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { values } = parseArgs({ args: process.argv.slice(2).filter((arg) => arg !== '--'), options: { seconds: { type: 'string', default: '10' }, seed: { type: 'string', default: '1' }, json: { type: 'boolean' } } });
+  const { values } = parseArgs({
+    args: process.argv.slice(2).filter((arg) => arg !== '--'),
+    options: { seconds: { type: 'string', default: '10' }, seed: { type: 'string', default: '1' }, json: { type: 'boolean' } },
+  });
   const report = await fuzzFraming({ seconds: Number(values.seconds), seed: Number(values.seed), log: (line) => console.error(line) });
   if (values.json) console.log(JSON.stringify(report, null, 2));
   else {
-    console.log(`framing fuzz: seed ${report.seed}, ${report.seconds} s: ${report.iterations} iterations, ${report.violations} definite violations, ${report.closedByViolation} closed for them (slowest ${report.slowestCloseMs} ms)`);
-    console.log(`  errors: ${JSON.stringify(report.errors)}; backpressure reached ${report.backpressureReached} times; most held ${(report.mostHeldRatio * 100).toFixed(1)}% of the bound`);
+    console.log(
+      `framing fuzz: seed ${report.seed}, ${report.seconds} s: ${report.iterations} iterations, ${report.violations} definite violations, ${report.closedByViolation} closed for them (slowest ${report.slowestCloseMs} ms)`,
+    );
+    console.log(
+      `  errors: ${JSON.stringify(report.errors)}; backpressure reached ${report.backpressureReached} times; most held ${(report.mostHeldRatio * 100).toFixed(1)}% of the bound`,
+    );
     console.log(`  resources: start ${JSON.stringify(report.resources?.start)}, end ${JSON.stringify(report.resources?.end)}`);
     for (const failure of report.failures.slice(0, 20)) console.log(`  FAILURE ${failure}`);
     console.log(report.ok ? '  ok' : `  ${report.failures.length} FAILURES (reproduce with --seed ${report.seed})`);

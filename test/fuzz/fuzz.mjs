@@ -194,7 +194,12 @@ async function connectToHostile(peer, next, name) {
       throw error;
     }
   }
-  const side = await step('peer serve', /** @type {Promise<HostileSide>} */ (peer.call('serve', { clientDomid: SELF, name, leftMin: SIZES[next() % 5], rightMin: SIZES[next() % 5] })));
+  const side = await step(
+    'peer serve',
+    /** @type {Promise<HostileSide>} */ (
+      peer.call('serve', { clientDomid: SELF, name, leftMin: SIZES[next() % 5], rightMin: SIZES[next() % 5] })
+    ),
+  );
   return { channel: await step('connect', connect({ domid: HOSTILE, name, simDomid: SELF, timeout: 2000 })), side, server: null };
 }
 
@@ -207,7 +212,20 @@ async function fuzzRing({ seconds, seed, log = () => {} }) {
   const sim = SimConnection.open();
   const baseline = sim.call('status', {});
   /** @type {PartReport & { scribbles: number; definiteViolations: number; closedByViolation: number; garbagePublished: number; garbageRefused: number }} */
-  const report = { part: 'ring', seed, seconds, iterations: 0, scribbles: 0, definiteViolations: 0, closedByViolation: 0, slowestCloseMs: 0, errors: {}, garbagePublished: 0, garbageRefused: 0, failures: [] };
+  const report = {
+    part: 'ring',
+    seed,
+    seconds,
+    iterations: 0,
+    scribbles: 0,
+    definiteViolations: 0,
+    closedByViolation: 0,
+    slowestCloseMs: 0,
+    errors: {},
+    garbagePublished: 0,
+    garbageRefused: 0,
+    failures: [],
+  };
   const fail = (/** @type {string} */ what) => report.failures.push(`ring iteration ${report.iterations}: ${what}`);
   let peer = await Peer.start(HOSTILE, 'hostile');
   const deadline = Date.now() + seconds * 1000;
@@ -227,7 +245,8 @@ async function fuzzRing({ seconds, seed, log = () => {} }) {
         try {
           const channel = await connect({ domid: HOSTILE, name, simDomid: SELF, timeout: 1000 });
           channel.destroy();
-          if (!/^[1-9][0-9]*$/.test(garbage.ringRef) || !/^[1-9][0-9]*$/.test(garbage.port)) fail(`accepted ring-ref ${JSON.stringify(garbage.ringRef)} event-channel ${JSON.stringify(garbage.port)}`);
+          if (!/^[1-9][0-9]*$/.test(garbage.ringRef) || !/^[1-9][0-9]*$/.test(garbage.port))
+            fail(`accepted ring-ref ${JSON.stringify(garbage.ringRef)} event-channel ${JSON.stringify(garbage.port)}`);
         } catch (caught) {
           const error = /** @type {NodeJS.ErrnoException} */ (caught);
           if (error.code === 'EPROTO' || error.code === 'EINVAL') report.garbageRefused++;
@@ -247,11 +266,19 @@ async function fuzzRing({ seconds, seed, log = () => {} }) {
         side = await step('peer connectTo', /** @type {Promise<HostileSide>} */ (peer.call('connectTo', { serverDomid: SELF, name })));
         channel = await step('our server sees the client', connected);
       } else {
-        side = await step('peer serve', /** @type {Promise<HostileSide>} */ (peer.call('serve', { clientDomid: SELF, name, leftMin: sizes[next() % 5], rightMin: sizes[next() % 5] })));
+        side = await step(
+          'peer serve',
+          /** @type {Promise<HostileSide>} */ (
+            peer.call('serve', { clientDomid: SELF, name, leftMin: sizes[next() % 5], rightMin: sizes[next() % 5] })
+          ),
+        );
         channel = await step('connect', connect({ domid: HOSTILE, name, simDomid: SELF, timeout: 2000 }));
       }
       const outcome = drive(channel, next);
-      const scribbles = await step('peer scribble', /** @type {Promise<unknown[]>} */ (peer.call('scribble', { seed: next(), count: 1 + (next() % 30), gapMs: next() % 3 })));
+      const scribbles = await step(
+        'peer scribble',
+        /** @type {Promise<unknown[]>} */ (peer.call('scribble', { seed: next(), count: 1 + (next() % 30), gapMs: next() % 3 })),
+      );
       report.scribbles += scribbles.length;
       // Half the time, end on a violation no implementation may miss: an impossible live byte.
       let violatedAt = null;
@@ -296,12 +323,12 @@ async function fuzzRing({ seconds, seed, log = () => {} }) {
     start: { grants: baseline.grants.length, ports: baseline.ports.length },
     end: { grants: after.grants.length, ports: after.ports.length },
   };
-  if (after.grants.length !== baseline.grants.length || after.ports.length !== baseline.ports.length) fail('grants or ports were left behind');
+  if (after.grants.length !== baseline.grants.length || after.ports.length !== baseline.ports.length)
+    fail('grants or ports were left behind');
   report.violations = report.definiteViolations + report.garbagePublished;
   report.ok = report.failures.length === 0;
   return report;
 }
-
 
 /**
  * What the hostile-peer parts share: a seeded loop for `seconds`, a hostile peer process that is
@@ -347,46 +374,65 @@ async function hostilePart({ part, seconds, seed, log = () => {} }, counters, it
  * @param {PartOptions} options
  */
 function fuzzWaiting(options) {
-  return hostilePart({ ...options, part: 'waiting' }, { clientLost: 0, servedAfter: 0, worstLagMs: 0 }, async ({ next, report, fail, peer }) => {
-    const name = `fw-${report.iterations}`;
-    const server = createServer({ domid: HOSTILE, name, simDomid: SELF, readMin: SIZES[next() % 5], writeMin: SIZES[next() % 5], persist: next() % 2 === 0 });
-    let channels = 0;
-    /** @type {NodeJS.ErrnoException[]} */
-    const errors = [];
-    server.on('error', (error) => errors.push(error));
-    server.on('clientLost', () => report.clientLost++);
-    /** @type {Promise<void>} */
-    const served = new Promise((resolve) =>
-      server.on('channel', (channel) => {
-        channels++;
-        channel.on('error', (error) => errors.push(error));
-        channel.destroy();
-        resolve();
-      }),
-    );
-    const lag = lagMonitor();
-    try {
-      await step('listen', server.listen());
-      const { pokes } = await step('peer lurk', /** @type {Promise<{ pokes: number }>} */ (peer.call('lurk', { serverDomid: SELF, name, seed: next(), count: 1 + (next() % 3000), gapMs: next() % 3 })));
-      report.violations += pokes;
-      // A real client afterwards is still served, unless the lurker already took the one channel.
-      if (channels === 0) {
-        await step('peer connectTo', peer.call('connectTo', { serverDomid: SELF, name }));
-        const outcome = await Promise.race([served.then(() => 'served'), new Promise((resolve) => setTimeout(resolve, CLOSE_WITHIN_MS, 'timeout'))]);
-        if (outcome === 'served') report.servedAfter++;
-        else fail('a real client was not served within 1 s after a lurking one');
-        await step('peer close', peer.call('close'));
+  return hostilePart(
+    { ...options, part: 'waiting' },
+    { clientLost: 0, servedAfter: 0, worstLagMs: 0 },
+    async ({ next, report, fail, peer }) => {
+      const name = `fw-${report.iterations}`;
+      const server = createServer({
+        domid: HOSTILE,
+        name,
+        simDomid: SELF,
+        readMin: SIZES[next() % 5],
+        writeMin: SIZES[next() % 5],
+        persist: next() % 2 === 0,
+      });
+      let channels = 0;
+      /** @type {NodeJS.ErrnoException[]} */
+      const errors = [];
+      server.on('error', (error) => errors.push(error));
+      server.on('clientLost', () => report.clientLost++);
+      /** @type {Promise<void>} */
+      const served = new Promise((resolve) =>
+        server.on('channel', (channel) => {
+          channels++;
+          channel.on('error', (error) => errors.push(error));
+          channel.destroy();
+          resolve();
+        }),
+      );
+      const lag = lagMonitor();
+      try {
+        await step('listen', server.listen());
+        const { pokes } = await step(
+          'peer lurk',
+          /** @type {Promise<{ pokes: number }>} */ (
+            peer.call('lurk', { serverDomid: SELF, name, seed: next(), count: 1 + (next() % 3000), gapMs: next() % 3 })
+          ),
+        );
+        report.violations += pokes;
+        // A real client afterwards is still served, unless the lurker already took the one channel.
+        if (channels === 0) {
+          await step('peer connectTo', peer.call('connectTo', { serverDomid: SELF, name }));
+          const outcome = await Promise.race([
+            served.then(() => 'served'),
+            new Promise((resolve) => setTimeout(resolve, CLOSE_WITHIN_MS, 'timeout')),
+          ]);
+          if (outcome === 'served') report.servedAfter++;
+          else fail('a real client was not served within 1 s after a lurking one');
+          await step('peer close', peer.call('close'));
+        }
+      } finally {
+        const started = performance.now();
+        await step('server close', server.close());
+        report.slowestCloseMs = Math.max(report.slowestCloseMs, performance.now() - started);
+        const worst = lag.stop();
+        report.worstLagMs = Math.max(report.worstLagMs, worst);
+        if (worst > MAX_LAG_MS) fail(`the event loop stalled for ${worst.toFixed(0)} ms`);
+        for (const error of errors) if (!countError(report, error)) fail(`unexpected error ${error.code}: ${error.message}`);
       }
-    } finally {
-      const started = performance.now();
-      await step('server close', server.close());
-      report.slowestCloseMs = Math.max(report.slowestCloseMs, performance.now() - started);
-      const worst = lag.stop();
-      report.worstLagMs = Math.max(report.worstLagMs, worst);
-      if (worst > MAX_LAG_MS) fail(`the event loop stalled for ${worst.toFixed(0)} ms`);
-      for (const error of errors) if (!countError(report, error)) fail(`unexpected error ${error.code}: ${error.message}`);
-    }
-  });
+    },
+  );
 }
 
 /**
@@ -396,45 +442,52 @@ function fuzzWaiting(options) {
  * @param {PartOptions} options
  */
 function fuzzClose(options) {
-  return hostilePart({ ...options, part: 'close' }, { floodedBytes: 0, worstLagMs: 0, mostBufferedOverMark: 0 }, async ({ next, report, fail, peer }) => {
-    const name = `fc-${report.iterations}`;
-    /** @type {VchanServer | null} */
-    let server = null;
-    try {
-      const connected = await connectToHostile(peer, next, name);
-      server = connected.server;
-      const { channel, side } = connected;
-      // Set by the listener: typed as what it may leave, not as the null it starts as.
-      let error = /** @type {NodeJS.ErrnoException | null} */ (null);
-      channel.on('error', (caught) => (error ??= caught));
-      /** @type {Promise<number>} */
-      const closed = new Promise((resolve) => channel.on('close', () => resolve(performance.now())));
-      const paused = next() % 2 === 0;
-      if (!paused) channel.on('data', () => {});
-      const lag = lagMonitor();
-      const flood = /** @type {Promise<{ written: number }>} */ (peer.call('flood', { ms: 200 + (next() % 400) }));
-      report.violations++;
-      await new Promise((resolve) => setTimeout(resolve, next() % 100));
-      const endedAt = performance.now();
-      channel.end();
-      const closedAt = await Promise.race([closed, /** @type {Promise<null>} */ (new Promise((resolve) => setTimeout(resolve, CLOSE_WITHIN_MS, null)))]);
-      if (closedAt === null && !paused) fail('end() did not close the channel within 1 s while the peer flooded');
-      if (closedAt !== null) report.slowestCloseMs = Math.max(report.slowestCloseMs, closedAt - endedAt);
-      // A paused consumer never reads to the end, so its channel stays open: its buffer is the point.
-      const bound = channel.readableHighWaterMark + side.writeSize + 64 * 1024;
-      report.mostBufferedOverMark = Math.max(report.mostBufferedOverMark, channel.readableLength - channel.readableHighWaterMark);
-      if (channel.readableLength > bound) fail(`${channel.readableLength} bytes buffered, over the mark and one ring (${bound})`);
-      report.floodedBytes += (await step('peer flood', flood)).written;
-      const worst = lag.stop();
-      report.worstLagMs = Math.max(report.worstLagMs, worst);
-      if (worst > MAX_LAG_MS) fail(`the event loop stalled for ${worst.toFixed(0)} ms`);
-      if (error && !countError(report, error)) fail(`unexpected error ${error.code}: ${error.message}`);
-      channel.destroy();
-      await step('peer close', peer.call('close'));
-    } finally {
-      await step('server close', server?.close());
-    }
-  });
+  return hostilePart(
+    { ...options, part: 'close' },
+    { floodedBytes: 0, worstLagMs: 0, mostBufferedOverMark: 0 },
+    async ({ next, report, fail, peer }) => {
+      const name = `fc-${report.iterations}`;
+      /** @type {VchanServer | null} */
+      let server = null;
+      try {
+        const connected = await connectToHostile(peer, next, name);
+        server = connected.server;
+        const { channel, side } = connected;
+        // Set by the listener: typed as what it may leave, not as the null it starts as.
+        let error = /** @type {NodeJS.ErrnoException | null} */ (null);
+        channel.on('error', (caught) => (error ??= caught));
+        /** @type {Promise<number>} */
+        const closed = new Promise((resolve) => channel.on('close', () => resolve(performance.now())));
+        const paused = next() % 2 === 0;
+        if (!paused) channel.on('data', () => {});
+        const lag = lagMonitor();
+        const flood = /** @type {Promise<{ written: number }>} */ (peer.call('flood', { ms: 200 + (next() % 400) }));
+        report.violations++;
+        await new Promise((resolve) => setTimeout(resolve, next() % 100));
+        const endedAt = performance.now();
+        channel.end();
+        const closedAt = await Promise.race([
+          closed,
+          /** @type {Promise<null>} */ (new Promise((resolve) => setTimeout(resolve, CLOSE_WITHIN_MS, null))),
+        ]);
+        if (closedAt === null && !paused) fail('end() did not close the channel within 1 s while the peer flooded');
+        if (closedAt !== null) report.slowestCloseMs = Math.max(report.slowestCloseMs, closedAt - endedAt);
+        // A paused consumer never reads to the end, so its channel stays open: its buffer is the point.
+        const bound = channel.readableHighWaterMark + side.writeSize + 64 * 1024;
+        report.mostBufferedOverMark = Math.max(report.mostBufferedOverMark, channel.readableLength - channel.readableHighWaterMark);
+        if (channel.readableLength > bound) fail(`${channel.readableLength} bytes buffered, over the mark and one ring (${bound})`);
+        report.floodedBytes += (await step('peer flood', flood)).written;
+        const worst = lag.stop();
+        report.worstLagMs = Math.max(report.worstLagMs, worst);
+        if (worst > MAX_LAG_MS) fail(`the event loop stalled for ${worst.toFixed(0)} ms`);
+        if (error && !countError(report, error)) fail(`unexpected error ${error.code}: ${error.message}`);
+        channel.destroy();
+        await step('peer close', peer.call('close'));
+      } finally {
+        await step('server close', server?.close());
+      }
+    },
+  );
 }
 
 /** @type {Record<string, (options: PartOptions) => Promise<PartReport>>} */
@@ -466,8 +519,14 @@ function summary(part) {
     `  ${part.part}: ${part.iterations} iterations, ${part.violations} violations, errors ${JSON.stringify(part.errors)}, slowest close ${(part.slowestCloseMs ?? 0).toFixed(1)} ms`,
     `    resources: start ${JSON.stringify(part.resources?.start)}, end ${JSON.stringify(part.resources?.end)}`,
   ];
-  const extra = Object.entries(part).filter(([key]) => !['part', 'seed', 'seconds', 'iterations', 'violations', 'errors', 'slowestCloseMs', 'resources', 'failures', 'ok'].includes(key));
-  if (extra.length) lines.push(`    ${extra.map(([key, value]) => `${key} ${typeof value === 'number' && !Number.isInteger(value) ? value.toFixed(1) : JSON.stringify(value)}`).join(', ')}`);
+  const extra = Object.entries(part).filter(
+    ([key]) =>
+      !['part', 'seed', 'seconds', 'iterations', 'violations', 'errors', 'slowestCloseMs', 'resources', 'failures', 'ok'].includes(key),
+  );
+  if (extra.length)
+    lines.push(
+      `    ${extra.map(([key, value]) => `${key} ${typeof value === 'number' && !Number.isInteger(value) ? value.toFixed(1) : JSON.stringify(value)}`).join(', ')}`,
+    );
   for (const failure of part.failures.slice(0, 10)) lines.push(`    FAILURE ${failure}`);
   return lines.join('\n');
 }
@@ -475,7 +534,12 @@ function summary(part) {
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { values } = parseArgs({
     args: process.argv.slice(2).filter((arg) => arg !== '--'),
-    options: { seconds: { type: 'string', default: '10' }, seed: { type: 'string', default: '1' }, parts: { type: 'string' }, json: { type: 'boolean' } },
+    options: {
+      seconds: { type: 'string', default: '10' },
+      seed: { type: 'string', default: '1' },
+      parts: { type: 'string' },
+      json: { type: 'boolean' },
+    },
   });
   const parts = values.parts ? values.parts.split(',') : undefined;
   const report = await fuzz({ seconds: Number(values.seconds), seed: Number(values.seed), parts, log: (line) => console.error(line) });

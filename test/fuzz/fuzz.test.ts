@@ -25,6 +25,9 @@ it('survives a hostile peer in every part: allowed errors only, prompt closes, n
   // The vchan parts may only ever fail a channel with these; the framing and daemon parts check
   // their own lists of codes and report anything else as a failure.
   for (const name of ['ring', 'waiting', 'close']) {
-    expect(Object.keys(parts[name]!.errors).every((code) => ['EPROTO', 'EPIPE', 'ECONNRESET'].includes(code)), name).toBe(true);
+    expect(
+      Object.keys(parts[name]!.errors).every((code) => ['EPROTO', 'EPIPE', 'ECONNRESET'].includes(code)),
+      name,
+    ).toBe(true);
   }
 }, 90_000);

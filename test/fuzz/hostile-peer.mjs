@@ -18,10 +18,33 @@ let link = null;
  */
 let published = null;
 
-const OFFSET = { leftCons: 0, leftProd: 4, rightCons: 8, rightProd: 12, leftOrder: 16, rightOrder: 18, clientLive: 20, serverLive: 21, clientNotify: 22, serverNotify: 23 };
+const OFFSET = {
+  leftCons: 0,
+  leftProd: 4,
+  rightCons: 8,
+  rightProd: 12,
+  leftOrder: 16,
+  rightOrder: 18,
+  clientLive: 20,
+  serverLive: 21,
+  clientNotify: 22,
+  serverNotify: 23,
+};
 /** @typedef {keyof typeof OFFSET} Field */
 /** @type {(Field | 'grant')[]} */
-const FIELDS = ['leftCons', 'leftProd', 'rightCons', 'rightProd', 'leftOrder', 'rightOrder', 'clientLive', 'serverLive', 'clientNotify', 'serverNotify', 'grant'];
+const FIELDS = [
+  'leftCons',
+  'leftProd',
+  'rightCons',
+  'rightProd',
+  'leftOrder',
+  'rightOrder',
+  'clientLive',
+  'serverLive',
+  'clientNotify',
+  'serverNotify',
+  'grant',
+];
 
 /** The link the scribbling commands work on: connectTo or serve must have made one. */
 function connected() {
@@ -37,13 +60,20 @@ function connected() {
  */
 function nastyIndex(next, current, size) {
   switch (next() % 7) {
-    case 0: return (current + size + 1 + (next() % 1000)) >>> 0; // more than the ring holds
-    case 1: return (current - 1 - (next() % 1000)) >>> 0; // runs backwards
-    case 2: return 0xffffffff;
-    case 3: return (current + (next() % size)) >>> 0; // plausible
-    case 4: return next();
-    case 5: return (current + 0x80000000) >>> 0; // half-way round the u32
-    default: return current;
+    case 0:
+      return (current + size + 1 + (next() % 1000)) >>> 0; // more than the ring holds
+    case 1:
+      return (current - 1 - (next() % 1000)) >>> 0; // runs backwards
+    case 2:
+      return 0xffffffff;
+    case 3:
+      return (current + (next() % size)) >>> 0; // plausible
+    case 4:
+      return next();
+    case 5:
+      return (current + 0x80000000) >>> 0; // half-way round the u32
+    default:
+      return current;
   }
 }
 
@@ -71,7 +101,10 @@ const commands = {
     const xenstore = await openXenStore({ domid: simDomid });
     const path = `/local/domain/${simDomid}/data/vchan/${clientDomid}/${name}`;
     /** @type {import('@xen-vchan/xenstore').Permission[]} */
-    const perms = [{ domid: simDomid, access: 'none' }, { domid: clientDomid, access: 'read' }];
+    const perms = [
+      { domid: simDomid, access: 'none' },
+      { domid: clientDomid, access: 'read' },
+    ];
     const ringRef = garbage?.ringRef ?? String(shared.ringRef);
     const port = garbage?.port ?? String(shared.port);
     await xenstore.transaction(async (tx) => {
@@ -104,7 +137,13 @@ const commands = {
         new Int32Array(page)[6 + (next() % 8)] = value | 0;
       } else if (field.endsWith('Cons') || field.endsWith('Prod')) {
         const index = OFFSET[field] / 4;
-        const size = field.startsWith('left') ? (link.side === 'client' ? link.writer.size : link.reader.size) : (link.side === 'client' ? link.reader.size : link.writer.size);
+        const size = field.startsWith('left')
+          ? link.side === 'client'
+            ? link.writer.size
+            : link.reader.size
+          : link.side === 'client'
+            ? link.reader.size
+            : link.writer.size;
         value = nastyIndex(next, Atomics.load(words, index) >>> 0, size);
         Atomics.store(words, index, value | 0);
       } else if (field.endsWith('Order')) {

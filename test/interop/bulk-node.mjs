@@ -206,7 +206,8 @@ if (process.send) {
   const reply = process.send.bind(process);
   process.on('message', (/** @type {Request} */ request) => {
     const { id, op } = request;
-    const fail = (/** @type {NodeJS.ErrnoException | undefined} */ error) => reply({ id, error: { message: error?.stack ?? String(error), code: error?.code } });
+    const fail = (/** @type {NodeJS.ErrnoException | undefined} */ error) =>
+      reply({ id, error: { message: error?.stack ?? String(error), code: error?.code } });
     if (request.op === 'exit') {
       reply({ id, result: 'bye' });
       setImmediate(() => process.exit(0));

@@ -208,9 +208,20 @@ describe('sim daemon control socket with a hostile client', () => {
     const client = await raw();
     const opened = (await client.call({ op: 'gntalloc.open', domid: 3 })) as { ok: { handle: number } };
     const handle = opened.ok.handle;
-    const alloc = (fields: Record<string, unknown>) => client.call({ op: 'gntalloc.alloc', handle, domid: 2, count: 1, writable: true, ...fields });
-    for (const bad of [{ domid: '../x' }, { domid: -1 }, { domid: 1e9 }, { count: '1' }, { count: 0 }, { count: 1e12 }, { writable: 'yes' }]) {
-      expect(await alloc(bad)).toMatchObject({ error: { code: 'EINVAL', message: expect.stringMatching(/gntalloc\.alloc\.(domid|count|writable)/) } });
+    const alloc = (fields: Record<string, unknown>) =>
+      client.call({ op: 'gntalloc.alloc', handle, domid: 2, count: 1, writable: true, ...fields });
+    for (const bad of [
+      { domid: '../x' },
+      { domid: -1 },
+      { domid: 1e9 },
+      { count: '1' },
+      { count: 0 },
+      { count: 1e12 },
+      { writable: 'yes' },
+    ]) {
+      expect(await alloc(bad)).toMatchObject({
+        error: { code: 'EINVAL', message: expect.stringMatching(/gntalloc\.alloc\.(domid|count|writable)/) },
+      });
     }
     expect(readdirSync(files().pages)).toEqual([]);
     const shared = (await alloc({})) as { ok: { allocation: number } };
@@ -244,7 +255,14 @@ describe('sim daemon control socket with a hostile client', () => {
     const shared = (await client.call({ op: 'gntalloc.alloc', handle: ok.handle, domid: 2, count: 2, writable: true })) as {
       ok: { allocation: number; file: string };
     };
-    const notify = { op: 'gntalloc.setUnmapNotify', handle: ok.handle, allocation: shared.ok.allocation, offset: 0, clearByte: true, port: null };
+    const notify = {
+      op: 'gntalloc.setUnmapNotify',
+      handle: ok.handle,
+      allocation: shared.ok.allocation,
+      offset: 0,
+      clearByte: true,
+      port: null,
+    };
     expect(await client.call(notify)).toEqual({ ok: null });
     // Clearing the byte at release now fails (EISDIR) inside the daemon's cleanup for this client.
     rmSync(shared.ok.file);
@@ -361,10 +379,13 @@ describe('sim XenStore socket with a hostile client', () => {
     socket.write(encodeXsMessage(XsType.WRITE, 5, 0, Buffer.from(`${short}\0x`)));
     socket.write(encodeXsMessage(XsType.RM, 6, 0, xsStrings(folder)));
     const deadline = Date.now() + 2000;
-    while (!messages.some((message) => message.reqId === 6) && !gone && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    while (!messages.some((message) => message.reqId === 6) && !gone && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 10));
     expect(gone).toBe(false);
     expect(messages.filter((message) => message.type === XsType.ERROR)).toEqual([]);
-    const events = messages.filter((message) => message.type === XsType.WATCH_EVENT).map((message) => message.payload.toString().split('\0')[0]);
+    const events = messages
+      .filter((message) => message.type === XsType.WATCH_EVENT)
+      .map((message) => message.payload.toString().split('\0')[0]);
     // The first event is the watch's own; the removal reports the folder (and what went with it).
     expect(events.slice(0, 2)).toEqual([folder, short]);
     expect(events).not.toContain(long);

@@ -74,7 +74,9 @@ describe('sim daemon', () => {
       env: { ...process.env, XEN_VCHAN_SIM_DIR: directory, XEN_VCHAN_BACKEND: 'sim' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    const status = await new Promise<{ grants: unknown[]; ports: unknown[] }>((resolve) => child.stdout!.once('data', (line) => resolve(JSON.parse(String(line)))));
+    const status = await new Promise<{ grants: unknown[]; ports: unknown[] }>((resolve) =>
+      child.stdout!.once('data', (line) => resolve(JSON.parse(String(line)))),
+    );
     expect(status.grants).toHaveLength(2);
     expect(status.ports).toHaveLength(1);
     expect(readdirSync(path.join(directory, 'pages'))).toHaveLength(1);
@@ -94,12 +96,19 @@ describe('sim daemon', () => {
   });
 
   it('cleans up after a killed daemon the next time the simulation is used', async () => {
-    const first = JSON.parse(runNode(directory, holdResources('process.kill(SimConnection.open().call("status", {}).daemonPid, "SIGKILL"); process.exit(0);')));
+    const first = JSON.parse(
+      runNode(directory, holdResources('process.kill(SimConnection.open().call("status", {}).daemonPid, "SIGKILL"); process.exit(0);')),
+    );
     expect(first.grants).toHaveLength(2);
     // The daemon died with pages and ports on record; its files are still there.
     await sleep(50);
     expect(readdirSync(path.join(directory, 'pages'))).toHaveLength(1);
-    const next = JSON.parse(runNode(directory, `import { SimConnection } from '@xen-vchan/sim'; console.log(JSON.stringify(SimConnection.open().call('status', {})));`));
+    const next = JSON.parse(
+      runNode(
+        directory,
+        `import { SimConnection } from '@xen-vchan/sim'; console.log(JSON.stringify(SimConnection.open().call('status', {})));`,
+      ),
+    );
     expect(next.daemonPid).not.toBe(first.daemonPid);
     expect(next.grants).toEqual([]);
     expect(readdirSync(path.join(directory, 'pages'))).toEqual([]);
@@ -109,17 +118,19 @@ describe('sim daemon', () => {
   it('starts exactly one daemon when many processes start at once', async () => {
     const script = `import { SimConnection } from '@xen-vchan/sim'; console.log(SimConnection.open().call('status', {}).daemonPid);`;
     const pids = await Promise.all(
-      Array.from({ length: 6 }, () =>
-        new Promise<string>((resolve, reject) => {
-          const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-            cwd: root,
-            env: { ...process.env, XEN_VCHAN_SIM_DIR: directory },
-            stdio: ['ignore', 'pipe', 'inherit'],
-          });
-          let out = '';
-          child.stdout!.on('data', (chunk) => (out += chunk));
-          child.on('exit', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`exit ${code}`))));
-        }),
+      Array.from(
+        { length: 6 },
+        () =>
+          new Promise<string>((resolve, reject) => {
+            const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+              cwd: root,
+              env: { ...process.env, XEN_VCHAN_SIM_DIR: directory },
+              stdio: ['ignore', 'pipe', 'inherit'],
+            });
+            let out = '';
+            child.stdout!.on('data', (chunk) => (out += chunk));
+            child.on('exit', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`exit ${code}`))));
+          }),
       ),
     );
     expect(new Set(pids).size).toBe(1);

@@ -90,7 +90,9 @@ function startDomain(domid: number, script: string, env: Record<string, string> 
     env: { ...process.env, ...env, XEN_VCHAN_BACKEND: 'sim', XEN_VCHAN_SIM_DOMID: String(domid) },
     stdio: ['pipe', 'pipe', 'inherit'],
   });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
   const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
   const line = async () => {
     const next = await Promise.race([lines.next(), exited.then((how) => ({ done: true as const, value: how }))]);
@@ -238,8 +240,12 @@ describe('destroying a simulated domain', () => {
 
     // Its pages we map stay ours (a zombie domain), but Xen refuses to copy them or map them anew.
     const scratch = new Uint8Array(1);
-    expect(gntdev.grantCopy([{ source: { domid: DEAD, ref: info.ref, offset: 0 }, dest: scratch, length: 1 }])).toEqual([GrantStatus.badDomain]);
-    expect(gntdev.grantCopy([{ source: scratch, dest: { domid: DEAD, ref: info.ref, offset: 0 }, length: 1 }])).toEqual([GrantStatus.badDomain]);
+    expect(gntdev.grantCopy([{ source: { domid: DEAD, ref: info.ref, offset: 0 }, dest: scratch, length: 1 }])).toEqual([
+      GrantStatus.badDomain,
+    ]);
+    expect(gntdev.grantCopy([{ source: scratch, dest: { domid: DEAD, ref: info.ref, offset: 0 }, length: 1 }])).toEqual([
+      GrantStatus.badDomain,
+    ]);
     expect(codeOf(() => gntdev.map(DEAD, [info.ref]))).toBe('EINVAL');
 
     // Our end of the channel is unbound now; a notify on it is dropped without an error.
@@ -272,7 +278,9 @@ describe('destroying a simulated domain', () => {
     expect(status().grants.filter((grant) => grant.domid === DEAD)).toEqual([]);
     expect(codeOf(() => events.bindInterdomain(DEAD, info.port))).toBe('ESRCH');
     expect(bindCode(DEAD, 0)).toBe('ESRCH');
-    expect(gntdev.grantCopy([{ source: { domid: DEAD, ref: info.ref, offset: 0 }, dest: scratch, length: 1 }])).toEqual([GrantStatus.badDomain]);
+    expect(gntdev.grantCopy([{ source: { domid: DEAD, ref: info.ref, offset: 0 }, dest: scratch, length: 1 }])).toEqual([
+      GrantStatus.badDomain,
+    ]);
 
     // A live domain's port 0 is reserved (EINVAL), and a refused bind changes nothing.
     const portsBefore = status().ports;

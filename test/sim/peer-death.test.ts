@@ -45,7 +45,10 @@ describe('two unprivileged domains (simulation)', () => {
     const bytes = String(16 * 2 ** 20);
     const server = runAs(1, 'both-ways.mjs', ['server', '--peer', '2', '--name', 'both-ways', '--bytes', bytes, '--seed', '11']);
     const client = runAs(2, 'both-ways.mjs', ['client', '--peer', '1', '--name', 'both-ways', '--bytes', bytes, '--seed', '12']);
-    const [fromServer, fromClient] = await Promise.all([server.done.then((ended) => resultOf<BothWays>(ended, 'the server')), client.done.then((ended) => resultOf<BothWays>(ended, 'the client'))]);
+    const [fromServer, fromClient] = await Promise.all([
+      server.done.then((ended) => resultOf<BothWays>(ended, 'the server')),
+      client.done.then((ended) => resultOf<BothWays>(ended, 'the client')),
+    ]);
     expect(fromServer.sent.bytes).toBe(16 * 2 ** 20);
     expect(fromClient.received).toEqual(fromServer.sent);
     expect(fromServer.received).toEqual(fromClient.sent);
@@ -89,7 +92,14 @@ describe('the peer domain is destroyed mid-stream (simulation)', () => {
         await xenstore.write(`/local/domain/${victim}/data/vchan-client`, '');
         await xenstore.setPermissions(`/local/domain/${victim}/data/vchan-client`, [{ domid: 0, access: 'none' }]);
       }
-      const surviving = runAs(survivor, 'survivor.mjs', [survivorRole, '--peer', String(victim), '--name', name, ...(checks ? [] : ['--check-interval', '0'])]);
+      const surviving = runAs(survivor, 'survivor.mjs', [
+        survivorRole,
+        '--peer',
+        String(victim),
+        '--name',
+        name,
+        ...(checks ? [] : ['--check-interval', '0']),
+      ]);
       const victimArgs =
         victimRole === 'server'
           ? ['server', '--peer', String(survivor), '--name', name, '--ring', String(2 ** 20), '--send', String(2 ** 40), '--seed', '5']
@@ -98,7 +108,11 @@ describe('the peer domain is destroyed mid-stream (simulation)', () => {
       try {
         await until(
           'the stream to run',
-          () => xenstore.read(`/local/domain/${survivor}/data/survivor/${name}`).then(() => true, () => false),
+          () =>
+            xenstore.read(`/local/domain/${survivor}/data/survivor/${name}`).then(
+              () => true,
+              () => false,
+            ),
           30_000,
         ).catch(async (error) => {
           for (const child of children) child.kill();
@@ -130,7 +144,9 @@ describe('the peer domain is destroyed mid-stream (simulation)', () => {
           await expect(xenstore.read(`/local/domain/${victim}/data/vchan-client`)).rejects.toMatchObject({ code: 'ENOENT' });
         }
         await xenstore.rm(`/local/domain/${survivor}/data/survivor`).catch(() => {});
-        console.log(`sim: ${who} as the ${survivorRole}${how} noticed its peer's domain destroyed after ${outcome.failedAt - destroyedAt} ms`);
+        console.log(
+          `sim: ${who} as the ${survivorRole}${how} noticed its peer's domain destroyed after ${outcome.failedAt - destroyedAt} ms`,
+        );
       } finally {
         xenstore.close();
       }
@@ -148,7 +164,9 @@ describe('what a dead or failed client leaves the server (simulation)', () => {
     const first = await connect({ domid: 1, name: 'taken', backend: 'sim', simDomid: 2 });
     const served = await accepted;
     try {
-      await expect(connect({ domid: 1, name: 'taken', backend: 'sim', simDomid: 2, timeout: 0 })).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+      await expect(connect({ domid: 1, name: 'taken', backend: 'sim', simDomid: 2, timeout: 0 })).rejects.toMatchObject({
+        code: 'ECONNREFUSED',
+      });
       await sleep(1200); // more than two check intervals
       expect(served.destroyed).toBe(false);
       const arrived = new Promise<Buffer>((resolve) => served.once('data', resolve));
@@ -161,7 +179,9 @@ describe('what a dead or failed client leaves the server (simulation)', () => {
     }
   });
 
-  it('a persistent server whose client domain died waits for the next client instead of taking the dead one again', { timeout: 60_000 }, async () => {
+  it('a persistent server whose client domain died waits for the next client instead of taking the dead one again', {
+    timeout: 60_000,
+  }, async () => {
     const server = createServer({ domid: 1, name: 'persist', backend: 'sim', simDomid: 2, persist: true, readMin: 4096, writeMin: 4096 });
     const channels: Vchan[] = [];
     const failures: string[] = [];
@@ -192,12 +212,16 @@ describe('what a dead or failed client leaves the server (simulation)', () => {
 });
 
 describe('a hostile client and its presence node (simulation)', () => {
-  it('rewriting its node costs the server nothing; removing it while connected ends only its own channel', { timeout: 60_000 }, async () => {
+  it('rewriting its node costs the server nothing; removing it while connected ends only its own channel', {
+    timeout: 60_000,
+  }, async () => {
     // Two servers in domain 1: one for the hostile client (domain 2), one for a bystander (domain 3).
     const servers = [2, 3].map((client) => createServer({ domid: client, name: `presence-${client}`, backend: 'sim', simDomid: 1 }));
     const accepted = servers.map((server) => new Promise<Vchan>((resolve) => server.once('channel', resolve)));
     for (const server of servers) await server.listen();
-    const clients = await Promise.all([2, 3].map((domid) => connect({ domid: 1, name: `presence-${domid}`, backend: 'sim', simDomid: domid })));
+    const clients = await Promise.all(
+      [2, 3].map((domid) => connect({ domid: 1, name: `presence-${domid}`, backend: 'sim', simDomid: domid })),
+    );
     const served = await Promise.all(accepted);
     const failures: (string | null)[] = [null, null];
     served.forEach((channel, index) => channel.on('error', (error: XenVchanError) => (failures[index] = error.code)));
@@ -206,7 +230,15 @@ describe('a hostile client and its presence node (simulation)', () => {
     const hostile = await openXenStore({ domid: 2 });
     const node = presencePath(2, 1, servers[0]!.path!);
     try {
-      await until('the presence node', () => hostile.read(node).then(() => true, () => false), 5_000);
+      await until(
+        'the presence node',
+        () =>
+          hostile.read(node).then(
+            () => true,
+            () => false,
+          ),
+        5_000,
+      );
       // How late a 20 ms timer fires while the server follows the flood: the event loop keeps turning.
       let worstLag = 0;
       let last = performance.now();

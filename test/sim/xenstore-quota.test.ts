@@ -24,7 +24,10 @@ describe('vchan on a full XenStore', () => {
       }
       expect(error).toMatchObject({ code: expect.stringMatching(/E2BIG|EDQUOT|ENOSPC/) });
       server = createServer({ domid: PEER, name: 'quota', simDomid: SELF });
-      const failed = await server.listen().then(() => null, (caught: { code?: string; message: string }) => caught);
+      const failed = await server.listen().then(
+        () => null,
+        (caught: { code?: string; message: string }) => caught,
+      );
       expect(failed?.code).toMatch(/E2BIG|EDQUOT|ENOSPC/);
       server = null;
       await xenstore.rm(filler);
@@ -50,7 +53,10 @@ describe('vchan on a full XenStore', () => {
       }
       expect(open).toHaveLength(10);
       server = createServer({ domid: PEER, name: 'transactions', simDomid: SELF });
-      const failed = await server.listen().then(() => null, (caught: { code?: string; message: string }) => caught);
+      const failed = await server.listen().then(
+        () => null,
+        (caught: { code?: string; message: string }) => caught,
+      );
       expect(failed?.code).toBe('ENOSPC');
       expect(failed?.message).toMatch(/transaction/i);
       server = null;

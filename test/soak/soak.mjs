@@ -47,7 +47,9 @@ export async function soak({ cycles, seed, log = () => {} }) {
     const [sentDown, gotDown, sentUp, gotUp] = await Promise.all([
       sendSeeded(channel, { total: down, seed: index * 2 + 1, maxChunk: 1 + (next() % 70_000) }),
       /** @type {Promise<Received>} */ (peer.call('receiveCount', { id, bytes: down })),
-      /** @type {Promise<string>} */ (peer.call('send', { id, total: up, seed: index * 2 + 2, maxChunk: 1 + (next() % 70_000), end: false })),
+      /** @type {Promise<string>} */ (
+        peer.call('send', { id, total: up, seed: index * 2 + 2, maxChunk: 1 + (next() % 70_000), end: false })
+      ),
       receiveCount(channel, up),
     ]);
     if (gotDown.bytes !== down || gotDown.sha256 !== sentDown || gotUp.bytes !== up || gotUp.sha256 !== sentUp) {
@@ -70,12 +72,21 @@ export async function soak({ cycles, seed, log = () => {} }) {
   await peer.stop();
   sim.close();
   const growth = { rssMiB: end.rssMiB - start.rssMiB, heapMiB: end.heapMiB - start.heapMiB };
-  const flat = end.fds <= start.fds && end.grants === start.grants && end.ports === start.ports && end.handles === start.handles && growth.heapMiB < 8 && growth.rssMiB < 48;
+  const flat =
+    end.fds <= start.fds &&
+    end.grants === start.grants &&
+    end.ports === start.ports &&
+    end.handles === start.handles &&
+    growth.heapMiB < 8 &&
+    growth.rssMiB < 48;
   return { cycles, seconds: +((performance.now() - started) / 1000).toFixed(1), start, end, growth, flat };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { values } = parseArgs({ args: process.argv.slice(2).filter((arg) => arg !== '--'), options: { cycles: { type: 'string', default: '1000' }, seed: { type: 'string', default: '1' }, json: { type: 'boolean' } } });
+  const { values } = parseArgs({
+    args: process.argv.slice(2).filter((arg) => arg !== '--'),
+    options: { cycles: { type: 'string', default: '1000' }, seed: { type: 'string', default: '1' }, json: { type: 'boolean' } },
+  });
   const result = await soak({ cycles: Number(values.cycles), seed: Number(values.seed), log: (line) => console.error(line) });
   if (values.json) console.log(JSON.stringify(result, null, 2));
   else {

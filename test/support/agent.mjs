@@ -110,7 +110,10 @@ const commands = {
         return false;
       };
       const timer = setTimeout(() => reject(new Error(`no event on port ${port} within ${timeoutMs} ms`)), timeoutMs);
-      if (!check()) waiters.push(function retry() { if (!check()) waiters.push(retry); });
+      if (!check())
+        waiters.push(function retry() {
+          if (!check()) waiters.push(retry);
+        });
     }),
   // Writes to a read-only mapping: on Xen and on the simulation this must fault.
   /** @param {{ id: number }} args */

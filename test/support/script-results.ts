@@ -10,7 +10,10 @@ export interface ScriptEnd {
 
 /** The `RESULT {...}` line a script prints last; throws with its output unless it exited 0 with one. */
 export function resultOf<T>(ended: ScriptEnd, where: string): T {
-  const line = ended.output.split('\n').reverse().find((text) => text.startsWith('RESULT '));
+  const line = ended.output
+    .split('\n')
+    .reverse()
+    .find((text) => text.startsWith('RESULT '));
   if (ended.code !== 0 || !line) throw new Error(`${where} ended with ${ended.signal ?? `status ${ended.code}`}:\n${ended.output}`);
   return JSON.parse(line.slice('RESULT '.length)) as T;
 }

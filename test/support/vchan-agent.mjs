@@ -55,11 +55,12 @@ const commands = {
     servers.set(id, server);
     return { id, address: server.address() };
   },
-  nextChannel: () => new Promise((/** @type {(id: number) => void} */ resolve) => {
-    const ready = pendingChannels.shift();
-    if (ready !== undefined) resolve(ready);
-    else channelWaiters.push(resolve);
-  }),
+  nextChannel: () =>
+    new Promise((/** @type {(id: number) => void} */ resolve) => {
+      const ready = pendingChannels.shift();
+      if (ready !== undefined) resolve(ready);
+      else channelWaiters.push(resolve);
+    }),
   /** @param {{ domid: number; name: string; timeout?: number }} args */
   connect: async ({ domid, name, timeout }) => keepChannel(await connect({ domid, name, timeout, simDomid })),
   /** @param {{ id: number; total: number; seed: number; maxChunk: number; end?: boolean }} args */
@@ -84,7 +85,8 @@ const commands = {
   /** @param {{ id: number; total: number; seed: number }} args */
   writeIntoRing: ({ id, total, seed }) =>
     sendSeeded(channel(id), { total, seed, maxChunk: 4096 }).then(
-      (sha256) => new Promise((resolve) => channel(id).write(Buffer.alloc(0), () => resolve({ sha256, inRing: channel(id).stats().bytesWritten }))),
+      (sha256) =>
+        new Promise((resolve) => channel(id).write(Buffer.alloc(0), () => resolve({ sha256, inRing: channel(id).stats().bytesWritten }))),
     ),
   /** @param {{ id: number }} args */
   pause: ({ id }) => channel(id).pause(),

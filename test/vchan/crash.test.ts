@@ -98,7 +98,9 @@ describe.each(deaths)('crash matrix (%s)', (how) => {
     await peer.call<number>('connect', { domid: SELF, name: `mid-recv-${how}` });
     const channel = await connected;
     channel.resume();
-    const failed = new Promise<string | undefined>((resolve) => channel.write(Buffer.alloc(100_000), (error) => resolve((error as { code?: string } | null)?.code)));
+    const failed = new Promise<string | undefined>((resolve) =>
+      channel.write(Buffer.alloc(100_000), (error) => resolve((error as { code?: string } | null)?.code)),
+    );
     const closed = new Promise<number>((resolve) => channel.on('close', () => resolve(performance.now())));
     channel.on('error', () => {});
     const diedAt = await die(how);
@@ -161,7 +163,9 @@ describe('crash matrix: before connect', () => {
     await peer.call('serve', { domid: PEER, name: 'dead-server' });
     await peer.kill('SIGKILL');
     const started = performance.now();
-    await expect(connect({ domid: SELF, name: 'dead-server', simDomid: backend === 'sim' ? PEER : undefined, timeout: 5000 })).rejects.toMatchObject({
+    await expect(
+      connect({ domid: SELF, name: 'dead-server', simDomid: backend === 'sim' ? PEER : undefined, timeout: 5000 }),
+    ).rejects.toMatchObject({
       code: expect.stringMatching(/EINVAL|ECONNREFUSED/),
     });
     expect(performance.now() - started).toBeLessThan(1000);

@@ -201,7 +201,10 @@ describe('send() and recv() deadlines', () => {
     const { server, peer } = rawPair();
     const controller = new AbortController();
     controller.abort();
-    await expect(server.send(Buffer.from('x'), { signal: controller.signal })).rejects.toMatchObject({ code: 'ABORT_ERR', name: 'AbortError' });
+    await expect(server.send(Buffer.from('x'), { signal: controller.signal })).rejects.toMatchObject({
+      code: 'ABORT_ERR',
+      name: 'AbortError',
+    });
     const later = new AbortController();
     await server.send(Buffer.from('kept'), { signal: later.signal, timeout: 5000 });
     later.abort(); // nothing listens any more
@@ -225,7 +228,11 @@ describe('send() and recv() deadlines', () => {
     const controller = new AbortController();
     const reason = new Error('enough');
     setTimeout(() => controller.abort(reason), 30);
-    await expect(server.recv(20, { signal: controller.signal })).rejects.toMatchObject({ code: 'ABORT_ERR', name: 'AbortError', cause: reason });
+    await expect(server.recv(20, { signal: controller.signal })).rejects.toMatchObject({
+      code: 'ABORT_ERR',
+      name: 'AbortError',
+      cause: reason,
+    });
     peerWrite(peer, Buffer.from('abcdefghij'));
     expect((await server.recv(20, { timeout: 5000 })).toString()).toBe('0123456789abcdefghij');
     expect(await timers.live()).toBe(0);
@@ -242,7 +249,9 @@ describe('closeTimeout: end() against a peer that stopped reading', () => {
     server.end();
     const { error, after } = await seen;
     expect(error).toMatchObject({ code: 'ETIMEDOUT' });
-    expect(error!.message).toMatch(/end\(\) could not put everything written into the ring: the peer took nothing from it for 150 ms \(it stopped reading\)\. 1000 bytes were not sent/);
+    expect(error!.message).toMatch(
+      /end\(\) could not put everything written into the ring: the peer took nothing from it for 150 ms \(it stopped reading\)\. 1000 bytes were not sent/,
+    );
     expect(error!.message).toMatch(/closeTimeout/);
     expect(after).toBeGreaterThanOrEqual(150 * EARLY);
     expect(after).toBeLessThan(225 + LATE_MS);
@@ -302,7 +311,9 @@ describe('stallTimeout', () => {
     server.write(Buffer.alloc(server.writeRingSize + 1));
     const { error, after } = await seen;
     expect(error).toMatchObject({ code: 'ETIMEDOUT' });
-    expect(error!.message).toMatch(/stalled: nothing moved either way for 100 ms while 1 bytes written here waited for room in the ring \(option stallTimeout\)/);
+    expect(error!.message).toMatch(
+      /stalled: nothing moved either way for 100 ms while 1 bytes written here waited for room in the ring \(option stallTimeout\)/,
+    );
     expect(after).toBeGreaterThanOrEqual(100 * EARLY);
     expect(after).toBeLessThan(150 + LATE_MS);
   });
@@ -374,7 +385,9 @@ describe('servers and connect', () => {
     const path = server.path!;
     const error = await failed;
     expect(error).toMatchObject({ code: 'ETIMEDOUT' });
-    expect(error.message).toMatch(/No client connected to the vchan server at .*accept-deadline within 150 ms \(option acceptTimeout\), so the server closed/);
+    expect(error.message).toMatch(
+      /No client connected to the vchan server at .*accept-deadline within 150 ms \(option acceptTimeout\), so the server closed/,
+    );
     expect(performance.now() - started).toBeLessThan(150 + LATE_MS);
     await closed;
     expect(events).toEqual(['error', 'close']);
@@ -389,7 +402,9 @@ describe('servers and connect', () => {
   it('acceptTimeout stops once a client connects; the channel gets the deadline options', async () => {
     const timers = libraryTimers();
     const channels: Vchan[] = [];
-    server = createServer({ domid: PEER, name: 'accept-in-time', acceptTimeout: 5000, stallTimeout: 100, ...serverSim }, (channel) => channels.push(channel));
+    server = createServer({ domid: PEER, name: 'accept-in-time', acceptTimeout: 5000, stallTimeout: 100, ...serverSim }, (channel) =>
+      channels.push(channel),
+    );
     const errors: Error[] = [];
     server.on('error', (error) => errors.push(error));
     await server.listen();
@@ -439,12 +454,16 @@ describe('servers and connect', () => {
   });
 
   it('refuses deadline options that are not times in ms', async () => {
-    expect(() => createServer({ domid: PEER, acceptTimeout: -1, ...serverSim })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => createServer({ domid: PEER, acceptTimeout: -1, ...serverSim })).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }),
+    );
     expect(() => createServer({ domid: PEER, stallTimeout: Number.NaN, ...serverSim })).toThrow(/stallTimeout/);
     expect(() => createServer({ domid: PEER, closeTimeout: 2 ** 31, ...serverSim })).toThrow(/closeTimeout/);
     await expect(connect({ domid: SELF, closeTimeout: -5, ...clientSim })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     expect(() => createServer({ domid: PEER, peerCheckInterval: -1, ...serverSim })).toThrow(/peerCheckInterval/);
-    await expect(connect({ domid: SELF, peerCheckInterval: Number.POSITIVE_INFINITY, ...clientSim })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    await expect(connect({ domid: SELF, peerCheckInterval: Number.POSITIVE_INFINITY, ...clientSim })).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
   });
 });
 

@@ -142,7 +142,12 @@ describe('RPC', () => {
   it('fails pending calls promptly when the serving process is killed', async () => {
     const rpc = await rpcClient('killed');
     const pending = [rpc.call('sleep', { ms: 10_000 }), rpc.call('sleep', { ms: 10_000 })];
-    const settled = pending.map((call) => call.then(() => performance.now(), () => performance.now()));
+    const settled = pending.map((call) =>
+      call.then(
+        () => performance.now(),
+        () => performance.now(),
+      ),
+    );
     await new Promise((resolve) => setTimeout(resolve, 50));
     const killedAt = performance.now();
     await peer!.kill('SIGKILL');

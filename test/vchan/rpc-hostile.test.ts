@@ -194,7 +194,10 @@ describe('RPC: every malformed message ends in EPROTO', () => {
 
   it('a call whose id is still being served, bytes that are not JSON, and an empty message each close with EPROTO', async () => {
     for (const [bytes, says] of [
-      [Buffer.concat([json({ type: 'call', id: 3, method: 'slow' }), json({ type: 'call', id: 3, method: 'slow' })]), /call 3 arrived while a call with that id was still being served/],
+      [
+        Buffer.concat([json({ type: 'call', id: 3, method: 'slow' }), json({ type: 'call', id: 3, method: 'slow' })]),
+        /call 3 arrived while a call with that id was still being served/,
+      ],
       [frame(Buffer.from('{"type":')), /a message of 8 bytes could not be decoded/],
       [frame(Buffer.alloc(0)), /a message of 0 bytes could not be decoded/],
     ] as const) {
@@ -215,7 +218,12 @@ describe('RPC: every malformed message ends in EPROTO', () => {
     readFrames(theirs, (message) => seen.push(message));
     await expect(rpc.call('slow', undefined, { timeout: 20 })).rejects.toMatchObject({ code: 'ETIMEDOUT' });
     const second = rpc.call('add', { a: 1, b: 2 });
-    theirs.write(Buffer.concat([json({ type: 'result', id: 1, value: 'late' }), json({ type: 'error', id: 1, error: { code: 'E', message: 'later' } })]));
+    theirs.write(
+      Buffer.concat([
+        json({ type: 'result', id: 1, value: 'late' }),
+        json({ type: 'error', id: 1, error: { code: 'E', message: 'later' } }),
+      ]),
+    );
     theirs.write(json({ type: 'result', id: 2, value: 3 }));
     expect(await second).toBe(3);
     expect(seen.map((message) => message.type)).toEqual(['call', 'cancel', 'call']);
@@ -224,7 +232,12 @@ describe('RPC: every malformed message ends in EPROTO', () => {
 
   it('ends in EPROTO on garbage from the structured clone codec, never a crash', async () => {
     const next = random(20260101);
-    const garbage: Buffer[] = [Buffer.alloc(0), v8.serialize(new Map([[1, 2]])), v8.serialize([1, 2]), v8.serialize({ type: 'call', id: 1n, method: 'x' })];
+    const garbage: Buffer[] = [
+      Buffer.alloc(0),
+      v8.serialize(new Map([[1, 2]])),
+      v8.serialize([1, 2]),
+      v8.serialize({ type: 'call', id: 1n, method: 'x' }),
+    ];
     for (let i = 0; i < 40; i++) {
       const bytes = Buffer.alloc(1 + (next() % 200), 0);
       for (let j = 0; j < bytes.length; j++) bytes[j] = next() & 0xff;
@@ -271,7 +284,10 @@ describe('RPC: every malformed message ends in EPROTO', () => {
     await expect(caller.call('throwsNull')).rejects.toMatchObject({ name: 'RemoteError', code: 'ERR_RPC_REMOTE', message: 'null' });
     await expect(caller.call('throwsUndefined')).rejects.toMatchObject({ code: 'ERR_RPC_REMOTE', message: 'undefined' });
     await expect(caller.call('throwsGetter')).rejects.toMatchObject({ code: 'ERR_RPC_REMOTE', message: 'a getter that throws' });
-    await expect(caller.call('bigint')).rejects.toMatchObject({ code: 'ERR_RPC_ENCODE', message: /answer of "bigint" could not be encoded/ });
+    await expect(caller.call('bigint')).rejects.toMatchObject({
+      code: 'ERR_RPC_ENCODE',
+      message: /answer of "bigint" could not be encoded/,
+    });
     await expect(caller.call('cyclic')).rejects.toMatchObject({ code: 'ERR_RPC_ENCODE' });
     await expect(caller.call('huge')).rejects.toMatchObject({ code: 'EMSGSIZE', message: /over the channel's limit of 1000/ });
     await expect(caller.call('nosuch')).rejects.toMatchObject({ code: 'ERR_RPC_NO_METHOD' });
@@ -318,7 +334,10 @@ describe('RPC and messages: backpressure and bounded memory', () => {
     const progress = { written: 0, waiting: false };
     const writing = writeAll(theirs, calls(), progress);
     try {
-      await quiet(() => served, () => progress.written === CALLS);
+      await quiet(
+        () => served,
+        () => progress.written === CALLS,
+      );
       const bound = 2 * (ours.writableHighWaterMark + ours.readableHighWaterMark) + rpc.messages.maxMessageSize;
       const stalled = { served, written: progress.written, most, bound };
       // The peer is held up: it could not write all its calls, we stopped serving, and what we hold is bounded.
@@ -348,12 +367,16 @@ describe('RPC and messages: backpressure and bounded memory', () => {
 
   it('a peer that sends 30,000 calls over a vchan and reads no answer meets backpressure; our buffers stay bounded', async () => {
     const report = await flood(await vchanPair(), { maxMessageSize: 65536 });
-    console.log(`[${backend}] vchan flood: stalled after ${report.written} calls written, ${report.served} served; held at most ${report.mostOverall} bytes (bound ${report.bound})`);
+    console.log(
+      `[${backend}] vchan flood: stalled after ${report.written} calls written, ${report.served} served; held at most ${report.mostOverall} bytes (bound ${report.bound})`,
+    );
   }, 120_000);
 
   it('the same over a Unix socket, with a limit of 8 calls served at once', async () => {
     const report = await flood(await unixPair(), { maxMessageSize: 65536, maxConcurrentCalls: 8 });
-    console.log(`unix flood: stalled after ${report.written} calls written, ${report.served} served; held at most ${report.mostOverall} bytes (bound ${report.bound})`);
+    console.log(
+      `unix flood: stalled after ${report.written} calls written, ${report.served} served; held at most ${report.mostOverall} bytes (bound ${report.bound})`,
+    );
   }, 120_000);
 
   it('a MessageChannel nobody reads stops reading at maxQueuedMessages, and delivers everything in order once read', async () => {
@@ -368,7 +391,10 @@ describe('RPC and messages: backpressure and bounded memory', () => {
       })(),
       progress,
     );
-    await quiet(() => progress.written, () => progress.written === total);
+    await quiet(
+      () => progress.written,
+      () => progress.written === total,
+    );
     expect(progress.written).toBeLessThan(total);
     expect(messages.isPaused()).toBe(false); // nobody paused delivery; the queue is full
     expect(ours.isPaused()).toBe(true);
@@ -393,7 +419,8 @@ describe('RPC and messages: backpressure and bounded memory', () => {
     expect(messages.unsentBytes).toBeGreaterThan(0);
     ours.destroy();
     // Those not yet written fail with the channel's close (the vchan fails the write it was doing as destroyed).
-    for (const result of await all) if (result.status === 'rejected') expect(['ECONNRESET', 'ERR_STREAM_DESTROYED']).toContain(result.reason.code);
+    for (const result of await all)
+      if (result.status === 'rejected') expect(['ECONNRESET', 'ERR_STREAM_DESTROYED']).toContain(result.reason.code);
   });
 
   it('beyond maxCallsInFlight, calls wait their turn: only that many are ever on the wire', async () => {
@@ -420,7 +447,16 @@ describe('RPC and messages: backpressure and bounded memory', () => {
     answer(8, 9, 10);
     const results = await Promise.allSettled(calls);
     expect(results.map((result) => (result.status === 'fulfilled' ? result.value : (result.reason as { code: string }).code))).toEqual([
-      10, 20, 30, 40, 50, 60, 'ETIMEDOUT', 80, 90, 100,
+      10,
+      20,
+      30,
+      40,
+      50,
+      60,
+      'ETIMEDOUT',
+      80,
+      90,
+      100,
     ]);
     expect(sent()).toEqual([1, 2, 3, 4, 5, 6, 8, 9, 10]);
     expect(seen.filter((message) => message.type === 'cancel')).toEqual([]);

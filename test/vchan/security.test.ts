@@ -70,7 +70,10 @@ describe('vchan security', () => {
     try {
       const hog = gntalloc.share(PEER, 60);
       server = createServer({ domid: PEER, name: 'exhausted', simDomid, readMin: 1 << 20, writeMin: 4096 });
-      const error = await server.listen().then(() => null, (caught: Error) => caught);
+      const error = await server.listen().then(
+        () => null,
+        (caught: Error) => caught,
+      );
       expect(error).toMatchObject({ code: 'ENOSPC' });
       expect(error!.message).toMatch(/limit/);
       server = null;
@@ -96,7 +99,10 @@ describe('vchan security', () => {
       let failure: { code?: string; message: string } | null = null;
       while (!failure && servers.length < 20) {
         const next = createServer({ domid: PEER, name: `many-${servers.length}`, simDomid, readMin: 0, writeMin: 0 });
-        failure = await next.listen().then(() => (servers.push(next), null), (caught) => caught);
+        failure = await next.listen().then(
+          () => (servers.push(next), null),
+          (caught) => caught,
+        );
       }
       expect(failure).toMatchObject({ code: 'ENOSPC' });
       expect(failure!.message).toMatch(/limit/);

@@ -94,7 +94,10 @@ describe('vchan', () => {
     channel.once('drain', () => (refused = true));
     await sleep(200); // the client is not reading yet: the 4 KiB ring fills and the writer waits
     expect(channel.stats().bytesWritten).toBeLessThanOrEqual(4096);
-    const [sha256, received] = await Promise.all([sending.then((hash: string) => (channel.end(), hash)), client.call<{ bytes: number; sha256: string }>('receive', { id })]);
+    const [sha256, received] = await Promise.all([
+      sending.then((hash: string) => (channel.end(), hash)),
+      client.call<{ bytes: number; sha256: string }>('receive', { id }),
+    ]);
     expect(refused).toBe(true);
     expect(channel.stats().writeStalls).toBeGreaterThan(0);
     expect(received).toEqual({ bytes: total, sha256 });
@@ -145,7 +148,10 @@ describe('vchan', () => {
     for (let round = 0; round < 3; round++) {
       const id = await peer.call<number>('connect', { domid: SELF, name: 'persist' });
       const channel = await nextChannel();
-      const [sha256, received] = await Promise.all([peer.call<string>('send', { id, total: 50_000, seed: round + 1, maxChunk: 4000 }), receiveAll(channel)]);
+      const [sha256, received] = await Promise.all([
+        peer.call<string>('send', { id, total: 50_000, seed: round + 1, maxChunk: 4000 }),
+        receiveAll(channel),
+      ]);
       expect(received).toEqual({ bytes: 50_000, sha256 });
     }
   });
@@ -157,7 +163,9 @@ describe('vchan', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(290);
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 100);
-    await expect(connect({ domid: SELF, name: 'nobody', timeout: 10_000, signal: controller.signal, ...simOptions })).rejects.toMatchObject({ code: 'ABORT_ERR' });
+    await expect(connect({ domid: SELF, name: 'nobody', timeout: 10_000, signal: controller.signal, ...simOptions })).rejects.toMatchObject(
+      { code: 'ABORT_ERR' },
+    );
   });
 
   it('publishes keys only the client may read, and removes them on close', async () => {

@@ -31,7 +31,10 @@ function pair(ringSize: number): { server: Vchan; clientLink: VchanLink } {
   const clientLink = connectClientLink({ serverDomid: SELF, ringRef: shared.ringRef, port: shared.port, devices: devices(PEER) });
   const server = new Vchan(shared.link);
   server.on('error', () => {});
-  cleanups.push(() => server.destroy(), () => clientLink.close(false));
+  cleanups.push(
+    () => server.destroy(),
+    () => clientLink.close(false),
+  );
   return { server, clientLink };
 }
 
@@ -46,7 +49,9 @@ const closed = (stream: Vchan) => finished(stream).catch(() => {});
 
 describe('a hostile peer or a throwing listener', () => {
   it('a listener that throws deafens nothing: other ports of its batch, other handles, later calls', { timeout: 60_000 }, async () => {
-    const { stdout } = await promisify(execFile)(process.execPath, [script('throwing-listener.mjs')], { timeout: backend === 'sim' ? 15_000 : 50_000 });
+    const { stdout } = await promisify(execFile)(process.execPath, [script('throwing-listener.mjs')], {
+      timeout: backend === 'sim' ? 15_000 : 50_000,
+    });
     const seen = JSON.parse(stdout);
     // The throw reaches Node as an uncaught exception, exactly once, like any listener's throw.
     expect(seen.uncaught).toEqual(['listener threw', 'data listener threw', 'channel listener threw']);
@@ -74,7 +79,10 @@ describe('a hostile peer or a throwing listener', () => {
     // The hostile client maps page 0 and binds the port, then only ever writes 0 into cli_live.
     const gntdev = openGntdev(devices(PEER));
     const events = openEventChannel(devices(PEER));
-    cleanups.push(() => gntdev.close(), () => events.close());
+    cleanups.push(
+      () => gntdev.close(),
+      () => events.close(),
+    );
     const page = new Uint8Array(gntdev.map(SELF, [ringRef]).buffer);
     const hostilePort = events.bindInterdomain(SELF, port);
     const ROUNDS = 10_000;
@@ -102,7 +110,7 @@ describe('a hostile peer or a throwing listener', () => {
     expect(await new Promise((resolve) => client.once('data', resolve))).toBe('still here');
   }, 30_000);
 
-  it("end() takes only what was in the ring when it looked, however fast the peer refills", async () => {
+  it('end() takes only what was in the ring when it looked, however fast the peer refills', async () => {
     const RING = 65536;
     const { server, clientLink } = pair(RING);
     let received = 0;
@@ -187,7 +195,10 @@ describe('a hostile peer or a throwing listener', () => {
   it('a server that lists a read-only left ring is a protocol error, not a server that is gone', async () => {
     const shared = createServerLink({ clientDomid: PEER, leftMin: 4096, rightMin: 4096, devices: devices(SELF) });
     const gntalloc = openGntalloc(devices(SELF));
-    cleanups.push(() => shared.link.close(false), () => gntalloc.close());
+    cleanups.push(
+      () => shared.link.close(false),
+      () => gntalloc.close(),
+    );
     const readOnly = gntalloc.share(PEER, 1, { writable: false });
     shared.link.control.setGrant(0, readOnly.refs[0]!); // the left ring: the client must write it
     const path = `/local/domain/${SELF}/data/vchan/${PEER}/read-only-left`;
@@ -198,8 +209,14 @@ describe('a hostile peer or a throwing listener', () => {
     });
     await xenstore.write(`${path}/ring-ref`, String(shared.ringRef));
     await xenstore.write(`${path}/event-channel`, String(shared.port));
-    await xenstore.setPermissions(`${path}/ring-ref`, [{ domid: SELF, access: 'none' }, { domid: PEER, access: 'read' }]);
-    await xenstore.setPermissions(`${path}/event-channel`, [{ domid: SELF, access: 'none' }, { domid: PEER, access: 'read' }]);
+    await xenstore.setPermissions(`${path}/ring-ref`, [
+      { domid: SELF, access: 'none' },
+      { domid: PEER, access: 'read' },
+    ]);
+    await xenstore.setPermissions(`${path}/event-channel`, [
+      { domid: SELF, access: 'none' },
+      { domid: PEER, access: 'read' },
+    ]);
     await expect(connect({ domid: SELF, path, timeout: 0, ...simDomid(PEER) })).rejects.toMatchObject({
       code: 'EPROTO',
       message: expect.stringMatching(/left ring's grants .* could not be mapped writable/),

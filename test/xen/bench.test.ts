@@ -166,7 +166,14 @@ afterAll(async () => {
     const report = {
       kind: 'xen-vchan real-Xen bench',
       date: new Date().toISOString(),
-      environment: { node: process.version, kernel: release(), arch: arch(), cpus: cpus().length, xen: xenVersion(), emulation: 'QEMU TCG' },
+      environment: {
+        node: process.version,
+        kernel: release(),
+        arch: arch(),
+        cpus: cpus().length,
+        xen: xenVersion(),
+        emulation: 'QEMU TCG',
+      },
       method:
         'one-way, server writes, client reads; 64 KiB writes and reads; receiver verifies every byte (memcmp against a 1048573-byte pattern) and times from the first byte to the last; MiB/s = (bytes - first read) / that time; rounds alternate which of C and Node goes first; medians over the rounds',
       rounds: REPS,
@@ -240,7 +247,10 @@ function startPeer(args: string[], what: string) {
   });
   result.catch(() => {});
   // A server that dies before it listens must not leave us waiting.
-  const listeningOrDead = Promise.race([listening, result.then(() => Promise.reject(new Error(`${what} exited before listening; ${said()}`)))]);
+  const listeningOrDead = Promise.race([
+    listening,
+    result.then(() => Promise.reject(new Error(`${what} exited before listening; ${said()}`))),
+  ]);
   listeningOrDead.catch(() => {});
   return { child, listening: listeningOrDead, result };
 }
@@ -253,7 +263,10 @@ async function runC(ring: number, bytes: number, seed: number) {
     'vchan-peer server',
   );
   await within(server.listening, 30_000, 'the libxenvchan server to listen');
-  const client = startPeer([`--bulk-recv=${bytes}`, `--bulk-seed=${seed}`, `--read-chunk=${CHUNK}`, 'client', String(DOM0), path], 'vchan-peer client');
+  const client = startPeer(
+    [`--bulk-recv=${bytes}`, `--bulk-seed=${seed}`, `--read-chunk=${CHUNK}`, 'client', String(DOM0), path],
+    'vchan-peer client',
+  );
   const [receiver, sender] = await within(Promise.all([client.result, server.result]), TRANSFER_MS, 'the libxenvchan transfer');
   return { receiver: receiver as CReceiverResult, sender: sender as CSenderResult };
 }
@@ -271,7 +284,10 @@ function startHelper(what: string): Promise<Helper> {
   let stderr = '';
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (text: string) => (stderr += text));
-  const waiting = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void; listening?: (info: unknown) => void }>();
+  const waiting = new Map<
+    number,
+    { resolve: (value: unknown) => void; reject: (error: Error) => void; listening?: (info: unknown) => void }
+  >();
   let nextId = 1;
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   void exited.then((code) => {
@@ -280,34 +296,37 @@ function startHelper(what: string): Promise<Helper> {
   });
   return new Promise((resolveReady, rejectReady) => {
     void exited.then((code) => rejectReady(new Error(`${what} exited with ${code} before it was ready: ${stderr.trim()}`)));
-    child.on('message', (message: { ready?: boolean; id?: number; listening?: unknown; result?: unknown; error?: { message: string; code?: string } }) => {
-      if (message.ready) {
-        resolveReady({
-          call: <T>(request: Record<string, unknown>, onListening?: (info: unknown) => void) =>
-            new Promise<T>((resolve, reject) => {
-              const id = nextId++;
-              waiting.set(id, { resolve: resolve as (value: unknown) => void, reject, listening: onListening });
-              child.send({ id, ...request });
-            }),
-          stop: async () => {
-            if (child.exitCode === null && child.signalCode === null) {
-              child.kill('SIGKILL');
-              await exited;
-            }
-          },
-        });
-        return;
-      }
-      const pending = waiting.get(message.id!);
-      if (!pending) return;
-      if (message.listening !== undefined) {
-        pending.listening?.(message.listening);
-        return;
-      }
-      waiting.delete(message.id!);
-      if (message.error) pending.reject(Object.assign(new Error(`${what}: ${message.error.message}`), { code: message.error.code }));
-      else pending.resolve(message.result);
-    });
+    child.on(
+      'message',
+      (message: { ready?: boolean; id?: number; listening?: unknown; result?: unknown; error?: { message: string; code?: string } }) => {
+        if (message.ready) {
+          resolveReady({
+            call: <T>(request: Record<string, unknown>, onListening?: (info: unknown) => void) =>
+              new Promise<T>((resolve, reject) => {
+                const id = nextId++;
+                waiting.set(id, { resolve: resolve as (value: unknown) => void, reject, listening: onListening });
+                child.send({ id, ...request });
+              }),
+            stop: async () => {
+              if (child.exitCode === null && child.signalCode === null) {
+                child.kill('SIGKILL');
+                await exited;
+              }
+            },
+          });
+          return;
+        }
+        const pending = waiting.get(message.id!);
+        if (!pending) return;
+        if (message.listening !== undefined) {
+          pending.listening?.(message.listening);
+          return;
+        }
+        waiting.delete(message.id!);
+        if (message.error) pending.reject(Object.assign(new Error(`${what}: ${message.error.message}`), { code: message.error.code }));
+        else pending.resolve(message.result);
+      },
+    );
   });
 }
 
@@ -315,7 +334,11 @@ let helpers: { sender: Helper; receiver: Helper; stop(): Promise<void> } | null 
 
 async function nodeHelpers() {
   if (!helpers) {
-    const [sender, receiver] = await within(Promise.all([startHelper('the Node sender'), startHelper('the Node receiver')]), 60_000, 'the Node helpers to start');
+    const [sender, receiver] = await within(
+      Promise.all([startHelper('the Node sender'), startHelper('the Node receiver')]),
+      60_000,
+      'the Node helpers to start',
+    );
     helpers = { sender, receiver, stop: async () => void (await Promise.all([sender.stop(), receiver.stop()])) };
   }
   return helpers;
@@ -329,7 +352,11 @@ async function runNode(ring: number, bytes: number, seed: number) {
   const listening = new Promise<void>((resolve) => (onListening = resolve));
   const sent = sender.call<NodeSenderResult>({ op: 'send', domid: DOM0, name, ring, bytes, seed, writeChunk: CHUNK }, () => onListening());
   sent.catch(() => {});
-  await within(Promise.race([listening, sent.then(() => Promise.reject(new Error('the Node sender finished before listening')))]), 30_000, 'the Node server to listen');
+  await within(
+    Promise.race([listening, sent.then(() => Promise.reject(new Error('the Node sender finished before listening')))]),
+    30_000,
+    'the Node server to listen',
+  );
   const received = receiver.call<NodeReceiverResult>({ op: 'recv', domid: DOM0, name, bytes, seed, timeout: 30_000 });
   try {
     const [receiverResult, senderResult] = await within(Promise.all([received, sent]), TRANSFER_MS, 'the Node transfer');
@@ -348,40 +375,53 @@ describe('throughput on real Xen: our vchan and libxenvchan, same boot, same rin
   beforeEach(() => {
     requireDom0('test/xen/bench.test.ts');
     if (!peerPath || !existsSync(peerPath)) {
-      throw new Error(`the libxenvchan peer is not built (${peerPath || 'XEN_VCHAN_INTEROP_PEER unset'}): test/xen/setup.sh runs test/interop/build.sh`);
+      throw new Error(
+        `the libxenvchan peer is not built (${peerPath || 'XEN_VCHAN_INTEROP_PEER unset'}): test/xen/setup.sh runs test/interop/build.sh`,
+      );
     }
   });
 
-  it.each(RINGS.map((ring) => [ringLabel(ring), ring] as const))('ring %s: libxenvchan and Node move the same bytes intact', async (_label, ring) => {
-    const bytes = bytesFor(ring);
-    const order = chooseOrders(ring, ring);
-    const row: Row = { ring, bytes, c: [], node: [], cMedian: 0, nodeMedian: 0, ratio: 0 };
-    for (let round = 0; round < REPS; round++) {
-      const seed = 0x5eed0000 + ring + round;
-      // Alternate who goes first, so that a slow spell of the host does not always hit the same side.
-      if (round % 2 === 0) {
-        row.c.push(await runC(ring, bytes, seed));
-        row.node.push(await runNode(ring, bytes, seed));
-      } else {
-        row.node.push(await runNode(ring, bytes, seed));
-        row.c.push(await runC(ring, bytes, seed));
+  it.each(RINGS.map((ring) => [ringLabel(ring), ring] as const))(
+    'ring %s: libxenvchan and Node move the same bytes intact',
+    async (_label, ring) => {
+      const bytes = bytesFor(ring);
+      const order = chooseOrders(ring, ring);
+      const row: Row = { ring, bytes, c: [], node: [], cMedian: 0, nodeMedian: 0, ratio: 0 };
+      for (let round = 0; round < REPS; round++) {
+        const seed = 0x5eed0000 + ring + round;
+        // Alternate who goes first, so that a slow spell of the host does not always hit the same side.
+        if (round % 2 === 0) {
+          row.c.push(await runC(ring, bytes, seed));
+          row.node.push(await runNode(ring, bytes, seed));
+        } else {
+          row.node.push(await runNode(ring, bytes, seed));
+          row.c.push(await runC(ring, bytes, seed));
+        }
       }
-    }
-    row.cMedian = median(mibps(row.c));
-    row.nodeMedian = median(mibps(row.node));
-    row.ratio = row.cMedian > 0 ? row.nodeMedian / row.cMedian : 0;
-    rows.push(row);
-    console.log(benchLine(row));
+      row.cMedian = median(mibps(row.c));
+      row.nodeMedian = median(mibps(row.node));
+      row.ratio = row.cMedian > 0 ? row.nodeMedian / row.cMedian : 0;
+      rows.push(row);
+      console.log(benchLine(row));
 
-    for (const c of row.c) {
-      // C: all of it arrived and matched; the rings are the sizes asked for.
-      expect(c.receiver).toMatchObject({ ok: true, received: bytes, firstMismatch: -1, readOrder: order.right, writeOrder: order.left });
-      expect(c.sender).toMatchObject({ ok: true, sent: bytes, readOrder: order.left, writeOrder: order.right });
-    }
-    for (const node of row.node) {
-      // Node: the same.
-      expect(node.receiver).toMatchObject({ ok: true, outcome: 'complete', received: bytes, firstMismatch: -1, readRing: ring, writeRing: ring });
-      expect(node.sender).toMatchObject({ ok: true, sent: bytes, readRing: ring, writeRing: ring });
-    }
-  }, REPS * 2 * TRANSFER_MS);
+      for (const c of row.c) {
+        // C: all of it arrived and matched; the rings are the sizes asked for.
+        expect(c.receiver).toMatchObject({ ok: true, received: bytes, firstMismatch: -1, readOrder: order.right, writeOrder: order.left });
+        expect(c.sender).toMatchObject({ ok: true, sent: bytes, readOrder: order.left, writeOrder: order.right });
+      }
+      for (const node of row.node) {
+        // Node: the same.
+        expect(node.receiver).toMatchObject({
+          ok: true,
+          outcome: 'complete',
+          received: bytes,
+          firstMismatch: -1,
+          readRing: ring,
+          writeRing: ring,
+        });
+        expect(node.sender).toMatchObject({ ok: true, sent: bytes, readRing: ring, writeRing: ring });
+      }
+    },
+    REPS * 2 * TRANSFER_MS,
+  );
 });

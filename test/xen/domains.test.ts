@@ -36,7 +36,10 @@ interface StreamResult {
 }
 
 /** A process in dom0, like Guest#spawn: its output tail and status once it ends. */
-function spawnHere(argv: string[], env: Record<string, string> = {}): { done: Promise<JobResult>; output: () => string; kill: (signal?: NodeJS.Signals) => void } {
+function spawnHere(
+  argv: string[],
+  env: Record<string, string> = {},
+): { done: Promise<JobResult>; output: () => string; kill: (signal?: NodeJS.Signals) => void } {
   const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const collect = (chunk: Buffer) => (output = (output + chunk.toString('utf8')).slice(-20_000));
@@ -68,7 +71,10 @@ async function readOrNull(path: string): Promise<string | null> {
 async function within<T>(promise: Promise<T>, ms: number, what: string, more: () => string = () => ''): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no outcome within ${ms} ms\n${more()}\n--- guest console (tail):\n${guest.console().slice(-6000)}`)), ms);
+    timer = setTimeout(
+      () => reject(new Error(`${what}: no outcome within ${ms} ms\n${more()}\n--- guest console (tail):\n${guest.console().slice(-6000)}`)),
+      ms,
+    );
   });
   try {
     return await Promise.race([promise, late]);
@@ -126,19 +132,49 @@ describe('two domains: dom0 and a PV guest', () => {
     for (const serverIn of ['dom0', 'guest'] as const) {
       test(`${STREAM_BYTES / MiB} MiB, ${ring === MiB ? '1 MiB' : 'one-page'} rings, server in ${serverIn}, client in ${serverIn === 'dom0' ? 'the guest' : 'dom0'}`, async () => {
         const name = `s${ring === MiB ? 'm' : 'p'}-${serverIn}`;
-        const serverArgs = (peer: number) => ['server', '--peer', String(peer), '--name', name, '--ring', String(ring), '--send', String(STREAM_BYTES), '--seed', '7'];
-        const clientArgs = (peer: number) => ['client', '--peer', String(peer), '--name', name, '--recv', String(STREAM_BYTES), '--timeout', '120000'];
+        const serverArgs = (peer: number) => [
+          'server',
+          '--peer',
+          String(peer),
+          '--name',
+          name,
+          '--ring',
+          String(ring),
+          '--send',
+          String(STREAM_BYTES),
+          '--seed',
+          '7',
+        ];
+        const clientArgs = (peer: number) => [
+          'client',
+          '--peer',
+          String(peer),
+          '--name',
+          name,
+          '--recv',
+          String(STREAM_BYTES),
+          '--timeout',
+          '120000',
+        ];
         const started = performance.now();
         // The end here and the end in the guest; a failed test must not leave either holding grants.
-        const here = spawnHere(dom0Node('test/xen/domains/stream.mjs', serverIn === 'dom0' ? serverArgs(guest.domid) : clientArgs(guest.domid)));
-        const there = guest.spawn(guest.node('test/xen/domains/stream.mjs', serverIn === 'dom0' ? clientArgs(0) : serverArgs(0)), { timeout: 900_000 });
+        const here = spawnHere(
+          dom0Node('test/xen/domains/stream.mjs', serverIn === 'dom0' ? serverArgs(guest.domid) : clientArgs(guest.domid)),
+        );
+        const there = guest.spawn(guest.node('test/xen/domains/stream.mjs', serverIn === 'dom0' ? clientArgs(0) : serverArgs(0)), {
+          timeout: 900_000,
+        });
         onCleanup(() => here.kill());
         onCleanup(() => there.kill());
         const [serverJob, clientJob] = serverIn === 'dom0' ? [here.done, there.done] : [there.done, here.done];
-        const [sent, received] = await within(Promise.all([
-          serverJob.then((job) => resultOf<StreamResult>(job, `the server in ${serverIn}`)),
-          clientJob.then((job) => resultOf<StreamResult>(job, 'the client')),
-        ]), 800_000, 'the stream');
+        const [sent, received] = await within(
+          Promise.all([
+            serverJob.then((job) => resultOf<StreamResult>(job, `the server in ${serverIn}`)),
+            clientJob.then((job) => resultOf<StreamResult>(job, 'the client')),
+          ]),
+          800_000,
+          'the stream',
+        );
         expect(sent.bytes).toBe(STREAM_BYTES);
         expect(received.bytes).toBe(STREAM_BYTES);
         expect(received.sha256).toBe(sent.sha256);
@@ -178,7 +214,19 @@ describe('two domains: dom0 and a PV guest', () => {
     // The guest serves the stranger: dom0, privileged as it is, still may not map its grants or
     // bind its port (Xen checks the grantee and the remote domain, not privilege). dom0 may read
     // the keys: xenstored lets dom0 read everything, which is why we can find the values at all.
-    const serving = guest.spawn(guest.node('test/xen/domains/stream.mjs', ['server', '--peer', String(stranger), '--name', 'not-yours', '--ring', '4096', '--send', '1']));
+    const serving = guest.spawn(
+      guest.node('test/xen/domains/stream.mjs', [
+        'server',
+        '--peer',
+        String(stranger),
+        '--name',
+        'not-yours',
+        '--ring',
+        '4096',
+        '--send',
+        '1',
+      ]),
+    );
     const path = `/local/domain/${guest.domid}/data/vchan/${stranger}/not-yours`;
     onCleanup(async () => {
       await serving.kill();
@@ -193,7 +241,9 @@ describe('two domains: dom0 and a PV guest', () => {
     const events = openEventChannel();
     onCleanup(() => events.close());
     expect(() => events.bindInterdomain(guest.domid, port)).toThrow(expect.objectContaining({ code: expect.any(String) }));
-    report.push(`security: guest -> dom0's grant/port/keys for domain ${stranger}: ${fromGuest.map((o) => `${o.op} ${o.code}`).join(', ')}; dom0 -> the guest's grant and port for ${stranger}: refused`);
+    report.push(
+      `security: guest -> dom0's grant/port/keys for domain ${stranger}: ${fromGuest.map((o) => `${o.op} ${o.code}`).join(', ')}; dom0 -> the guest's grant and port for ${stranger}: refused`,
+    );
   }, 120_000);
 
   test('the RPC example runs across the two domains, the service in either', async () => {
@@ -213,7 +263,12 @@ describe('two domains: dom0 and a PV guest', () => {
         caller = here.done;
       }
       onCleanup(() => here.kill());
-      const [served, called] = await within(Promise.all([service, caller]), 90_000, `the RPC example, service in ${serviceIn}`, () => `--- dom0 side:\n${here.output()}`);
+      const [served, called] = await within(
+        Promise.all([service, caller]),
+        90_000,
+        `the RPC example, service in ${serviceIn}`,
+        () => `--- dom0 side:\n${here.output()}`,
+      );
       expect(served.code, served.output).toBe(0);
       expect(called.code, called.output).toBe(0);
       const callerDomid = serviceIn === 'dom0' ? guest.domid : 0;
@@ -240,25 +295,45 @@ describe('two domains: dom0 and a PV guest', () => {
     onCleanup(() => proxy.kill());
     onCleanup(() => xenstoreRemove(path));
     await until('vchan-socket-proxy to publish', async () => (await readOrNull(`${path}/event-channel`)) !== null, 30_000);
-    const job = guest.spawn(guest.node('test/xen/domains/proxy-client.mjs', ['--domain', '0', '--path', path, '--bytes', String(256 * 1024)]));
+    const job = guest.spawn(
+      guest.node('test/xen/domains/proxy-client.mjs', ['--domain', '0', '--path', path, '--bytes', String(256 * 1024)]),
+    );
     const outcome = resultOf<{ bytes: number; echoed: number; same: boolean; proxyExit: number }>(
       await within(job.done, 120_000, 'the proxy exchange', proxy.output),
       'vchan proxy in the guest',
     );
     expect(outcome).toEqual({ bytes: 256 * 1024, echoed: 256 * 1024, same: true, proxyExit: 0 });
-    report.push(`proxy: vchan proxy (guest, client) <-> vchan-socket-proxy (dom0, server): ${outcome.bytes} bytes echoed intact, the proxy exited 0`);
+    report.push(
+      `proxy: vchan proxy (guest, client) <-> vchan-socket-proxy (dom0, server): ${outcome.bytes} bytes echoed intact, the proxy exited 0`,
+    );
   }, 180_000);
 
   test('vchan bench between the domains, with libxenvchan C peers as the reference in the same boot', async () => {
     const rings = [4096, MiB];
     // Our Node vchan: `vchan bench --domain <guest>` here, `vchan bench --serve` in the guest.
-    const served = guest.spawn(guest.node('packages/vchan/bin/vchan.js', ['bench', '--serve', '--once', '--domain', '0', '--name', 'xbench']), { timeout: 600_000 });
+    const served = guest.spawn(
+      guest.node('packages/vchan/bin/vchan.js', ['bench', '--serve', '--once', '--domain', '0', '--name', 'xbench']),
+      { timeout: 600_000 },
+    );
     await served.started;
     const json = join('/tmp', 'domains-bench.json');
     const benchRun = spawnHere(
       dom0Node('packages/vchan/bin/vchan.js', [
-        'bench', '--domain', String(guest.domid), '--name', 'xbench', '--chunks', '64KiB', '--rings', '4KiB,1MiB', '--seconds', '3',
-        '--json', json, '--chart', '/tmp/domains-bench.html',
+        'bench',
+        '--domain',
+        String(guest.domid),
+        '--name',
+        'xbench',
+        '--chunks',
+        '64KiB',
+        '--rings',
+        '4KiB,1MiB',
+        '--seconds',
+        '3',
+        '--json',
+        json,
+        '--chart',
+        '/tmp/domains-bench.html',
       ]),
       { XEN_VCHAN_BACKEND: 'xen' },
     );
@@ -267,8 +342,15 @@ describe('two domains: dom0 and a PV guest', () => {
     expect(bench.code, bench.output).toBe(0);
     const servedJob = await within(served.done, 30_000, 'vchan bench --serve in the guest');
     expect(servedJob.code, servedJob.output).toBe(0);
-    const results = JSON.parse(readFileSync(json, 'utf8')) as { throughput: { transport: string; chunk: number; ring: number | null; mibPerSecond: number | null }[] };
-    console.log(bench.output.split('\n').filter((line) => !line.includes('\r')).join('\n'));
+    const results = JSON.parse(readFileSync(json, 'utf8')) as {
+      throughput: { transport: string; chunk: number; ring: number | null; mibPerSecond: number | null }[];
+    };
+    console.log(
+      bench.output
+        .split('\n')
+        .filter((line) => !line.includes('\r'))
+        .join('\n'),
+    );
 
     // libxenvchan: the same one-way bulk transfer in 64 KiB writes, C server in dom0 (sending),
     // C client in the guest (receiving and checking every byte), over the same ring sizes.
@@ -278,12 +360,22 @@ describe('two domains: dom0 and a PV guest', () => {
       const name = `cb${ring}`;
       const path = `/local/domain/0/data/vchan/${guest.domid}/${name}`;
       const peer = process.env.XEN_VCHAN_INTEROP_PEER!;
-      const sender = spawnHere([peer, '--bulk-send', String(bytes), '--bulk-seed', '3', 'server', String(guest.domid), path, String(ring), String(ring)], {
-        LD_LIBRARY_PATH: join(process.env.XEN_VCHAN_XEN_ROOT!, 'usr/lib/x86_64-linux-gnu'),
-      });
+      const sender = spawnHere(
+        [peer, '--bulk-send', String(bytes), '--bulk-seed', '3', 'server', String(guest.domid), path, String(ring), String(ring)],
+        {
+          LD_LIBRARY_PATH: join(process.env.XEN_VCHAN_XEN_ROOT!, 'usr/lib/x86_64-linux-gnu'),
+        },
+      );
       await until('the C server to listen', () => sender.output().includes('LISTENING'));
       onCleanup(() => sender.kill());
-      const receiver = await within(guest.spawn(['/usr/local/bin/vchan-peer', '--bulk-recv', String(bytes), '--bulk-seed', '3', 'client', '0', path], { timeout: 600_000 }).done, 120_000, 'the C receiver', sender.output);
+      const receiver = await within(
+        guest.spawn(['/usr/local/bin/vchan-peer', '--bulk-recv', String(bytes), '--bulk-seed', '3', 'client', '0', path], {
+          timeout: 600_000,
+        }).done,
+        120_000,
+        'the C receiver',
+        sender.output,
+      );
       const sent = await within(sender.done, 30_000, 'the C sender', sender.output);
       expect(sent.code, sent.output).toBe(0);
       const c = resultOf<{ mibps: number }>(receiver, 'the C receiver in the guest').mibps;
@@ -306,9 +398,35 @@ describe('two domains: dom0 and a PV guest', () => {
         onCleanup(() => server.close());
         channelPromise = new Promise((resolve) => server.once('channel', resolve));
         await server.listen();
-        guest.spawn(guest.node('test/xen/domains/stream.mjs', ['client', '--peer', '0', '--name', name, '--send', String(64 * 1024 * MiB), '--seed', '5']));
+        guest.spawn(
+          guest.node('test/xen/domains/stream.mjs', [
+            'client',
+            '--peer',
+            '0',
+            '--name',
+            name,
+            '--send',
+            String(64 * 1024 * MiB),
+            '--seed',
+            '5',
+          ]),
+        );
       } else {
-        guest.spawn(guest.node('test/xen/domains/stream.mjs', ['server', '--peer', '0', '--name', name, '--ring', String(MiB), '--send', String(64 * 1024 * MiB), '--seed', '5']));
+        guest.spawn(
+          guest.node('test/xen/domains/stream.mjs', [
+            'server',
+            '--peer',
+            '0',
+            '--name',
+            name,
+            '--ring',
+            String(MiB),
+            '--send',
+            String(64 * 1024 * MiB),
+            '--seed',
+            '5',
+          ]),
+        );
         channelPromise = connect({ domid: guest.domid, name, timeout: 120_000 });
       }
       const channel = await channelPromise;
@@ -336,7 +454,9 @@ describe('two domains: dom0 and a PV guest', () => {
       await until(`domain ${domid} to be gone`, () => !domainExists(domid), 30_000);
       if (serverIn === 'dom0') expect(await readOrNull(`/local/domain/0/data/vchan/${domid}/${name}/ring-ref`)).toBeNull();
       expect(await readOrNull(`/local/domain/${domid}/domid`)).toBeNull();
-      report.push(`destroy: dom0 as ${serverIn === 'dom0' ? 'server' : 'client'} saw ${outcome!.error?.message.split(';')[0]} ${(seconds * 1000).toFixed(0)} ms after xl destroy, ${(received / MiB).toFixed(0)} MiB in; grants, keys and the domain gone`);
+      report.push(
+        `destroy: dom0 as ${serverIn === 'dom0' ? 'server' : 'client'} saw ${outcome!.error?.message.split(';')[0]} ${(seconds * 1000).toFixed(0)} ms after xl destroy, ${(received / MiB).toFixed(0)} MiB in; grants, keys and the domain gone`,
+      );
       await guest.destroy(); // already gone; this lets go of our XenStore handle
     }, 360_000);
   }

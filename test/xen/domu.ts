@@ -129,7 +129,10 @@ export class Guest {
   }
 
   /** Starts `argv` in the guest; `done` resolves when it ends (rejects after `timeout` ms). */
-  spawn(argv: string[], options: { env?: Record<string, string>; timeout?: number } = {}): { id: string; started: Promise<void>; done: Promise<JobResult>; kill: (signal?: string) => Promise<void> } {
+  spawn(
+    argv: string[],
+    options: { env?: Record<string, string>; timeout?: number } = {},
+  ): { id: string; started: Promise<void>; done: Promise<JobResult>; kill: (signal?: string) => Promise<void> } {
     const id = String(this.nextJob++);
     const done = (async () => {
       const ended = this.waitFor(`done/${id}`, options.timeout ?? 600_000);
@@ -179,13 +182,17 @@ export class Guest {
 /** Whether Xen still knows the domain, alive or dying (a dying one waits for its pages to be let go). */
 export function domainExists(domid: number): boolean {
   const listing = execFileSync('xl', ['list'], { encoding: 'utf8' });
-  return listing.split('\n').slice(1).some((line) => line.trim().split(/\s+/)[1] === String(domid));
+  return listing
+    .split('\n')
+    .slice(1)
+    .some((line) => line.trim().split(/\s+/)[1] === String(domid));
 }
 
 export async function waitUntilGone(domid: number, timeout: number): Promise<void> {
   const deadline = Date.now() + timeout;
   while (domainExists(domid)) {
-    if (Date.now() > deadline) throw new Error(`domain ${domid} is still listed by xl ${timeout} ms after it was destroyed (pages still mapped?)`);
+    if (Date.now() > deadline)
+      throw new Error(`domain ${domid} is still listed by xl ${timeout} ms after it was destroyed (pages still mapped?)`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }

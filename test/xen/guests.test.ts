@@ -32,7 +32,9 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      const consoles = [a, b].map((guest) => (guest ? `--- console of ${guest.name} (tail):\n${guest.console().slice(-3000)}` : '')).join('\n');
+      const consoles = [a, b]
+        .map((guest) => (guest ? `--- console of ${guest.name} (tail):\n${guest.console().slice(-3000)}` : ''))
+        .join('\n');
       reject(new Error(`${what}: no outcome within ${ms} ms\n${consoles}`));
     }, ms);
   });
@@ -79,7 +81,14 @@ async function momentWhen(path: string, holds: (value: string | null) => boolean
     throw new Error(`the watch on ${path} ended first`);
   })();
   at.catch(() => {});
-  return { at, close: () => void watch.close().catch(() => {}).finally(() => xenstore.close()) };
+  return {
+    at,
+    close: () =>
+      void watch
+        .close()
+        .catch(() => {})
+        .finally(() => xenstore.close()),
+  };
 }
 
 /**
@@ -101,12 +110,18 @@ async function destroyMidStream(survivor: Guest, victim: Guest, survivorRole: 's
   // kill the domain; before it, the xl process starts and takes the devices down, which under TCG
   // takes a second or more that no survivor could see.
   const home = await momentWhen(`/local/domain/${victim.domid}`, (value) => value === null);
-  const failure = await momentWhen(`/local/domain/${survivor.domid}/data/survivor/${name}`, (value) => value?.startsWith('failed') ?? false);
+  const failure = await momentWhen(
+    `/local/domain/${survivor.domid}/data/survivor/${name}`,
+    (value) => value?.startsWith('failed') ?? false,
+  );
   const destroyedAt = Date.now();
   // Not execFileSync: dom0's watch on the home must be heard while xl runs.
   await promisify(execFile)('xl', ['destroy', String(victim.domid)]);
   const destroyReturned = Date.now();
-  const outcome = resultOf<Survived>(await within(surviving.done, 30_000, `the ${survivorRole} surviving the destroy`), `the survivor (${survivorRole})`);
+  const outcome = resultOf<Survived>(
+    await within(surviving.done, 30_000, `the ${survivorRole} surviving the destroy`),
+    `the survivor (${survivorRole})`,
+  );
   const homeRemovedAt = await within(home.at, 10_000, `the removal of domain ${victim.domid}'s home`).finally(home.close);
   const failedAt = await within(failure.at, 10_000, `the survivor's report of its failure`).finally(failure.close);
   // The survivor let go of the dead domain's pages, so Xen can finish destroying it.
@@ -128,7 +143,10 @@ async function destroyMidStream(survivor: Guest, victim: Guest, survivorRole: 's
 describe('two unprivileged guests', () => {
   beforeAll(async () => {
     if (!inDom0) return; // beforeEach fails each test with the reason
-    [a, b] = await Promise.all([Guest.start({ name: 'vchan-a', memoryMiB: GUEST_MIB }), Guest.start({ name: 'vchan-b', memoryMiB: GUEST_MIB })]);
+    [a, b] = await Promise.all([
+      Guest.start({ name: 'vchan-a', memoryMiB: GUEST_MIB }),
+      Guest.start({ name: 'vchan-b', memoryMiB: GUEST_MIB }),
+    ]);
   }, 360_000);
   afterAll(async () => {
     await Promise.all([a?.destroy(), b?.destroy()]);
@@ -139,11 +157,38 @@ describe('two unprivileged guests', () => {
   test('a checksummed stream runs both ways at once between the guests over 1 MiB rings', async () => {
     const started = performance.now();
     const name = 'both-ways';
-    const server = a!.spawn(a!.node('test/xen/domains/both-ways.mjs', ['server', '--peer', String(b!.domid), '--name', name, '--bytes', String(BOTH_WAYS_BYTES), '--seed', '11']));
+    const server = a!.spawn(
+      a!.node('test/xen/domains/both-ways.mjs', [
+        'server',
+        '--peer',
+        String(b!.domid),
+        '--name',
+        name,
+        '--bytes',
+        String(BOTH_WAYS_BYTES),
+        '--seed',
+        '11',
+      ]),
+    );
     await server.started;
-    const client = b!.spawn(b!.node('test/xen/domains/both-ways.mjs', ['client', '--peer', String(a!.domid), '--name', name, '--bytes', String(BOTH_WAYS_BYTES), '--seed', '12']));
+    const client = b!.spawn(
+      b!.node('test/xen/domains/both-ways.mjs', [
+        'client',
+        '--peer',
+        String(a!.domid),
+        '--name',
+        name,
+        '--bytes',
+        String(BOTH_WAYS_BYTES),
+        '--seed',
+        '12',
+      ]),
+    );
     const [fromA, fromB] = await within(
-      Promise.all([server.done.then((job) => resultOf<BothWays>(job, 'the server in A')), client.done.then((job) => resultOf<BothWays>(job, 'the client in B'))]),
+      Promise.all([
+        server.done.then((job) => resultOf<BothWays>(job, 'the server in A')),
+        client.done.then((job) => resultOf<BothWays>(job, 'the client in B')),
+      ]),
       300_000,
       'the both-ways stream',
     );
@@ -159,7 +204,12 @@ describe('two unprivileged guests', () => {
   }, 360_000);
 
   test('xl destroy of the server guest: the client guest fails with ECONNRESET within 2 s and keeps nothing', async () => {
-    const { outcome, noticedMs, sinceCommandMs, homeRemovedMs, destroyMs, goneMs } = await destroyMidStream(b!, a!, 'client', 'kill-server');
+    const { outcome, noticedMs, sinceCommandMs, homeRemovedMs, destroyMs, goneMs } = await destroyMidStream(
+      b!,
+      a!,
+      'client',
+      'kill-server',
+    );
     a = undefined;
     expect(outcome.code).toBe('ECONNRESET');
     expect(outcome.mappingsWhileOpen).toBeGreaterThan(0);

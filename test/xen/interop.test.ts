@@ -20,7 +20,16 @@ import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { errorCode } from '@xen-vchan/native';
 import { connect, conventionalPath, createServer, type Vchan, type VchanServer } from '@xen-vchan/vchan';
 import { chooseOrders, type RingOrders } from '@xen-vchan/vchan/internal';
-import { expectedFnv, Fnv64, messageSequence, receiveChecked, sendSeeded, type Received, type Sent, type StreamSpec } from '../interop/seeded.js';
+import {
+  expectedFnv,
+  Fnv64,
+  messageSequence,
+  receiveChecked,
+  sendSeeded,
+  type Received,
+  type Sent,
+  type StreamSpec,
+} from '../interop/seeded.js';
 import { requireDom0 } from './dom0.js';
 import { onCleanup, xenstoreRemove } from './cleanup.js';
 
@@ -57,7 +66,8 @@ afterAll(() => {
     row.ok ? 'ok' : 'FAIL',
   ]);
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
-  const line = (cells: string[]) => cells.map((cell, column) => (column < 2 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((cell, column) => (column < 2 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join('  ');
   console.log(
     [
       'interop matrix (real Xen, dom0 to dom0; bytes each way; MiB/s = both directions together, from connected to both ends done)',
@@ -99,7 +109,11 @@ function xenstoreExists(path: string): boolean {
 }
 
 /** Resolves with the server's first channel; keeps the server for cleanup. */
-async function listen(options: { name?: string; readMin?: number; writeMin?: number }): Promise<{ server: VchanServer; channel: Promise<Vchan> }> {
+async function listen(options: {
+  name?: string;
+  readMin?: number;
+  writeMin?: number;
+}): Promise<{ server: VchanServer; channel: Promise<Vchan> }> {
   let deliver!: (channel: Vchan) => void;
   const channel = new Promise<Vchan>((resolve) => (deliver = resolve));
   const server = createServer({ domid: DOM0, ...options }, (accepted) => {
@@ -212,7 +226,11 @@ function spawnPeer<R>(argsAndMode: string[]) {
   const result = new Promise<R>((resolve, reject) => {
     resolveResult = resolve;
     void exited.then((code) =>
-      reject(new Error(`vchan-peer ${mode.join(' ')} exited with ${code} before its result; stdout: ${lines.join(' | ')}; stderr: ${stderr().trim()}`)),
+      reject(
+        new Error(
+          `vchan-peer ${mode.join(' ')} exited with ${code} before its result; stdout: ${lines.join(' | ')}; stderr: ${stderr().trim()}`,
+        ),
+      ),
     );
   });
   result.catch(() => {}); // awaited by the test; this only keeps an early exit from counting as unhandled
@@ -288,9 +306,11 @@ interface Exchange {
 /** Our end of an exchange: writes `out` while it reads `into`, both at once. */
 async function exchange(channel: Vchan, out: StreamSpec, into: StreamSpec, peerDone: Promise<unknown>): Promise<Exchange> {
   const started = performance.now();
-  const [sent, received] = await within(Promise.all([sendSeeded(channel, out), receiveChecked(channel, into), peerDone]), EXCHANGE_MS, 'the exchange').then(
-    ([sent, received]) => [sent, received] as const,
-  );
+  const [sent, received] = await within(
+    Promise.all([sendSeeded(channel, out), receiveChecked(channel, into), peerDone]),
+    EXCHANGE_MS,
+    'the exchange',
+  ).then(([sent, received]) => [sent, received] as const);
   return { sent, received, seconds: (performance.now() - started) / 1000 };
 }
 
@@ -308,7 +328,11 @@ interface StreamScenario {
  * A stream exchange with a connected vchan-peer until both ends have closed, recorded in the
  * matrix, then checked: the peer sent `peerSends` and received `peerReceives`; we the other way round.
  */
-async function expectStreamExchange(channel: Vchan, peer: Peer<PeerResult>, { scenario, role, orders, peerSends, peerReceives }: StreamScenario): Promise<void> {
+async function expectStreamExchange(
+  channel: Vchan,
+  peer: Peer<PeerResult>,
+  { scenario, role, orders, peerSends, peerReceives }: StreamScenario,
+): Promise<void> {
   const channelClosed = closed(channel);
   const run = await explained(exchange(channel, peerReceives, peerSends, peer.result), peer.said);
   const c = await peer.result;
@@ -319,10 +343,17 @@ async function expectStreamExchange(channel: Vchan, peer: Peer<PeerResult>, { sc
 
   const rings = peerOrders(role, orders);
   const ok =
-    c.ok && exitCode === 0 && c.readOrder === rings.readOrder && c.writeOrder === rings.writeOrder &&
-    c.received === peerReceives.total && c.receivedFnv === run.sent.fnv &&
-    !run.received.short && run.received.firstMismatch === -1 && run.received.bytes === peerSends.total &&
-    run.received.fnv === c.sentFnv && c.sentFnv === expectedFnv(peerSends);
+    c.ok &&
+    exitCode === 0 &&
+    c.readOrder === rings.readOrder &&
+    c.writeOrder === rings.writeOrder &&
+    c.received === peerReceives.total &&
+    c.receivedFnv === run.sent.fnv &&
+    !run.received.short &&
+    run.received.firstMismatch === -1 &&
+    run.received.bytes === peerSends.total &&
+    run.received.fnv === c.sentFnv &&
+    c.sentFnv === expectedFnv(peerSends);
   const [toServer, toClient] = role === 'client' ? [peerSends, peerReceives] : [peerReceives, peerSends];
   matrix.push({ scenario, rings: ringsLabel(orders), toServer: toServer.total, toClient: toClient.total, seconds: run.seconds, ok });
 
@@ -344,7 +375,13 @@ interface MessageRun {
  * Sends `count` messages of `outSeed` with send() while it receives `count` of `inSeed` with
  * recv() (each of exactly the size the sequence predicts), both at once, one call at a time each.
  */
-async function exchangeMessages(channel: Vchan, count: number, outSeed: number, inSeed: number, peerDone: Promise<unknown>): Promise<MessageRun> {
+async function exchangeMessages(
+  channel: Vchan,
+  count: number,
+  outSeed: number,
+  inSeed: number,
+  peerDone: Promise<unknown>,
+): Promise<MessageRun> {
   const started = performance.now();
   const sending = (async () => {
     const hash = new Fnv64();
@@ -404,8 +441,12 @@ function sequenceDigest(seed: number, ringSize: number, count: number): { bytes:
  */
 async function expectOversizedRefused(channel: Vchan): Promise<void> {
   const written = channel.stats().bytesWritten;
-  await expect(within(channel.send(Buffer.alloc(channel.writeRingSize + 1, 0xee)), 5_000, 'send() of an oversized message to settle')).rejects.toMatchObject({ code: 'EMSGSIZE' });
-  await expect(within(channel.recv(channel.readRingSize + 1), 5_000, 'recv() of an oversized message to settle')).rejects.toMatchObject({ code: 'EMSGSIZE' });
+  await expect(
+    within(channel.send(Buffer.alloc(channel.writeRingSize + 1, 0xee)), 5_000, 'send() of an oversized message to settle'),
+  ).rejects.toMatchObject({ code: 'EMSGSIZE' });
+  await expect(within(channel.recv(channel.readRingSize + 1), 5_000, 'recv() of an oversized message to settle')).rejects.toMatchObject({
+    code: 'EMSGSIZE',
+  });
   expect(channel.stats().bytesWritten).toBe(written);
 }
 
@@ -427,7 +468,11 @@ interface MessageScenario {
  * recorded in the matrix, then checked. Each side's messages are 1..its write ring, the first the
  * whole ring.
  */
-async function expectMessageExchange(channel: Vchan, peer: Peer<MessagePeerResult>, { scenario, role, orders, ourSeed, peerSeed }: MessageScenario): Promise<void> {
+async function expectMessageExchange(
+  channel: Vchan,
+  peer: Peer<MessagePeerResult>,
+  { scenario, role, orders, ourSeed, peerSeed }: MessageScenario,
+): Promise<void> {
   const rings = peerOrders(role, orders);
   const [peerWrites, weWrite] = [2 ** rings.writeOrder, 2 ** rings.readOrder];
   const channelClosed = closed(channel);
@@ -438,21 +483,48 @@ async function expectMessageExchange(channel: Vchan, peer: Peer<MessagePeerResul
   const exitCode = await within(peer.exited, CLOSE_MS, 'vchan-peer to exit');
   // Nothing more came, and a recv() after the peer's close fails as libxenvchan_recv does
   // (nobody reads the stream otherwise, so this is also what lets it end and close).
-  const afterClose = await within(channel.recv(1).then(() => 'resolved', errorCode), CLOSE_MS, 'recv() after the close to settle');
+  const afterClose = await within(
+    channel.recv(1).then(() => 'resolved', errorCode),
+    CLOSE_MS,
+    'recv() after the close to settle',
+  );
   await within(channelClosed, CLOSE_MS, `our channel to close after the ${role} left`);
 
   const peerSent = sequenceDigest(peerSeed, peerWrites, MESSAGES);
   const ok =
-    c.ok && exitCode === 0 && afterClose === 'ECONNRESET' && c.messagesReceived === MESSAGES && c.receivedFnv === run.sent.fnv &&
-    run.received.messages === MESSAGES && run.received.firstMismatch === -1 && run.received.fnv === c.sentFnv && c.sentFnv === peerSent.fnv;
+    c.ok &&
+    exitCode === 0 &&
+    afterClose === 'ECONNRESET' &&
+    c.messagesReceived === MESSAGES &&
+    c.receivedFnv === run.sent.fnv &&
+    run.received.messages === MESSAGES &&
+    run.received.firstMismatch === -1 &&
+    run.received.fnv === c.sentFnv &&
+    c.sentFnv === peerSent.fnv;
   const [toServer, toClient] = role === 'client' ? [peerSent.bytes, run.sent.bytes] : [run.sent.bytes, peerSent.bytes];
   matrix.push({ scenario, rings: ringsLabel(orders), toServer, toClient, seconds: run.seconds, ok });
 
   expect(afterClose).toBe('ECONNRESET');
-  expect(c).toMatchObject({ mode: 'messages', role, ok: true, messagesSent: MESSAGES, messagesReceived: MESSAGES, firstMismatch: -1, ...rings, largestSent: peerWrites });
+  expect(c).toMatchObject({
+    mode: 'messages',
+    role,
+    ok: true,
+    messagesSent: MESSAGES,
+    messagesReceived: MESSAGES,
+    firstMismatch: -1,
+    ...rings,
+    largestSent: peerWrites,
+  });
   expect(exitCode).toBe(0);
   expect({ bytes: c.received, fnv: c.receivedFnv }).toEqual({ bytes: run.sent.bytes, fnv: run.sent.fnv });
-  expect(run.received).toEqual({ messages: MESSAGES, bytes: peerSent.bytes, fnv: peerSent.fnv, firstMismatch: -1, badMessage: -1, wrongSize: -1 });
+  expect(run.received).toEqual({
+    messages: MESSAGES,
+    bytes: peerSent.bytes,
+    fnv: peerSent.fnv,
+    firstMismatch: -1,
+    badMessage: -1,
+    wrongSize: -1,
+  });
   expect({ bytes: c.sent, fnv: c.sentFnv }).toEqual(peerSent);
   expect(run.sent.largest).toBe(weWrite);
 }
@@ -485,39 +557,61 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
   beforeEach(() => {
     requireDom0('test/xen/interop.test.ts');
     if (!peerPath || !existsSync(peerPath)) {
-      throw new Error(`the libxenvchan peer is not built (${peerPath || 'XEN_VCHAN_INTEROP_PEER unset'}): test/xen/setup.sh runs test/interop/build.sh`);
+      throw new Error(
+        `the libxenvchan peer is not built (${peerPath || 'XEN_VCHAN_INTEROP_PEER unset'}): test/xen/setup.sh runs test/interop/build.sh`,
+      );
     }
   });
 
-  it.each(RING_CONFIGS)('our server, libxenvchan client: rings for (%i, %i)', async (leftMin, rightMin) => {
-    const orders = chooseOrders(leftMin, rightMin);
-    const seed = 100 + orders.left * 32 + orders.right;
-    // left: the client writes, the server reads; right: the other way
-    const toServer: StreamSpec = { seed, total: 3 * 2 ** orders.left + 5, maxChunk: chunkFor(2 ** orders.left) };
-    const toClient: StreamSpec = { seed: seed + 1, total: 3 * 2 ** orders.right + 17, maxChunk: chunkFor(2 ** orders.right) };
+  it.each(RING_CONFIGS)(
+    'our server, libxenvchan client: rings for (%i, %i)',
+    async (leftMin, rightMin) => {
+      const orders = chooseOrders(leftMin, rightMin);
+      const seed = 100 + orders.left * 32 + orders.right;
+      // left: the client writes, the server reads; right: the other way
+      const toServer: StreamSpec = { seed, total: 3 * 2 ** orders.left + 5, maxChunk: chunkFor(2 ** orders.left) };
+      const toClient: StreamSpec = { seed: seed + 1, total: 3 * 2 ** orders.right + 17, maxChunk: chunkFor(2 ** orders.right) };
 
-    const { server, path, peer, channel } = await acceptPeer(`c-client-${leftMin}`, leftMin, rightMin, (path) =>
-      startPeer(toServer, toClient, ['client', String(DOM0), path]),
-    );
-    expect(server.address()).toMatchObject({ readOrder: orders.left, writeOrder: orders.right });
-    await expectStreamExchange(channel, peer, { scenario: 'our server + libxenvchan client', role: 'client', orders, peerSends: toServer, peerReceives: toClient });
-    await within(server.close(), CLOSE_MS, 'the server to close');
-    expect(xenstoreExists(path)).toBe(false);
-  }, 150_000);
+      const { server, path, peer, channel } = await acceptPeer(`c-client-${leftMin}`, leftMin, rightMin, (path) =>
+        startPeer(toServer, toClient, ['client', String(DOM0), path]),
+      );
+      expect(server.address()).toMatchObject({ readOrder: orders.left, writeOrder: orders.right });
+      await expectStreamExchange(channel, peer, {
+        scenario: 'our server + libxenvchan client',
+        role: 'client',
+        orders,
+        peerSends: toServer,
+        peerReceives: toClient,
+      });
+      await within(server.close(), CLOSE_MS, 'the server to close');
+      expect(xenstoreExists(path)).toBe(false);
+    },
+    150_000,
+  );
 
-  it.each(RING_CONFIGS)('libxenvchan server, our client: rings for (%i, %i)', async (leftMin, rightMin) => {
-    const orders = chooseOrders(leftMin, rightMin);
-    const seed = 200 + orders.left * 32 + orders.right;
-    const toServer: StreamSpec = { seed, total: 3 * 2 ** orders.left + 5, maxChunk: chunkFor(2 ** orders.left) };
-    const toClient: StreamSpec = { seed: seed + 1, total: 3 * 2 ** orders.right + 17, maxChunk: chunkFor(2 ** orders.right) };
+  it.each(RING_CONFIGS)(
+    'libxenvchan server, our client: rings for (%i, %i)',
+    async (leftMin, rightMin) => {
+      const orders = chooseOrders(leftMin, rightMin);
+      const seed = 200 + orders.left * 32 + orders.right;
+      const toServer: StreamSpec = { seed, total: 3 * 2 ** orders.left + 5, maxChunk: chunkFor(2 ** orders.left) };
+      const toClient: StreamSpec = { seed: seed + 1, total: 3 * 2 ** orders.right + 17, maxChunk: chunkFor(2 ** orders.right) };
 
-    const { path, peer, channel } = await connectToPeer(`c-server-${leftMin}`, (path) =>
-      startPeer(toClient, toServer, ['server', String(DOM0), path, String(leftMin), String(rightMin)]),
-    );
-    await expectStreamExchange(channel, peer, { scenario: 'libxenvchan server + our client', role: 'server', orders, peerSends: toClient, peerReceives: toServer });
-    // libxenvchan's server removes its keys when it closes.
-    expect(xenstoreExists(path)).toBe(false);
-  }, 150_000);
+      const { path, peer, channel } = await connectToPeer(`c-server-${leftMin}`, (path) =>
+        startPeer(toClient, toServer, ['server', String(DOM0), path, String(leftMin), String(rightMin)]),
+      );
+      await expectStreamExchange(channel, peer, {
+        scenario: 'libxenvchan server + our client',
+        role: 'server',
+        orders,
+        peerSends: toClient,
+        peerReceives: toServer,
+      });
+      // libxenvchan's server removes its keys when it closes.
+      expect(xenstoreExists(path)).toBe(false);
+    },
+    150_000,
+  );
 
   // vchan-socket-proxy passes (0, 0) to libxenvchan_server_init: a one-page vchan, rings 1K/2K.
   // Its quirks shape these tests: it reads the ring only while both ends are open, and when the
@@ -538,7 +632,11 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     onCleanup(() => xenstoreRemove(path)); // the proxy never leaves by itself, and is killed
 
     const { died: proxyDied } = startProxy(['--mode=server', String(DOM0), path, socketPath], ['ignore', 'ignore', 'pipe']);
-    const channel = await within(Promise.race([connect({ domid: DOM0, path, timeout: 30_000 }), proxyDied]), 35_000, 'to connect to vchan-socket-proxy');
+    const channel = await within(
+      Promise.race([connect({ domid: DOM0, path, timeout: 30_000 }), proxyDied]),
+      35_000,
+      'to connect to vchan-socket-proxy',
+    );
     onCleanup(() => channel.destroy());
     // The proxy connects to the socket once a vchan client is there.
     const socket = await within(Promise.race([accepted, proxyDied]), 30_000, 'vchan-socket-proxy to connect to the Unix socket');
@@ -549,7 +647,12 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     const toClient: StreamSpec = { seed: 302, total: PROXY_TO_CLIENT, maxChunk: 7000 };
     const started = performance.now();
     const [sentHere, atSocket, sentBySocket, receivedHere] = await within(
-      Promise.all([sendSeeded(channel, toServer), receiveChecked(socket, toServer), sendSeeded(socket, toClient), receiveChecked(channel, toClient)]),
+      Promise.all([
+        sendSeeded(channel, toServer),
+        receiveChecked(socket, toServer),
+        sendSeeded(socket, toClient),
+        receiveChecked(channel, toClient),
+      ]),
       EXCHANGE_MS,
       'the exchange through vchan-socket-proxy',
     );
@@ -560,9 +663,20 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     await within(socketClosed, CLOSE_MS, 'vchan-socket-proxy to close the socket after our client left');
 
     const ok =
-      atSocket.bytes === toServer.total && atSocket.firstMismatch === -1 && atSocket.fnv === sentHere.fnv &&
-      receivedHere.bytes === toClient.total && receivedHere.firstMismatch === -1 && receivedHere.fnv === sentBySocket.fnv;
-    matrix.push({ scenario: 'vchan-socket-proxy server + our client', rings: '1K/2K', toServer: toServer.total, toClient: toClient.total, seconds, ok });
+      atSocket.bytes === toServer.total &&
+      atSocket.firstMismatch === -1 &&
+      atSocket.fnv === sentHere.fnv &&
+      receivedHere.bytes === toClient.total &&
+      receivedHere.firstMismatch === -1 &&
+      receivedHere.fnv === sentBySocket.fnv;
+    matrix.push({
+      scenario: 'vchan-socket-proxy server + our client',
+      rings: '1K/2K',
+      toServer: toServer.total,
+      toClient: toClient.total,
+      seconds,
+      ok,
+    });
 
     expect(atSocket).toEqual({ bytes: toServer.total, fnv: sentHere.fnv, firstMismatch: -1, short: false });
     expect(receivedHere).toEqual({ bytes: toClient.total, fnv: sentBySocket.fnv, firstMismatch: -1, short: false });
@@ -570,7 +684,11 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
 
   it('vchan-socket-proxy as the client (vchan to its stdin/stdout), our server', async () => {
     const { server, channel: accepted } = await listen({ name: shortName('proxy-client'), readMin: 65536, writeMin: 65536 });
-    const { proxy, exited: proxyExited, died: proxyDied } = startProxy(['--mode=client', String(DOM0), server.path!, '-'], ['pipe', 'pipe', 'pipe']);
+    const {
+      proxy,
+      exited: proxyExited,
+      died: proxyDied,
+    } = startProxy(['--mode=client', String(DOM0), server.path!, '-'], ['pipe', 'pipe', 'pipe']);
     const channel = await within(Promise.race([accepted, proxyDied]), 30_000, 'vchan-socket-proxy to connect');
     const channelClosed = closed(channel);
 
@@ -579,7 +697,12 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     const toClient: StreamSpec = { seed: 402, total: PROXY_TO_CLIENT, maxChunk: 70_000 };
     const started = performance.now();
     const [sentHere, atStdout, sentToStdin, receivedHere] = await within(
-      Promise.all([sendSeeded(channel, toClient), receiveChecked(proxy.stdout!, toClient), sendSeeded(proxy.stdin!, toServer), receiveChecked(channel, toServer)]),
+      Promise.all([
+        sendSeeded(channel, toClient),
+        receiveChecked(proxy.stdout!, toClient),
+        sendSeeded(proxy.stdin!, toServer),
+        receiveChecked(channel, toServer),
+      ]),
       EXCHANGE_MS,
       'the exchange through vchan-socket-proxy',
     );
@@ -590,9 +713,21 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     await within(channelClosed, CLOSE_MS, 'our channel to close after the proxy left');
 
     const ok =
-      exitCode === 0 && atStdout.bytes === toClient.total && atStdout.firstMismatch === -1 && atStdout.fnv === sentHere.fnv &&
-      receivedHere.bytes === toServer.total && receivedHere.firstMismatch === -1 && receivedHere.fnv === sentToStdin.fnv;
-    matrix.push({ scenario: 'our server + vchan-socket-proxy client', rings: '64K/64K', toServer: toServer.total, toClient: toClient.total, seconds, ok });
+      exitCode === 0 &&
+      atStdout.bytes === toClient.total &&
+      atStdout.firstMismatch === -1 &&
+      atStdout.fnv === sentHere.fnv &&
+      receivedHere.bytes === toServer.total &&
+      receivedHere.firstMismatch === -1 &&
+      receivedHere.fnv === sentToStdin.fnv;
+    matrix.push({
+      scenario: 'our server + vchan-socket-proxy client',
+      rings: '64K/64K',
+      toServer: toServer.total,
+      toClient: toClient.total,
+      seconds,
+      ok,
+    });
 
     expect(atStdout).toEqual({ bytes: toClient.total, fnv: sentHere.fnv, firstMismatch: -1, short: false });
     expect(receivedHere).toEqual({ bytes: toServer.total, fnv: sentToStdin.fnv, firstMismatch: -1, short: false });
@@ -607,24 +742,44 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     [4096, 65536],
   ];
 
-  it.each(MESSAGE_CONFIGS)('messages: our server, libxenvchan client (send/recv), rings for (%i, %i)', async (leftMin, rightMin) => {
-    const orders = chooseOrders(leftMin, rightMin);
-    const toServerSeed = 500 + orders.left * 32 + orders.right; // the client's messages (left ring)
-    const toClientSeed = toServerSeed + 1000; // ours (right ring)
-    const { peer, channel } = await acceptPeer(`m-cli-${leftMin}-${rightMin}`, leftMin, rightMin, (path) =>
-      startMessagePeer(MESSAGES, toServerSeed, toClientSeed, ['client', String(DOM0), path]),
-    );
-    await expectMessageExchange(channel, peer, { scenario: 'messages: our server + libxenvchan client', role: 'client', orders, ourSeed: toClientSeed, peerSeed: toServerSeed });
-  }, 150_000);
+  it.each(MESSAGE_CONFIGS)(
+    'messages: our server, libxenvchan client (send/recv), rings for (%i, %i)',
+    async (leftMin, rightMin) => {
+      const orders = chooseOrders(leftMin, rightMin);
+      const toServerSeed = 500 + orders.left * 32 + orders.right; // the client's messages (left ring)
+      const toClientSeed = toServerSeed + 1000; // ours (right ring)
+      const { peer, channel } = await acceptPeer(`m-cli-${leftMin}-${rightMin}`, leftMin, rightMin, (path) =>
+        startMessagePeer(MESSAGES, toServerSeed, toClientSeed, ['client', String(DOM0), path]),
+      );
+      await expectMessageExchange(channel, peer, {
+        scenario: 'messages: our server + libxenvchan client',
+        role: 'client',
+        orders,
+        ourSeed: toClientSeed,
+        peerSeed: toServerSeed,
+      });
+    },
+    150_000,
+  );
 
-  it.each(MESSAGE_CONFIGS)('messages: libxenvchan server, our client (send/recv), rings for (%i, %i)', async (leftMin, rightMin) => {
-    const orders = chooseOrders(leftMin, rightMin);
-    const toClientSeed = 600 + orders.left * 32 + orders.right; // the server's messages (right ring)
-    const toServerSeed = toClientSeed + 1000; // ours (left ring)
-    const { path, peer, channel } = await connectToPeer(`m-srv-${leftMin}-${rightMin}`, (path) =>
-      startMessagePeer(MESSAGES, toClientSeed, toServerSeed, ['server', String(DOM0), path, String(leftMin), String(rightMin)]),
-    );
-    await expectMessageExchange(channel, peer, { scenario: 'messages: libxenvchan server + our client', role: 'server', orders, ourSeed: toServerSeed, peerSeed: toClientSeed });
-    expect(xenstoreExists(path)).toBe(false);
-  }, 150_000);
+  it.each(MESSAGE_CONFIGS)(
+    'messages: libxenvchan server, our client (send/recv), rings for (%i, %i)',
+    async (leftMin, rightMin) => {
+      const orders = chooseOrders(leftMin, rightMin);
+      const toClientSeed = 600 + orders.left * 32 + orders.right; // the server's messages (right ring)
+      const toServerSeed = toClientSeed + 1000; // ours (left ring)
+      const { path, peer, channel } = await connectToPeer(`m-srv-${leftMin}-${rightMin}`, (path) =>
+        startMessagePeer(MESSAGES, toClientSeed, toServerSeed, ['server', String(DOM0), path, String(leftMin), String(rightMin)]),
+      );
+      await expectMessageExchange(channel, peer, {
+        scenario: 'messages: libxenvchan server + our client',
+        role: 'server',
+        orders,
+        ourSeed: toServerSeed,
+        peerSeed: toClientSeed,
+      });
+      expect(xenstoreExists(path)).toBe(false);
+    },
+    150_000,
+  );
 });

@@ -20,9 +20,7 @@ describe('real Xen dom0 (harness smoke test)', () => {
   });
 
   it('the hypervisor is Xen and we are its control domain', () => {
-    const type = existsSync('/sys/hypervisor/type')
-      ? readFileSync('/sys/hypervisor/type', 'utf8').trim()
-      : '';
+    const type = existsSync('/sys/hypervisor/type') ? readFileSync('/sys/hypervisor/type', 'utf8').trim() : '';
     expect(type).toBe('xen');
     expect(readFileSync('/proc/xen/capabilities', 'utf8')).toContain('control_d');
   });

@@ -63,8 +63,14 @@ describe.each(['socket', 'xenbus'] as const)('real xenstored through %s', (trans
 
   it('round-trips permissions, and refuses an owner that is no domain', async () => {
     await xs.write(`${base}/perms`, '');
-    await xs.setPermissions(`${base}/perms`, [{ domid: 0, access: 'none' }, { domid: 7, access: 'read' }]);
-    expect(await xs.getPermissions(`${base}/perms`)).toEqual([{ domid: 0, access: 'none' }, { domid: 7, access: 'read' }]);
+    await xs.setPermissions(`${base}/perms`, [
+      { domid: 0, access: 'none' },
+      { domid: 7, access: 'read' },
+    ]);
+    expect(await xs.getPermissions(`${base}/perms`)).toEqual([
+      { domid: 0, access: 'none' },
+      { domid: 7, access: 'read' },
+    ]);
     await expect(xs.setPermissions(`${base}/perms`, [{ domid: 999, access: 'none' }])).rejects.toMatchObject({ code: 'ENOENT' });
   });
 

@@ -8,7 +8,16 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { encodeXsMessage, SimConnection, simFiles, XsMessageReader, XsType, xsStrings, splitXsStrings, type XsMessage } from '@xen-vchan/sim';
+import {
+  encodeXsMessage,
+  SimConnection,
+  simFiles,
+  XsMessageReader,
+  XsType,
+  xsStrings,
+  splitXsStrings,
+  type XsMessage,
+} from '@xen-vchan/sim';
 import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
 import { inDomain } from './domains.js';
 
@@ -102,7 +111,8 @@ describe('xenstore connection', () => {
       const watch = await store.watch('/w');
       const waiting = watch.next();
       const calls = [store.read('/one'), store.read('/two')];
-      for (const call of calls) await expect(call).rejects.toMatchObject({ code: 'ECONNRESET', message: expect.stringMatching(/openXenStore/) });
+      for (const call of calls)
+        await expect(call).rejects.toMatchObject({ code: 'ECONNRESET', message: expect.stringMatching(/openXenStore/) });
       await expect(waiting).rejects.toMatchObject({ code: 'ECONNRESET' });
       await expect(store.read('/three')).rejects.toMatchObject({ code: 'ECONNRESET' });
       await watch.close();
@@ -120,7 +130,9 @@ describe('xenstore connection', () => {
     });
 
     it('says what is wrong when there is no xenstored', async () => {
-      const error = await openXenStore({ transport: 'socket', socketPath: path.join(os.tmpdir(), 'no-such-xenstored') }).catch((e: unknown) => e);
+      const error = await openXenStore({ transport: 'socket', socketPath: path.join(os.tmpdir(), 'no-such-xenstored') }).catch(
+        (e: unknown) => e,
+      );
       expect(error).toMatchObject({ code: 'ENOENT' });
       expect((error as Error).message).toMatch(/xenstored is not running here/);
     });
@@ -185,7 +197,12 @@ describe('xenstore connection', () => {
     expect(outcome.message).toMatch(/1000 nodes/);
     expect(outcome.after).toBe('fits again');
     // dom0 is not limited.
-    expect(await inDomain(0, `await Promise.all(Array.from({ length: 1100 }, (_, i) => xs.write('/tool/many/' + i, ''))); return (await xs.directory('/tool/many')).length;`)).toBe(1100);
+    expect(
+      await inDomain(
+        0,
+        `await Promise.all(Array.from({ length: 1100 }, (_, i) => xs.write('/tool/many/' + i, ''))); return (await xs.directory('/tool/many')).length;`,
+      ),
+    ).toBe(1100);
   });
 
   describe('the simulated daemon, on the wire', () => {

@@ -35,15 +35,20 @@ const program = (domid: number, body: string) => `
  */
 export function inDomain<T = unknown>(domid: number, body: string): Promise<T> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['--input-type=module', '-e', program(domid, body)], { cwd: root, env: process.env }, (error, stdout, stderr) => {
-      if (error) {
-        reject(new Error(`domain ${domid} process failed: ${error.message}\n${stderr}`));
-        return;
-      }
-      const outcome = JSON.parse(stdout.trim().split('\n').pop()!) as { ok?: T; error?: { code?: string; message: string } };
-      if (outcome.error) reject(new DomainError(outcome.error.message, outcome.error.code));
-      else resolve(outcome.ok as T);
-    });
+    execFile(
+      process.execPath,
+      ['--input-type=module', '-e', program(domid, body)],
+      { cwd: root, env: process.env },
+      (error, stdout, stderr) => {
+        if (error) {
+          reject(new Error(`domain ${domid} process failed: ${error.message}\n${stderr}`));
+          return;
+        }
+        const outcome = JSON.parse(stdout.trim().split('\n').pop()!) as { ok?: T; error?: { code?: string; message: string } };
+        if (outcome.error) reject(new DomainError(outcome.error.message, outcome.error.code));
+        else resolve(outcome.ok as T);
+      },
+    );
   });
 }
 
@@ -51,14 +56,21 @@ export function inDomain<T = unknown>(domid: number, body: string): Promise<T> {
  * A long-running process of domain `domid` that runs `body` (with `xs` and `emit(value)`, which
  * prints a JSON line) and then stays until killed; `lines` yields what it emits.
  */
-export function startDomain(domid: number, body: string): { child: ChildProcess; lines: AsyncIterableIterator<unknown>; stop(): Promise<void> } {
+export function startDomain(
+  domid: number,
+  body: string,
+): { child: ChildProcess; lines: AsyncIterableIterator<unknown>; stop(): Promise<void> } {
   const code = `
     import { openXenStore } from '@xen-vchan/xenstore';
     const xs = await openXenStore({ domid: ${domid} });
     const emit = (value) => console.log(JSON.stringify(value));
     ${body}
   `;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', code], { cwd: root, env: process.env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--input-type=module', '-e', code], {
+    cwd: root,
+    env: process.env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const reader = createInterface({ input: child.stdout! });
   async function* parse() {

@@ -16,13 +16,19 @@ describe('xenstore transactions', () => {
     const tx = await xs.startTransaction();
     await tx.write('data/tx/ring-ref', '8');
     await tx.write('data/tx/event-channel', '5');
-    await tx.setPermissions('data/tx/ring-ref', [{ domid: 1, access: 'none' }, { domid: 2, access: 'read' }]);
+    await tx.setPermissions('data/tx/ring-ref', [
+      { domid: 1, access: 'none' },
+      { domid: 2, access: 'read' },
+    ]);
     expect(await tx.read('data/tx/ring-ref')).toBe('8');
     await expect(xs.read('data/tx/ring-ref')).rejects.toMatchObject({ code: 'ENOENT' });
     expect(await tx.commit()).toBe(true);
     expect(await xs.read('data/tx/ring-ref')).toBe('8');
     expect(await xs.read('data/tx/event-channel')).toBe('5');
-    expect(await xs.getPermissions('data/tx/ring-ref')).toEqual([{ domid: 1, access: 'none' }, { domid: 2, access: 'read' }]);
+    expect(await xs.getPermissions('data/tx/ring-ref')).toEqual([
+      { domid: 1, access: 'none' },
+      { domid: 2, access: 'read' },
+    ]);
   });
 
   it('sees a node as it was when it first touched it, and keeps that version (as xenstored 4.17)', async () => {
@@ -161,7 +167,9 @@ describe('xenstore transactions', () => {
     );
     expect(outcome).toEqual({ opened: 10, code: 'ENOSPC', again: true });
     // That process exited with 10 transactions open: the simulation aborted them with its connection.
-    expect(await inDomain(6, `const txs = []; for (let i = 0; i < 10; i++) txs.push(await xs.startTransaction()); return txs.length;`)).toBe(10);
+    expect(
+      await inDomain(6, `const txs = []; for (let i = 0; i < 10; i++) txs.push(await xs.startTransaction()); return txs.length;`),
+    ).toBe(10);
   });
 
   it('counts the limit per domain, across connections, and not for dom0', async () => {
@@ -181,7 +189,12 @@ describe('xenstore transactions', () => {
     const tx = await xs.startTransaction();
     // A transaction's own requests carry its id; TRANSACTION_START with one is EBUSY in xenstored.
     await expect(
-      (tx as unknown as { send(type: number, verb: string, path: string, payload: Buffer): Promise<Buffer> }).send(6, 'start', '', Buffer.from('\0')),
+      (tx as unknown as { send(type: number, verb: string, path: string, payload: Buffer): Promise<Buffer> }).send(
+        6,
+        'start',
+        '',
+        Buffer.from('\0'),
+      ),
     ).rejects.toMatchObject({ code: 'EBUSY' });
     await tx.abort();
   });

@@ -13,7 +13,10 @@ describe('xenstore watches', () => {
   beforeAll(async () => {
     xs = await openXenStore({ domid: 1 });
     await xs.write('data/watched/ready', '');
-    await xs.setPermissions('data/watched', [{ domid: 1, access: 'none' }, { domid: 2, access: 'read' }]);
+    await xs.setPermissions('data/watched', [
+      { domid: 1, access: 'none' },
+      { domid: 2, access: 'read' },
+    ]);
   });
 
   afterAll(() => xs.close());

@@ -84,7 +84,10 @@ export class BoundPorts {
   private onReadable(status: number): void {
     if (this.isClosed) return;
     if (status < 0) {
-      this.channel.emit('error', new XenVchanError('EIO', `waiting for events failed (libuv status ${status}); close this handle and open a new one.`));
+      this.channel.emit(
+        'error',
+        new XenVchanError('EIO', `waiting for events failed (libuv status ${status}); close this handle and open a new one.`),
+      );
       return;
     }
     // One read per wake-up: it takes up to 256 pending ports at once, and the poll is

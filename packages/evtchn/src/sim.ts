@@ -8,14 +8,16 @@ import { addon } from './native.js';
 import { BoundPorts } from './ports.js';
 
 /** A handle nobody closed and nobody references any more: its FIFO is closed and the daemon told. */
-const releaseOnCollect = new FinalizationRegistry<{ connection: SimConnection; handle: number; wakeupFd: number }>(({ connection, handle, wakeupFd }) => {
-  try {
-    closeSync(wakeupFd);
-    connection.call('close', { handle });
-  } catch {
-    /* the daemon or the fd is gone already */
-  }
-});
+const releaseOnCollect = new FinalizationRegistry<{ connection: SimConnection; handle: number; wakeupFd: number }>(
+  ({ connection, handle, wakeupFd }) => {
+    try {
+      closeSync(wakeupFd);
+      connection.call('close', { handle });
+    } catch {
+      /* the daemon or the fd is gone already */
+    }
+  },
+);
 
 /**
  * Event channels on the simulation. Ports live in the simulated hypervisor; wake-ups arrive on a

@@ -24,7 +24,11 @@ export class SimGntalloc implements Gntalloc {
     return this.shares.add(
       { domid, refs, writable },
       {
-        map: () => mapPages(refs.map((_, page) => ({ file, offset: page * PAGE_SIZE })), true),
+        map: () =>
+          mapPages(
+            refs.map((_, page) => ({ file, offset: page * PAGE_SIZE })),
+            true,
+          ),
         setUnmapNotify: (offset, clearByte, port) =>
           this.call('gntalloc setUnmapNotify', 'gntalloc.setUnmapNotify', { allocation, offset, clearByte, port: port ?? null }),
         end: () => this.call('gntalloc release', 'gntalloc.release', { allocation }),

@@ -12,9 +12,11 @@ export function checkOpen(handle: number): void {
 export function checkMapArguments(handle: number, domid: number, refs: readonly number[]): void {
   checkOpen(handle);
   checkDomainId(domid);
-  if (refs.length === 0 || refs.length > MAX_REFS_PER_MAP) throw invalidArgument(`give 1 to ${MAX_REFS_PER_MAP} grant references, got ${refs.length}`);
+  if (refs.length === 0 || refs.length > MAX_REFS_PER_MAP)
+    throw invalidArgument(`give 1 to ${MAX_REFS_PER_MAP} grant references, got ${refs.length}`);
   for (const ref of refs) {
-    if (!Number.isInteger(ref) || ref < 0 || ref > 0xffffffff) throw invalidArgument(`grant references are unsigned 32-bit integers, got ${ref}`);
+    if (!Number.isInteger(ref) || ref < 0 || ref > 0xffffffff)
+      throw invalidArgument(`grant references are unsigned 32-bit integers, got ${ref}`);
   }
 }
 

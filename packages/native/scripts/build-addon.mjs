@@ -19,7 +19,7 @@ const result = spawnSync(process.execPath, args, { stdio: 'inherit' });
 if (result.status !== 0) {
   console.error(
     `xen-vchan: building the native addon in ${process.cwd()} failed.\n` +
-      'It needs python3, make and a C++ compiler (apt-get install python3 make g++) and Node\'s headers.',
+      "It needs python3, make and a C++ compiler (apt-get install python3 make g++) and Node's headers.",
   );
   process.exit(result.status ?? 1);
 }

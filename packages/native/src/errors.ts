@@ -26,11 +26,7 @@ interface SystemErrorLike {
  * Turns an error thrown by an addon (or by Node's fs) into a XenVchanError whose message names the
  * operation and, where `advise` knows one, what to do about it. Anything else is returned as is.
  */
-export function explainError(
-  error: unknown,
-  operation: string,
-  advise: (code: string) => string | undefined = () => undefined,
-): unknown {
+export function explainError(error: unknown, operation: string, advise: (code: string) => string | undefined = () => undefined): unknown {
   if (error instanceof XenVchanError || typeof error !== 'object' || error === null) return error;
   const { code, syscall, errno, message } = error as SystemErrorLike;
   if (typeof code !== 'string') return error;
@@ -84,6 +80,7 @@ export function abortError(reason: unknown, what: string, outcome?: string): Xen
  * ERR_INVALID_ARG_VALUE naming `what` (the option or argument, e.g. "domid (the server domain)").
  */
 export function checkDomainId(domid: unknown, what = 'domid'): number {
-  if (!isGuestDomainId(domid)) throw invalidArgument(`${what} must be a domain id, an integer from 0 to ${MAX_GUEST_DOMID}; got ${String(domid)}`);
+  if (!isGuestDomainId(domid))
+    throw invalidArgument(`${what} must be a domain id, an integer from 0 to ${MAX_GUEST_DOMID}; got ${String(domid)}`);
   return domid;
 }

@@ -10,7 +10,11 @@ export function mapPages(pages: readonly PageLocation[], writable: boolean): Arr
   const fds: number[] = [];
   try {
     for (const page of pages) fds.push(openSync(page.file, writable ? 'r+' : 'r'));
-    return addon.mmapPages(fds, pages.map((page) => page.offset), writable);
+    return addon.mmapPages(
+      fds,
+      pages.map((page) => page.offset),
+      writable,
+    );
   } finally {
     for (const fd of fds) closeSync(fd);
   }

@@ -38,7 +38,10 @@ export function ensureSimDirectory(directory: string): void {
     );
   }
   if (!seen.isDirectory()) {
-    throw new XenVchanError('EACCES', `The simulation folder ${directory} exists but is not a folder. Remove it or set XEN_VCHAN_SIM_DIR elsewhere.`);
+    throw new XenVchanError(
+      'EACCES',
+      `The simulation folder ${directory} exists but is not a folder. Remove it or set XEN_VCHAN_SIM_DIR elsewhere.`,
+    );
   }
   checkPrivate(directory, seen);
   let fd: number;
@@ -47,12 +50,19 @@ export function ensureSimDirectory(directory: string): void {
   } catch (error) {
     const code = errorCode(error);
     if (code !== 'ELOOP' && code !== 'ENOTDIR') throw error;
-    throw new XenVchanError('ELOOP', `The simulation folder ${directory} changed while it was checked (it is no longer a folder). Remove it or set XEN_VCHAN_SIM_DIR elsewhere.`, { cause: error });
+    throw new XenVchanError(
+      'ELOOP',
+      `The simulation folder ${directory} changed while it was checked (it is no longer a folder). Remove it or set XEN_VCHAN_SIM_DIR elsewhere.`,
+      { cause: error },
+    );
   }
   try {
     const opened = fstatSync(fd);
     if (opened.dev !== seen.dev || opened.ino !== seen.ino) {
-      throw new XenVchanError('EACCES', `The simulation folder ${directory} was replaced while it was checked. Remove it or set XEN_VCHAN_SIM_DIR elsewhere.`);
+      throw new XenVchanError(
+        'EACCES',
+        `The simulation folder ${directory} was replaced while it was checked. Remove it or set XEN_VCHAN_SIM_DIR elsewhere.`,
+      );
     }
     checkPrivate(directory, opened);
   } finally {
@@ -82,7 +92,9 @@ function lstatOrNull(candidate: string): Stats | null {
 export function simDomid(explicit?: number): number {
   const value = explicit ?? (process.env.XEN_VCHAN_SIM_DOMID === undefined ? 0 : Number(process.env.XEN_VCHAN_SIM_DOMID));
   if (!isGuestDomainId(value)) {
-    throw invalidArgument(`Invalid simulated domain id ${String(value)}: use an integer from 0 to ${MAX_GUEST_DOMID} (option domid or XEN_VCHAN_SIM_DOMID).`);
+    throw invalidArgument(
+      `Invalid simulated domain id ${String(value)}: use an integer from 0 to ${MAX_GUEST_DOMID} (option domid or XEN_VCHAN_SIM_DOMID).`,
+    );
   }
   return value;
 }
@@ -98,7 +110,8 @@ export function simFiles(directory: string) {
     pages: path.join(directory, 'pages'),
     ports: path.join(directory, 'ports'),
     wakeups: path.join(directory, 'wake'),
-    pageFile: (domid: number, allocation: number) => path.join(directory, 'pages', `${fileId(domid, 'domain id')}-${fileId(allocation, 'allocation')}`),
+    pageFile: (domid: number, allocation: number) =>
+      path.join(directory, 'pages', `${fileId(domid, 'domain id')}-${fileId(allocation, 'allocation')}`),
     portTable: (domid: number) => path.join(directory, 'ports', fileId(domid, 'domain id')),
     wakeup: (handle: number) => path.join(directory, 'wake', fileId(handle, 'handle')),
   };
@@ -110,7 +123,10 @@ export function simFiles(directory: string) {
  */
 function fileId(value: number, what: string): string {
   if (!Number.isSafeInteger(value) || value < 0) {
-    throw new XenVchanError('EINVAL', `a simulation file name needs a ${what} that is a non-negative integer, not ${JSON.stringify(value)}`);
+    throw new XenVchanError(
+      'EINVAL',
+      `a simulation file name needs a ${what} that is a non-negative integer, not ${JSON.stringify(value)}`,
+    );
   }
   return String(value);
 }

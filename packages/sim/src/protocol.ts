@@ -90,7 +90,9 @@ function parseBody(text: string, fail: (why: string) => never): unknown {
  */
 export function parseCall(body: unknown): { op: string; request: Record<string, unknown> } {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new FrameViolation(`a call must be a JSON object, not ${body === null ? 'null' : Array.isArray(body) ? 'an array' : typeof body}`);
+    throw new FrameViolation(
+      `a call must be a JSON object, not ${body === null ? 'null' : Array.isArray(body) ? 'an array' : typeof body}`,
+    );
   }
   const { op, ...request } = body as Record<string, unknown>;
   if (typeof op !== 'string') throw new FrameViolation(`a call needs an "op" string, got ${op === undefined ? 'none' : typeof op}`);

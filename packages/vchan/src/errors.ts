@@ -21,7 +21,10 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export function deadlineOption(value: number | undefined, fallback: number, name: string): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_TIMER_MS) {
-    throw new XenVchanError('ERR_INVALID_ARG_VALUE', `The option ${name} is a time in ms, a number from 0 (no deadline) to ${MAX_TIMER_MS}; got ${String(value)}.`);
+    throw new XenVchanError(
+      'ERR_INVALID_ARG_VALUE',
+      `The option ${name} is a time in ms, a number from 0 (no deadline) to ${MAX_TIMER_MS}; got ${String(value)}.`,
+    );
   }
   return value;
 }

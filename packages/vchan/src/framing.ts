@@ -120,7 +120,10 @@ export class MessageChannel implements AsyncIterable<Buffer> {
   send(message: Uint8Array, options: MessageSendOptions = {}): Promise<void> {
     if (message.length > this.maxMessageSize) {
       return Promise.reject(
-        new XenVchanError('EMSGSIZE', `A ${message.length}-byte message is over this channel's limit of ${this.maxMessageSize} bytes (option maxMessageSize).`),
+        new XenVchanError(
+          'EMSGSIZE',
+          `A ${message.length}-byte message is over this channel's limit of ${this.maxMessageSize} bytes (option maxMessageSize).`,
+        ),
       );
     }
     if (this.closedForSending()) return Promise.reject(this.closedError());
@@ -299,7 +302,10 @@ export class MessageChannel implements AsyncIterable<Buffer> {
       const length = this.take(HEADER).readUInt32LE(0);
       if (length > this.maxMessageSize) {
         this.stream.destroy(
-          new XenVchanError('EMSGSIZE', `The peer sent a ${length}-byte message, over this channel's limit of ${this.maxMessageSize} bytes (option maxMessageSize).`),
+          new XenVchanError(
+            'EMSGSIZE',
+            `The peer sent a ${length}-byte message, over this channel's limit of ${this.maxMessageSize} bytes (option maxMessageSize).`,
+          ),
         );
         return null;
       }
@@ -350,8 +356,10 @@ export class MessageChannel implements AsyncIterable<Buffer> {
       // Nothing more will arrive: every whole message still unsplit is queued (bounded by what was
       // already received), and what is left after them was cut off.
       for (let message = this.split(); message !== null; message = this.split()) this.enqueue(message);
-      if (this.stream.errored) this.failure = this.stream.errored; // an oversized length among them
-      else if (this.expected !== null || this.buffered > 0) this.failure = new XenVchanError('ECONNRESET', 'The channel ended in the middle of a message.');
+      if (this.stream.errored)
+        this.failure = this.stream.errored; // an oversized length among them
+      else if (this.expected !== null || this.buffered > 0)
+        this.failure = new XenVchanError('ECONNRESET', 'The channel ended in the middle of a message.');
     }
     this.ended = true;
     this.pump();
@@ -434,7 +442,10 @@ export class MessageChannel implements AsyncIterable<Buffer> {
 function limit(value: number | undefined, fallback: number, name: string, least = 1, most = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
   if (!Number.isSafeInteger(value) || value < least || value > most) {
-    throw new XenVchanError('ERR_INVALID_ARG_VALUE', `The option ${name} must be a whole number from ${least} to ${most}, got ${String(value)}.`);
+    throw new XenVchanError(
+      'ERR_INVALID_ARG_VALUE',
+      `The option ${name} must be a whole number from ${least} to ${most}, got ${String(value)}.`,
+    );
   }
   return value;
 }

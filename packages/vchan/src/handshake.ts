@@ -56,12 +56,7 @@ export interface ServerLink {
 }
 
 /** The server half of the libxenvchan handshake, up to (not including) publishing in XenStore. */
-export function createServerLink(options: {
-  clientDomid: number;
-  leftMin: number;
-  rightMin: number;
-  devices?: DeviceOptions;
-}): ServerLink {
+export function createServerLink(options: { clientDomid: number; leftMin: number; rightMin: number; devices?: DeviceOptions }): ServerLink {
   const orders = chooseOrders(options.leftMin, options.rightMin);
   const cleanup = new Cleanup();
   try {

@@ -7,4 +7,13 @@ export { conventionalPath } from './keys.js';
 export { presencePath } from './presence.js';
 export type { PeerDomainOptions } from './peer-domain.js';
 export { MessageChannel, type MessageChannelOptions, type MessageSendOptions } from './framing.js';
-export { RpcPeer, RemoteError, jsonCodec, structuredCloneCodec, type Codec, type Handler, type RpcOptions, type CallOptions } from './rpc.js';
+export {
+  RpcPeer,
+  RemoteError,
+  jsonCodec,
+  structuredCloneCodec,
+  type Codec,
+  type Handler,
+  type RpcOptions,
+  type CallOptions,
+} from './rpc.js';

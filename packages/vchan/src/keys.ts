@@ -9,7 +9,8 @@ import { abortError } from './errors.js';
 
 /** libxenvchan's conventional place for a vchan between a server and a client domain. */
 export function conventionalPath(serverDomid: number, clientDomid: number, name: string): string {
-  if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw invalidArgument(`a vchan name is letters, digits, "_", "." and "-", got ${JSON.stringify(name)}`);
+  if (!/^[A-Za-z0-9_.-]+$/.test(name))
+    throw invalidArgument(`a vchan name is letters, digits, "_", "." and "-", got ${JSON.stringify(name)}`);
   return `/local/domain/${serverDomid}/data/vchan/${clientDomid}/${name}`;
 }
 
@@ -86,7 +87,13 @@ export async function waitForServer(xenstore: XenStore, path: string, timeout: n
   let onAbort: (() => void) | undefined;
   const stop = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new XenVchanError('ETIMEDOUT', `No vchan server published at ${path} within ${timeout} ms, or not readably for this domain. Is the server running, for this client domain and name?`)),
+      () =>
+        reject(
+          new XenVchanError(
+            'ETIMEDOUT',
+            `No vchan server published at ${path} within ${timeout} ms, or not readably for this domain. Is the server running, for this client domain and name?`,
+          ),
+        ),
       timeout,
     );
     onAbort = () => reject(abortError(signal?.reason, 'The connect'));

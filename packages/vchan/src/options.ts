@@ -23,7 +23,9 @@ export function deviceOptions(options: BackendOptions): DeviceOptions {
 export function xenstoreOptions(options: BackendOptions): XenStoreOptions {
   return {
     ...(options.backend === 'sim' ? { transport: 'sim' as const } : {}),
-    ...(options.backend === 'xen' ? { transport: existsSync(process.env.XENSTORED_PATH ?? XENSTORED_SOCKET) ? ('socket' as const) : ('xenbus' as const) } : {}),
+    ...(options.backend === 'xen'
+      ? { transport: existsSync(process.env.XENSTORED_PATH ?? XENSTORED_SOCKET) ? ('socket' as const) : ('xenbus' as const) }
+      : {}),
     ...(options.simDomid !== undefined ? { domid: options.simDomid } : {}),
     ...(options.simDirectory ? { simDirectory: options.simDirectory } : {}),
   };

@@ -22,7 +22,10 @@ function pageOrderFor(size: number): number {
  * order-10 ring is only ever paired with an order-11 one.
  */
 export function chooseOrders(leftMin: number, rightMin: number): RingOrders {
-  for (const [name, size] of [['left', leftMin], ['right', rightMin]] as const) {
+  for (const [name, size] of [
+    ['left', leftMin],
+    ['right', rightMin],
+  ] as const) {
     if (!Number.isInteger(size) || size < 0 || size > MAX_RING_BYTES) {
       throw new XenVchanError('ERR_INVALID_ARG_VALUE', `the ${name} ring size must be 0 to ${MAX_RING_BYTES} bytes, got ${size}`);
     }

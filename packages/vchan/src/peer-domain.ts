@@ -74,7 +74,9 @@ export async function watchPeerDomain(options: {
   // checks would use.
   if (closed) presence?.close();
   else if (check) {
-    stopChecks = checkPeerPeriodically(check, options.peerCheckInterval, gone, (error) => warnUnwatched(peer, `checking failed: ${error.message}`));
+    stopChecks = checkPeerPeriodically(check, options.peerCheckInterval, gone, (error) =>
+      warnUnwatched(peer, `checking failed: ${error.message}`),
+    );
   }
   return watcher;
 }
@@ -120,7 +122,12 @@ class PeerDomainWatch implements PeerDomainWatcher {
    * Starts watching from a privileged domain. Resolves with 'gone' when the peer domain does not
    * exist (any more), and with null when xenstored will not answer us about other domains.
    */
-  static async start(xenstore: XenStore, self: number, peer: number, onGone: (error: XenVchanError) => void): Promise<PeerDomainWatch | 'gone' | null> {
+  static async start(
+    xenstore: XenStore,
+    self: number,
+    peer: number,
+    onGone: (error: XenVchanError) => void,
+  ): Promise<PeerDomainWatch | 'gone' | null> {
     if (refusedDomains.has(self)) return null;
     try {
       if (!(await xenstore.isDomainIntroduced(peer))) return 'gone';
@@ -163,7 +170,10 @@ class PeerDomainWatch implements PeerDomainWatcher {
 }
 
 export function peerGoneError(peer: number): XenVchanError {
-  return new XenVchanError('ECONNRESET', `The peer domain ${peer} is gone (destroyed or crashed) without closing the vchan; what it had not yet put into the ring is lost.`);
+  return new XenVchanError(
+    'ECONNRESET',
+    `The peer domain ${peer} is gone (destroyed or crashed) without closing the vchan; what it had not yet put into the ring is lost.`,
+  );
 }
 
 /**

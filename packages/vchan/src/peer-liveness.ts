@@ -126,6 +126,11 @@ const monitor = new LivenessMonitor();
  * when the peer domain is found gone (checking then stops); `onUnknown` the first time a check
  * cannot tell.
  */
-export function checkPeerPeriodically(check: PeerCheck, interval: number, onGone: () => void, onUnknown: (error: Error) => void): () => void {
+export function checkPeerPeriodically(
+  check: PeerCheck,
+  interval: number,
+  onGone: () => void,
+  onUnknown: (error: Error) => void,
+): () => void {
   return monitor.add({ check, interval, due: performance.now() + interval, onGone, onUnknown, toldUnknown: false });
 }

@@ -76,7 +76,12 @@ function meansAbsent(error: unknown): boolean {
  * disappears while `stillConnected()` (the client's live byte) says the client never left. Any
  * other trouble reading it ends only the watching (the periodic checks still run).
  */
-export async function watchPresence(xenstore: XenStore, path: string, stillConnected: () => boolean, onGone: () => void): Promise<{ close(): void }> {
+export async function watchPresence(
+  xenstore: XenStore,
+  path: string,
+  stillConnected: () => boolean,
+  onGone: () => void,
+): Promise<{ close(): void }> {
   const watch: Watch = await xenstore.watch(path);
   let closed = false;
   const close = () => {

@@ -65,7 +65,11 @@ const DEFAULT_MAX_CALLS_IN_FLIGHT = 1024;
 
 /** An error thrown by the method on the other side, with its code and message. */
 export class RemoteError extends XenVchanError {
-  constructor(code: string, message: string, readonly remoteName?: string) {
+  constructor(
+    code: string,
+    message: string,
+    readonly remoteName?: string,
+  ) {
     super(code, message);
     this.name = 'RemoteError';
   }
@@ -147,7 +151,12 @@ export class RpcPeer extends EventEmitter<{ close: [error: Error | null] }> {
   call<T = unknown>(method: string, params?: unknown, options: CallOptions = {}): Promise<T> {
     if (this.closed !== undefined) return Promise.reject(this.closedError(method));
     if (typeof method !== 'string' || method.length > MAX_METHOD_LENGTH) {
-      return Promise.reject(new XenVchanError('ERR_INVALID_ARG_VALUE', `A method name is a string of at most ${MAX_METHOD_LENGTH} characters, not ${preview(method)}.`));
+      return Promise.reject(
+        new XenVchanError(
+          'ERR_INVALID_ARG_VALUE',
+          `A method name is a string of at most ${MAX_METHOD_LENGTH} characters, not ${preview(method)}.`,
+        ),
+      );
     }
     if (options.signal?.aborted) return Promise.reject(abortError(options.signal.reason, `The call ${method}`));
     const id = this.nextId++;
@@ -155,14 +164,18 @@ export class RpcPeer extends EventEmitter<{ close: [error: Error | null] }> {
     try {
       bytes = this.codec.encode({ type: 'call', id, method, params } satisfies Wire);
     } catch (error) {
-      return Promise.reject(new XenVchanError('ERR_RPC_ENCODE', `The parameters of ${method} could not be encoded: ${describe(error)}`, { cause: error }));
+      return Promise.reject(
+        new XenVchanError('ERR_RPC_ENCODE', `The parameters of ${method} could not be encoded: ${describe(error)}`, { cause: error }),
+      );
     }
     return new Promise<T>((resolve, reject) => {
       const timeout = options.timeout ?? this.defaultTimeout;
       const timer =
         timeout > 0
           ? setTimeout(() => {
-              const waited = this.waiting.has(id) ? ` (it was still waiting to be sent: ${this.maxCallsInFlight} calls awaited answers, option maxCallsInFlight)` : '';
+              const waited = this.waiting.has(id)
+                ? ` (it was still waiting to be sent: ${this.maxCallsInFlight} calls awaited answers, option maxCallsInFlight)`
+                : '';
               this.abandon(id, new XenVchanError('ETIMEDOUT', `The call ${method} got no answer within ${timeout} ms${waited}.`));
             }, timeout)
           : undefined;
@@ -231,7 +244,10 @@ export class RpcPeer extends EventEmitter<{ close: [error: Error | null] }> {
   /** Ends the channel over something only a broken or hostile peer sends. */
   private violation(what: string): void {
     this.messages.stream.destroy(
-      new XenVchanError('EPROTO', `The peer broke the RPC protocol: ${what}. The channel was closed; the peer is broken or hostile, or uses another codec.`),
+      new XenVchanError(
+        'EPROTO',
+        `The peer broke the RPC protocol: ${what}. The channel was closed; the peer is broken or hostile, or uses another codec.`,
+      ),
     );
   }
 
@@ -269,7 +285,9 @@ export class RpcPeer extends EventEmitter<{ close: [error: Error | null] }> {
         return;
       case 'cancel':
         // A cancel may cross the answer on the way: one for a call no longer served is dropped.
-        this.serving.get(message.id)?.().abort(abortError(undefined, 'This call', 'Its caller cancelled it.'));
+        this.serving
+          .get(message.id)?.()
+          .abort(abortError(undefined, 'This call', 'Its caller cancelled it.'));
         return;
     }
   }
@@ -350,9 +368,13 @@ export class RpcPeer extends EventEmitter<{ close: [error: Error | null] }> {
 
   private closedError(method?: string): XenVchanError {
     const cause = this.closed ? `: ${this.closed.message}` : '';
-    return new XenVchanError('ECONNRESET', `The RPC channel closed${method ? ` before ${method} could be called` : ' before the answer came'}${cause}.`, {
-      cause: this.closed ?? undefined,
-    });
+    return new XenVchanError(
+      'ECONNRESET',
+      `The RPC channel closed${method ? ` before ${method} could be called` : ' before the answer came'}${cause}.`,
+      {
+        cause: this.closed ?? undefined,
+      },
+    );
   }
 }
 
@@ -366,7 +388,8 @@ function checkMessage(value: unknown): Wire | string {
   if (type !== 'call' && type !== 'result' && type !== 'error' && type !== 'cancel') {
     return `a message has the type ${preview(type)}, not "call", "result", "error" or "cancel"`;
   }
-  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) return `${type === 'error' ? 'an' : 'a'} ${type} message has the id ${preview(id)}, not a positive safe integer`;
+  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1)
+    return `${type === 'error' ? 'an' : 'a'} ${type} message has the id ${preview(id)}, not a positive safe integer`;
   switch (type) {
     case 'call': {
       const { method } = value;
@@ -383,7 +406,8 @@ function checkMessage(value: unknown): Wire | string {
       const { code, message, name } = error;
       if (typeof code !== 'string') return `the error answering call ${id} has the code ${preview(code)}, not a string`;
       if (typeof message !== 'string') return `the error answering call ${id} has the message ${preview(message)}, not a string`;
-      if (name !== undefined && typeof name !== 'string') return `the error answering call ${id} has the name ${preview(name)}, not a string`;
+      if (name !== undefined && typeof name !== 'string')
+        return `the error answering call ${id} has the name ${preview(name)}, not a string`;
       return { type, id, error: name === undefined ? { code, message } : { code, message, name } };
     }
     case 'cancel':
@@ -451,6 +475,7 @@ function field(error: unknown, key: string): unknown {
 
 function positive(value: number | undefined, fallback: number, name: string): number {
   if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value < 1) throw new XenVchanError('ERR_INVALID_ARG_VALUE', `The option ${name} must be a whole number of at least 1, got ${String(value)}.`);
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw new XenVchanError('ERR_INVALID_ARG_VALUE', `The option ${name} must be a whole number of at least 1, got ${String(value)}.`);
   return value;
 }

@@ -229,7 +229,14 @@ export class Vchan extends Duplex {
   /** Bytes consumed / produced since the peer was last told. */
   private consumedUntold = 0;
   private producedUntold = 0;
-  private readonly counters: VchanStats = { bytesRead: 0, bytesWritten: 0, eventsSent: 0, eventsReceived: 0, writeStalls: 0, readStalls: 0 };
+  private readonly counters: VchanStats = {
+    bytesRead: 0,
+    bytesWritten: 0,
+    eventsSent: 0,
+    eventsReceived: 0,
+    writeStalls: 0,
+    readStalls: 0,
+  };
   /** Armed from end() until everything is in the ring (_final); null with closeTimeout 0. */
   private readonly closeWatch: Watchdog | null;
   /** Armed while the stream waits on the peer (see stallTimeout); null when off. */
@@ -308,7 +315,10 @@ export class Vchan extends Duplex {
     const size = this.writeRingSize;
     if (message.length > size) {
       return Promise.reject(
-        new XenVchanError('EMSGSIZE', `A ${message.length}-byte message cannot fit the ${size}-byte ring this side writes; send it in pieces (write()) or use a larger ring.`),
+        new XenVchanError(
+          'EMSGSIZE',
+          `A ${message.length}-byte message cannot fit the ${size}-byte ring this side writes; send it in pieces (write()) or use a larger ring.`,
+        ),
       );
     }
     let timeout: number;
@@ -713,7 +723,10 @@ export class Vchan extends Duplex {
   }
 
   private stalled(timeout: number): void {
-    const waiting = this.waitingOnPeer() === 'room' ? `${this.unsentBytes()} bytes written here waited for room in the ring` : 'this side waited for data';
+    const waiting =
+      this.waitingOnPeer() === 'room'
+        ? `${this.unsentBytes()} bytes written here waited for room in the ring`
+        : 'this side waited for data';
     this.destroy(
       new XenVchanError(
         'ETIMEDOUT',

@@ -39,8 +39,11 @@ export class XenStore extends NodeOperations {
    */
   async isDomainIntroduced(domid: number): Promise<boolean> {
     checkDomainId(domid);
-    const [answer] = splitXsStrings(await this.send(XsType.IS_DOMAIN_INTRODUCED, 'isDomainIntroduced', String(domid), xsStrings(String(domid))));
-    if (answer !== 'T' && answer !== 'F') throw new XenVchanError('EPROTO', `XenStore answered IS_DOMAIN_INTRODUCED with "${answer}", not T or F.`);
+    const [answer] = splitXsStrings(
+      await this.send(XsType.IS_DOMAIN_INTRODUCED, 'isDomainIntroduced', String(domid), xsStrings(String(domid))),
+    );
+    if (answer !== 'T' && answer !== 'F')
+      throw new XenVchanError('EPROTO', `XenStore answered IS_DOMAIN_INTRODUCED with "${answer}", not T or F.`);
     return answer === 'T';
   }
 
@@ -80,7 +83,8 @@ export class XenStore extends NodeOperations {
     this.checkUsable();
     if (token !== undefined) {
       checkPath(token, 'watch token');
-      if (this.connection.hasWatch(token)) throw invalidArgument(`The watch token "${token}" is already used on this handle; tokens tell watches apart.`);
+      if (this.connection.hasWatch(token))
+        throw invalidArgument(`The watch token "${token}" is already used on this handle; tokens tell watches apart.`);
     }
     const chosen = token ?? this.freshToken();
     const watch = new Watch(this.connection, path, chosen, this);

@@ -89,7 +89,8 @@ export abstract class NodeOperations {
         if (partGeneration === undefined || partGeneration !== generation) break;
         const complete = part.at(-1) === '';
         if (complete) part.pop();
-        else if (part.length === 0) throw protocolError(this.connection.address, `DIRECTORY_PART of ${path} made no progress at offset ${offset}`);
+        else if (part.length === 0)
+          throw protocolError(this.connection.address, `DIRECTORY_PART of ${path} made no progress at offset ${offset}`);
         names.push(...part);
         offset += part.reduce((bytes, name) => bytes + Buffer.byteLength(name) + 1, 0);
         if (complete) return names;

@@ -41,7 +41,9 @@ async function receive(channel) {
     };
     channel.on('data', onData);
     channel.once('error', reject);
-    channel.once('end', () => (received === total ? resolve(undefined) : reject(new Error(`the peer ended after ${received} of ${total} bytes`))));
+    channel.once('end', () =>
+      received === total ? resolve(undefined) : reject(new Error(`the peer ended after ${received} of ${total} bytes`)),
+    );
   });
   return { bytes: received, sha256: hash.digest('hex') };
 }

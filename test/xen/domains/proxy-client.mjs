@@ -11,7 +11,9 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({ options: { domain: { type: 'string' }, path: { type: 'string' }, bytes: { type: 'string', default: '262144' } } });
+const { values } = parseArgs({
+  options: { domain: { type: 'string' }, path: { type: 'string' }, bytes: { type: 'string', default: '262144' } },
+});
 if (values.domain === undefined || values.path === undefined) {
   console.error('usage: proxy-client.mjs --domain DOMID --path XENSTORE_PATH [--bytes N]');
   process.exit(2);
@@ -19,9 +21,13 @@ if (values.domain === undefined || values.path === undefined) {
 const total = Number(values.bytes);
 const socketPath = `/tmp/vchan-proxy-${process.pid}.sock`;
 const vchanBin = join(import.meta.dirname, '../../../packages/vchan/bin/vchan.js');
-const proxy = spawn(process.execPath, [vchanBin, 'proxy', '--role', 'client', '--domain', values.domain, '--path', values.path, '--unix', socketPath, '--listen', '--once'], {
-  stdio: ['ignore', 'inherit', 'inherit'],
-});
+const proxy = spawn(
+  process.execPath,
+  [vchanBin, 'proxy', '--role', 'client', '--domain', values.domain, '--path', values.path, '--unix', socketPath, '--listen', '--once'],
+  {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  },
+);
 /** @type {Promise<number | NodeJS.Signals | null>} */
 const proxyExit = new Promise((resolve) => proxy.on('exit', (code, signal) => resolve(signal ?? code)));
 

@@ -36,7 +36,8 @@ function deviceMappings() {
   const simPages = process.env.SURVIVOR_SIM_PAGES;
   return readFileSync('/proc/self/maps', 'utf8')
     .split('\n')
-    .filter((line) => line.endsWith('/dev/xen/gntdev') || line.endsWith('/dev/xen/gntalloc') || (simPages && line.includes(simPages))).length;
+    .filter((line) => line.endsWith('/dev/xen/gntdev') || line.endsWith('/dev/xen/gntalloc') || (simPages && line.includes(simPages)))
+    .length;
 }
 
 const channel = await openEnd(role, { ...end, ...checks });
@@ -45,7 +46,9 @@ console.log(`CONNECTED ${role}`);
 const xenstore = await openXenStore();
 const progressNode = `/local/domain/${await xenstore.ownDomid()}/data/survivor/${values.name}`;
 const report = (/** @type {string} */ value) =>
-  void xenstore.write(progressNode, value).catch((/** @type {Error} */ error) => console.log(`cannot write ${progressNode}: ${error.message}`));
+  void xenstore
+    .write(progressNode, value)
+    .catch((/** @type {Error} */ error) => console.log(`cannot write ${progressNode}: ${error.message}`));
 let received = 0;
 let announced = false;
 // Set by the listeners below: typed as what they may leave, not as the null it starts as.

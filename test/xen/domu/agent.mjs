@@ -99,7 +99,11 @@ async function scan() {
       start(id, request);
     } catch (error) {
       jobs.set(id, null);
-      await report(id, 'done', { code: null, signal: null, output: `agent: cannot start job ${id}: ${/** @type {Error} */ (error).message}` });
+      await report(id, 'done', {
+        code: null,
+        signal: null,
+        output: `agent: cannot start job ${id}: ${/** @type {Error} */ (error).message}`,
+      });
     }
   }
   for (const id of await xenstore.directory(`${base}/kill`).catch(() => [])) {

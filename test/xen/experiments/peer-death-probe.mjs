@@ -57,7 +57,9 @@ const { values } = parseArgs({
 const role = values.role;
 const peer = Number(values.peer);
 if ((role !== 'client' && role !== 'server') || !Number.isInteger(peer)) {
-  console.error('usage: peer-death-probe.mjs --role client|server --peer DOMID --tag TAG [--name NAME] [--interval MS] [--bench N] [--offer] [--take-offer]');
+  console.error(
+    'usage: peer-death-probe.mjs --role client|server --peer DOMID --tag TAG [--name NAME] [--interval MS] [--bench N] [--offer] [--take-offer]',
+  );
   process.exit(2);
 }
 const tag = values.tag;
@@ -170,7 +172,10 @@ if (values.offer) {
     events.unmask(p);
   });
   await xenstore.write(offerPath, `${port} ${page.refs[0]}`);
-  await xenstore.setPermissions(offerPath, [{ domid: self, access: 'none' }, { domid: peer, access: 'read' }]);
+  await xenstore.setPermissions(offerPath, [
+    { domid: self, access: 'none' },
+    { domid: peer, access: 'read' },
+  ]);
   emit('offered', { port, gref: page.refs[0] });
 }
 /** @type {{ port: number, gref: number, mapping: unknown } | null} */
@@ -206,7 +211,11 @@ if (values.bench) {
   }
   /** @type {Record<string, number>} */
   const us = Object.fromEntries(Object.entries(total).map(([name, ns]) => [name, Number(ns) / 1000 / (per * rounds)]));
-  emit('bench', us, { calls: per * rounds, answers, ratioToStat: Object.fromEntries(Object.entries(us).map(([name, value]) => [name, value / us.stat])) });
+  emit('bench', us, {
+    calls: per * rounds,
+    answers,
+    ratioToStat: Object.fromEntries(Object.entries(us).map(([name, value]) => [name, value / us.stat])),
+  });
 }
 
 if (offered) {
@@ -247,7 +256,10 @@ void (async () => {
   let lastMark = null;
   for await (const _event of clockWatch) {
     const at = Date.now();
-    const [ping, mark] = await Promise.all([xenstore.read(`${clock}/ping`).catch(() => null), xenstore.read(`${clock}/mark`).catch(() => null)]);
+    const [ping, mark] = await Promise.all([
+      xenstore.read(`${clock}/ping`).catch(() => null),
+      xenstore.read(`${clock}/mark`).catch(() => null),
+    ]);
     if (mark !== null && mark !== lastMark) emit('mark', mark, { at });
     lastMark = mark;
     if (ping !== null && ping !== lastPing) {

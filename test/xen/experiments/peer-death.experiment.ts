@@ -94,7 +94,10 @@ async function readOrNull(path: string): Promise<string | null> {
 
 async function listed(domid: number): Promise<boolean> {
   const { stdout } = await run('xl', ['list']);
-  return stdout.split('\n').slice(1).some((line) => line.trim().split(/\s+/)[1] === String(domid));
+  return stdout
+    .split('\n')
+    .slice(1)
+    .some((line) => line.trim().split(/\s+/)[1] === String(domid));
 }
 
 async function start(name: string): Promise<Guest> {
@@ -205,18 +208,48 @@ async function destroyRun(role: 'client' | 'server', server: Guest, client: Gues
   const [victim, survivor] = role === 'client' ? [server, client] : [client, server];
   const serverMark = server.console().length;
   const clientMark = client.console().length;
-  const serverJob = server.spawn(server.node('test/xen/domains/stream.mjs', ['server', '--peer', String(client.domid), '--name', name, '--ring', String(RING), '--send', String(2 ** 40), '--seed', '1']), { timeout: 3_600_000 });
+  const serverJob = server.spawn(
+    server.node('test/xen/domains/stream.mjs', [
+      'server',
+      '--peer',
+      String(client.domid),
+      '--name',
+      name,
+      '--ring',
+      String(RING),
+      '--send',
+      String(2 ** 40),
+      '--seed',
+      '1',
+    ]),
+    { timeout: 3_600_000 },
+  );
   await until(`${server.name} to publish`, () => consoleSince(server, serverMark).includes('LISTENING'));
   // The probe first (it only needs the published ring-ref), so the clock is measured while quiet.
-  const probeArgs = ['--role', role, '--peer', String(victim.domid), '--tag', tag, '--interval', '20', ...(role === 'client' ? ['--name', name] : [])];
+  const probeArgs = [
+    '--role',
+    role,
+    '--peer',
+    String(victim.domid),
+    '--tag',
+    tag,
+    '--interval',
+    '20',
+    ...(role === 'client' ? ['--name', name] : []),
+  ];
   const probe = survivor.spawn(survivor.node(PROBE, probeArgs), { timeout: 3_600_000 });
   await until(`the probe in ${survivor.name}`, () => linesOf(survivor, tag).some((line) => line.sig === 'ready'));
   const clockBefore = await clockOffset(survivor);
-  const clientJob = client.spawn(client.node('test/xen/domains/stream.mjs', ['client', '--peer', String(server.domid), '--name', name, '--recv', String(2 ** 40)]), { timeout: 3_600_000 });
+  const clientJob = client.spawn(
+    client.node('test/xen/domains/stream.mjs', ['client', '--peer', String(server.domid), '--name', name, '--recv', String(2 ** 40)]),
+    { timeout: 3_600_000 },
+  );
   await until(`${client.name} to connect`, () => consoleSince(client, clientMark).includes('CONNECTED client'));
   const survivorStream = role === 'client' ? clientJob : serverJob;
   // privcmd-status follows the ports that are interdomain with the victim when it starts.
-  const privcmd = KERNEL_ARGS.includes('unrestricted') ? survivor.spawn([PRIVCMD, 'watch', String(victim.domid), '20', tag], { timeout: 3_600_000 }) : null;
+  const privcmd = KERNEL_ARGS.includes('unrestricted')
+    ? survivor.spawn([PRIVCMD, 'watch', String(victim.domid), '20', tag], { timeout: 3_600_000 })
+    : null;
   await sleep(3000); // the stream flows
 
   await dom0Store.write(`/local/domain/${survivor.domid}/data/pdclock/mark`, `destroy ${victim.domid}`);
@@ -226,7 +259,8 @@ async function destroyRun(role: 'client' | 'server', server: Guest, client: Gues
   let listing = '';
   let killedStreamAt: number | null = null;
   let { gone, lastListed } = await watchListing(victim.domid, after + 12_000, after, async () => {
-    if (!listing) listing = (await run('xl', ['list'])).stdout.split('\n').find((line) => line.trim().split(/\s+/)[1] === String(victim.domid)) ?? '';
+    if (!listing)
+      listing = (await run('xl', ['list'])).stdout.split('\n').find((line) => line.trim().split(/\s+/)[1] === String(victim.domid)) ?? '';
   });
   if (gone === null) {
     // A zombie: the survivor's stream still maps its pages. Let that process go and time the end.
@@ -281,7 +315,9 @@ function summarise(result: DestroyResult): string[] {
   const head = `${result.role} survivor rep ${result.rep} (domain ${result.survivor}; destroyed ${result.victim})`;
   out.push(
     `${head}: xl destroy took ${result.after - result.before} ms; still listed at ${dom0(result.lastListed)}, gone by ${result.gone === null ? 'never' : dom0(result.gone)}` +
-      (result.killedStreamAt !== null ? ` (survivor's stream killed at ${dom0(result.killedStreamAt)}, gone ${result.gone === null ? 'never' : `${result.gone - result.killedStreamAt} ms later`})` : '') +
+      (result.killedStreamAt !== null
+        ? ` (survivor's stream killed at ${dom0(result.killedStreamAt)}, gone ${result.gone === null ? 'never' : `${result.gone - result.killedStreamAt} ms later`})`
+        : '') +
       `; listed as: ${result.listing || '-'}; guest - dom0 clock ${Math.round(offset)}±${error} ms (before [${result.clockBefore.low}, ${result.clockBefore.high}], after [${result.clockAfter.low}, ${result.clockAfter.high}]); mark seen at ${markAt === null ? '?' : `+${Math.round(markAt - offset - result.before)} ms`}`,
   );
   for (const sig of ['grantCopy', 'bind0', 'bindMax']) {
@@ -289,15 +325,22 @@ function summarise(result: DestroyResult): string[] {
     if (lines.length === 0) continue;
     const initial = lines.filter((line) => line.t < (markAt ?? result.before)).at(-1);
     const changes = lines.filter((line) => line.t >= (markAt ?? result.before));
-    out.push(`${head}: ${sig} ${JSON.stringify(initial?.v)} -> ${changes.length === 0 ? 'no change' : changes.map((line) => `${JSON.stringify(line.v)} at ${guest(line.t)}`).join(', ')}`);
+    out.push(
+      `${head}: ${sig} ${JSON.stringify(initial?.v)} -> ${changes.length === 0 ? 'no change' : changes.map((line) => `${JSON.stringify(line.v)} at ${guest(line.t)}`).join(', ')}`,
+    );
   }
   for (const path of new Set(result.lines.filter((line) => line.sig === 'watch').map((line) => String(line.watch)))) {
     const events = result.lines.filter((line) => line.sig === 'watch' && line.watch === path);
-    const described = events.map((line) => `#${String(line.n)} ${markAt !== null && line.t < markAt ? 'before' : `at ${guest(line.t)}`}${line.v === path ? '' : ` on ${String(line.v)}`}${line.read !== undefined ? ` (read: ${String(line.read)})` : ''}`);
+    const described = events.map(
+      (line) =>
+        `#${String(line.n)} ${markAt !== null && line.t < markAt ? 'before' : `at ${guest(line.t)}`}${line.v === path ? '' : ` on ${String(line.v)}`}${line.read !== undefined ? ` (read: ${String(line.read)})` : ''}`,
+    );
     out.push(`${head}: watch ${path}: ${events.length} events: ${described.join('; ')}`);
   }
   if (result.privcmd.length > 0) {
-    out.push(`${head}: privcmd EVTCHNOP_status: ${result.privcmd.map((line) => `${markAt !== null && line.t < markAt ? 'before' : `at ${guest(line.t)}`} self ${JSON.stringify(line.self)} peer ${JSON.stringify(line.peer)}`).join('; ')}`);
+    out.push(
+      `${head}: privcmd EVTCHNOP_status: ${result.privcmd.map((line) => `${markAt !== null && line.t < markAt ? 'before' : `at ${guest(line.t)}`} self ${JSON.stringify(line.self)} peer ${JSON.stringify(line.peer)}`).join('; ')}`,
+    );
   }
   return out;
 }
@@ -309,11 +352,23 @@ describe('peer death, seen from an unprivileged guest', () => {
     // privcmd-status: built here with the host's gcc (dom0's /usr is the host's), then bundled.
     const build = '/tmp/peer-death-bundle';
     mkdirSync(build, { recursive: true });
-    execFileSync('gcc', ['-std=gnu11', '-O2', '-Wall', '-Wextra', '-Werror', '-s', '-o', join(build, 'privcmd-status'), join(experimentsDir, 'privcmd-status.c')]);
+    execFileSync('gcc', [
+      '-std=gnu11',
+      '-O2',
+      '-Wall',
+      '-Wextra',
+      '-Werror',
+      '-s',
+      '-o',
+      join(build, 'privcmd-status'),
+      join(experimentsDir, 'privcmd-status.c'),
+    ]);
     writeFileSync(join(build, 'peer-death-probe.mjs'), readFileSync(join(projectRoot, PROBE)));
     execFileSync('tar', ['-czf', `${build}.tgz`, '-C', build, 'privcmd-status', 'peer-death-probe.mjs']);
     bundle = readFileSync(`${build}.tgz`).toString('base64');
-    say(`bundle (probe + privcmd-status) ${readFileSync(`${build}.tgz`).length} bytes gzip'd; guests ${MEMORY} MiB, kernel args "${KERNEL_ARGS}", ${REPS} reps per role`);
+    say(
+      `bundle (probe + privcmd-status) ${readFileSync(`${build}.tgz`).length} bytes gzip'd; guests ${MEMORY} MiB, kernel args "${KERNEL_ARGS}", ${REPS} reps per role`,
+    );
   }, 120_000);
   afterAll(async () => {
     clearInterval(pongTimer);
@@ -338,7 +393,10 @@ describe('peer death, seen from an unprivileged guest', () => {
     const a = await start('pd-a');
     const b = await start('pd-b');
     say(`with both guests: xl info free_memory ${/free_memory\s*:\s*(\d+)/.exec((await run('xl', ['info'])).stdout)?.[1]} MiB`);
-    for (const [guest, peer] of [[a, b], [b, a]] as const) {
+    for (const [guest, peer] of [
+      [a, b],
+      [b, a],
+    ] as const) {
       const job = await guest.run([
         '/bin/sh',
         '-c',
@@ -357,23 +415,48 @@ describe('peer death, seen from an unprivileged guest', () => {
     // A offers B a port and a page (B maps it, so the grant is pinned as a vchan client's is); both
     // time their probes against statSync; then B binds the offered port on the handle whose binds
     // just failed 2000 times and notifies it, and A must hear it.
-    const probeA = a.spawn(a.node(PROBE, ['--role', 'server', '--peer', String(b.domid), '--tag', 'bench-a', '--offer', '--bench', '2000']), { timeout: 1_800_000 });
-    const probeB = b.spawn(b.node(PROBE, ['--role', 'client', '--peer', String(a.domid), '--tag', 'bench-b', '--take-offer', '--bench', '2000']), { timeout: 1_800_000 });
-    await until('both benches', () => linesOf(a, 'bench-a').some((line) => line.sig === 'bench') && linesOf(b, 'bench-b').some((line) => line.sig === 'realBind'), 600_000);
-    await until('the offered port to be notified', () => linesOf(a, 'bench-a').some((line) => line.sig === 'offerEvent'), 60_000).catch(() => false);
+    const probeA = a.spawn(
+      a.node(PROBE, ['--role', 'server', '--peer', String(b.domid), '--tag', 'bench-a', '--offer', '--bench', '2000']),
+      { timeout: 1_800_000 },
+    );
+    const probeB = b.spawn(
+      b.node(PROBE, ['--role', 'client', '--peer', String(a.domid), '--tag', 'bench-b', '--take-offer', '--bench', '2000']),
+      { timeout: 1_800_000 },
+    );
+    await until(
+      'both benches',
+      () => linesOf(a, 'bench-a').some((line) => line.sig === 'bench') && linesOf(b, 'bench-b').some((line) => line.sig === 'realBind'),
+      600_000,
+    );
+    await until('the offered port to be notified', () => linesOf(a, 'bench-a').some((line) => line.sig === 'offerEvent'), 60_000).catch(
+      () => false,
+    );
     await probeA.kill('SIGTERM');
     await probeB.kill('SIGTERM');
     await sleep(1000);
     const linesA = linesOf(a, 'bench-a');
     const linesB = linesOf(b, 'bench-b');
     results.bench = { linesA, linesB };
-    for (const [who, lines] of [['A (server)', linesA], ['B (client)', linesB]] as const) {
+    for (const [who, lines] of [
+      ['A (server)', linesA],
+      ['B (client)', linesB],
+    ] as const) {
       const bench = lines.find((line) => line.sig === 'bench')!;
       const us = bench.v as Record<string, number>;
       const ratio = bench.ratioToStat as Record<string, number>;
-      say(`cost in ${who}, ${String(bench.calls)} calls each, interleaved in 5 rounds, no stream: ` +
-        Object.keys(us).map((name) => `${name} ${us[name]!.toFixed(1)} µs (x${ratio[name]!.toFixed(2)} stat)`).join(', ') + `; answers ${JSON.stringify(bench.answers)}`);
-      const other = lines.filter((line) => ['offered', 'tookOffer', 'offerEvent', 'realBind', 'evtchnError'].includes(line.sig)).map((line) => `${line.sig} ${JSON.stringify(line.v)}${line.local !== undefined ? ` (local ${String(line.local)}, remote ${String(line.remote)})` : ''}`);
+      say(
+        `cost in ${who}, ${String(bench.calls)} calls each, interleaved in 5 rounds, no stream: ` +
+          Object.keys(us)
+            .map((name) => `${name} ${us[name]!.toFixed(1)} µs (x${ratio[name]!.toFixed(2)} stat)`)
+            .join(', ') +
+          `; answers ${JSON.stringify(bench.answers)}`,
+      );
+      const other = lines
+        .filter((line) => ['offered', 'tookOffer', 'offerEvent', 'realBind', 'evtchnError'].includes(line.sig))
+        .map(
+          (line) =>
+            `${line.sig} ${JSON.stringify(line.v)}${line.local !== undefined ? ` (local ${String(line.local)}, remote ${String(line.remote)})` : ''}`,
+        );
       say(`after the bench in ${who}: ${other.join(', ')}`);
     }
     expect(linesB.find((line) => line.sig === 'realBind')?.v).toBe('ok');
@@ -386,12 +469,36 @@ describe('peer death, seen from an unprivileged guest', () => {
     const bytes = 256 * 2 ** 20;
     const aMark = a.console().length;
     const bMark = b.console().length;
-    const server = a.spawn(a.node('test/xen/domains/stream.mjs', ['server', '--peer', String(b.domid), '--name', 'live', '--ring', String(RING), '--send', String(bytes), '--seed', '1']), { timeout: 1_800_000 });
+    const server = a.spawn(
+      a.node('test/xen/domains/stream.mjs', [
+        'server',
+        '--peer',
+        String(b.domid),
+        '--name',
+        'live',
+        '--ring',
+        String(RING),
+        '--send',
+        String(bytes),
+        '--seed',
+        '1',
+      ]),
+      { timeout: 1_800_000 },
+    );
     await until('A to publish', () => consoleSince(a, aMark).includes('LISTENING'));
     const probeA = a.spawn(a.node(PROBE, ['--role', 'server', '--peer', String(b.domid), '--tag', 'live-a']), { timeout: 1_800_000 });
-    const probeB = b.spawn(b.node(PROBE, ['--role', 'client', '--peer', String(a.domid), '--name', 'live', '--tag', 'live-b']), { timeout: 1_800_000 });
-    await until('both probes', () => linesOf(a, 'live-a').some((line) => line.sig === 'ready') && linesOf(b, 'live-b').some((line) => line.sig === 'ready'), 300_000);
-    const client = b.spawn(b.node('test/xen/domains/stream.mjs', ['client', '--peer', String(a.domid), '--name', 'live', '--recv', String(bytes)]), { timeout: 1_800_000 });
+    const probeB = b.spawn(b.node(PROBE, ['--role', 'client', '--peer', String(a.domid), '--name', 'live', '--tag', 'live-b']), {
+      timeout: 1_800_000,
+    });
+    await until(
+      'both probes',
+      () => linesOf(a, 'live-a').some((line) => line.sig === 'ready') && linesOf(b, 'live-b').some((line) => line.sig === 'ready'),
+      300_000,
+    );
+    const client = b.spawn(
+      b.node('test/xen/domains/stream.mjs', ['client', '--peer', String(a.domid), '--name', 'live', '--recv', String(bytes)]),
+      { timeout: 1_800_000 },
+    );
     await until('B to connect', () => consoleSince(b, bMark).includes('CONNECTED client'));
     const streamStarted = Date.now();
     const [sent, received] = await Promise.all([server.done, client.done]);
@@ -400,18 +507,34 @@ describe('peer death, seen from an unprivileged guest', () => {
     await probeA.kill('SIGTERM');
     await probeB.kill('SIGTERM');
     await sleep(1000);
-    const resultOf = (job: JobResult) => JSON.parse(job.output.split('\n').reverse().find((line) => line.startsWith('RESULT '))!.slice(7)) as { bytes: number; sha256: string; mibps: number };
+    const resultOf = (job: JobResult) =>
+      JSON.parse(
+        job.output
+          .split('\n')
+          .reverse()
+          .find((line) => line.startsWith('RESULT '))!
+          .slice(7),
+      ) as { bytes: number; sha256: string; mibps: number };
     expect(sent.code, sent.output).toBe(0);
     expect(received.code, received.output).toBe(0);
     const s = resultOf(sent);
     const r = resultOf(received);
-    say(`live stream A -> B, ${bytes / 2 ** 20} MiB, 1 MiB rings, both probes polling every 20 ms: sent ${s.bytes}, received ${r.bytes}, sha256 ${s.sha256 === r.sha256 ? 'equal' : 'DIFFERENT'}, ${r.mibps.toFixed(1)} MiB/s, ${((streamEnded - streamStarted) / 1000).toFixed(1)} s`);
+    say(
+      `live stream A -> B, ${bytes / 2 ** 20} MiB, 1 MiB rings, both probes polling every 20 ms: sent ${s.bytes}, received ${r.bytes}, sha256 ${s.sha256 === r.sha256 ? 'equal' : 'DIFFERENT'}, ${r.mibps.toFixed(1)} MiB/s, ${((streamEnded - streamStarted) / 1000).toFixed(1)} s`,
+    );
     const linesA = linesOf(a, 'live-a');
     const linesB = linesOf(b, 'live-b');
     results.live = { linesA, linesB, streamStarted, streamEnded, sent: s, received: r };
-    for (const [who, lines] of [['A (server)', linesA], ['B (client)', linesB]] as const) {
-      const changes = lines.filter((line) => ['grantCopy', 'bind0', 'bindMax'].includes(line.sig)).map((line) => `${line.sig}=${JSON.stringify(line.v)}`); // in order; guest clocks are not dom0's, so no times
-      const watches = lines.filter((line) => line.sig === 'watch').map((line) => `${String(line.watch)} #${String(line.n)}${line.read ? ` (${String(line.read)})` : ''}`);
+    for (const [who, lines] of [
+      ['A (server)', linesA],
+      ['B (client)', linesB],
+    ] as const) {
+      const changes = lines
+        .filter((line) => ['grantCopy', 'bind0', 'bindMax'].includes(line.sig))
+        .map((line) => `${line.sig}=${JSON.stringify(line.v)}`); // in order; guest clocks are not dom0's, so no times
+      const watches = lines
+        .filter((line) => line.sig === 'watch')
+        .map((line) => `${String(line.watch)} #${String(line.n)}${line.read ? ` (${String(line.read)})` : ''}`);
       say(`probes in ${who} beside the live stream: ${changes.join(', ')}; watch events ${watches.join(', ')}`);
     }
     expect(r.bytes).toBe(bytes);

@@ -33,10 +33,15 @@ export class DomainDestruction {
 
   destroy(client: Client, { domid }: Requests['domain.destroy']): SimDomainDestroyed {
     if (domid === 0) {
-      throw new SimFailure('EPERM', 'domain 0 cannot be destroyed: every other domain depends on it. Stop the simulation instead (vchan sim stop).');
+      throw new SimFailure(
+        'EPERM',
+        'domain 0 cannot be destroyed: every other domain depends on it. Stop the simulation instead (vchan sim stop).',
+      );
     }
     const handles = [...this.handles.byId.values()].filter((handle) => handle.domid === domid);
-    const actors = new Set([...handles.map((handle) => handle.client.peerPid), ...(this.xenstore?.processesOf(domid) ?? [])].filter((pid) => pid !== null));
+    const actors = new Set(
+      [...handles.map((handle) => handle.client.peerPid), ...(this.xenstore?.processesOf(domid) ?? [])].filter((pid) => pid !== null),
+    );
     if (handles.some((handle) => handle.client === client) || (client.peerPid !== null && actors.has(client.peerPid))) {
       throw new SimFailure(
         'EDEADLK',

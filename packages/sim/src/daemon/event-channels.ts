@@ -39,7 +39,8 @@ export class EventChannels {
   bindUnbound(client: Client, request: Requests['evtchn.bindUnbound']): Replies['evtchn.bindUnbound'] {
     const handle = this.handles.of(client, request.handle, 'evtchn');
     // As Linux: a restricted handle may only bind interdomain, never offer a port.
-    if (handle.restrictedTo !== null) throw new SimFailure('EACCES', `this handle is restricted to domain ${handle.restrictedTo}: it may not offer ports`);
+    if (handle.restrictedTo !== null)
+      throw new SimFailure('EACCES', `this handle is restricted to domain ${handle.restrictedTo}: it may not offer ports`);
     const domain = this.domains.get(handle.domid);
     const port = freePort(domain);
     domain.ports.write(port, { state: PortState.Unbound, remoteDomain: request.remoteDomain, remotePort: 0, owner: handle.id });
@@ -76,7 +77,12 @@ export class EventChannels {
     domain.ports.clearPending(port);
     remoteDomain!.ports.clearPending(remotePort);
     domain.ports.write(port, { state: PortState.Interdomain, remoteDomain: request.remoteDomain, remotePort, owner: handle.id });
-    remoteDomain!.ports.write(remotePort, { state: PortState.Interdomain, remoteDomain: handle.domid, remotePort: port, owner: remote.owner });
+    remoteDomain!.ports.write(remotePort, {
+      state: PortState.Interdomain,
+      remoteDomain: handle.domid,
+      remotePort: port,
+      owner: remote.owner,
+    });
     handle.ports.add(port);
     // Xen marks the binder's new port pending, so a binder always sees one event at once.
     if (domain.ports.markPending(port)) this.wakeups.wake(handle.id, port);
@@ -94,7 +100,8 @@ export class EventChannels {
     const handle = this.handles.of(client, request.handle, 'evtchn');
     // As Linux: once only, and never to dom0 (or a reserved id).
     if (handle.restrictedTo !== null) throw new SimFailure('EACCES', `this handle is already restricted to domain ${handle.restrictedTo}`);
-    if (request.domid === 0 || request.domid >= DOMID_FIRST_RESERVED) throw new SimFailure('EINVAL', `cannot restrict to domain ${request.domid}`);
+    if (request.domid === 0 || request.domid >= DOMID_FIRST_RESERVED)
+      throw new SimFailure('EINVAL', `cannot restrict to domain ${request.domid}`);
     handle.restrictedTo = request.domid;
     return null;
   }

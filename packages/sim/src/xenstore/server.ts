@@ -73,7 +73,11 @@ function endThenCut(socket: net.Socket, last?: Buffer): void {
  * Starts listening at once, so that the socket exists before the daemon's control socket does:
  * a client that reached the daemon can then always reach its XenStore.
  */
-export function startXenStoreServer(files: SimFiles, log: (message: string) => void, onDomainDeclared?: (domid: number) => void): XenStoreServer {
+export function startXenStoreServer(
+  files: SimFiles,
+  log: (message: string) => void,
+  onDomainDeclared?: (domid: number) => void,
+): XenStoreServer {
   const service = new XenStoreService(log, onDomainDeclared);
   const sockets = new Set<net.Socket>();
   const clients = new Set<SocketClient>();

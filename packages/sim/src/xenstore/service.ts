@@ -249,7 +249,12 @@ export class XenStoreService {
   /** Runs a node operation on the committed tree, or inside the message's transaction. */
   private onNodes<T>(client: XenStoreClient, domid: number, message: XsMessage, operation: (context: RequestContext) => T): T {
     const transaction = message.txId === 0 ? null : this.transactionOf(client, message.txId);
-    const context: RequestContext = { domid, view: transaction ? transaction.view : this.store, changes: [], domainExists: this.domainExists };
+    const context: RequestContext = {
+      domid,
+      view: transaction ? transaction.view : this.store,
+      changes: [],
+      domainExists: this.domainExists,
+    };
     const result = operation(context);
     if (transaction) transaction.changes.push(...context.changes);
     else this.watches.fire(context.changes);

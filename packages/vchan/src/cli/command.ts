@@ -82,7 +82,8 @@ export const channelOptionsHelp = `  -n, --name NAME      vchan name under /loca
 
 export function backendOptions(values: { backend?: string; 'sim-domid'?: string }) {
   const backend = values.backend ?? 'auto';
-  if (backend !== 'auto' && backend !== 'xen' && backend !== 'sim') throw new UsageError(`--backend must be auto, xen or sim, got ${backend}`);
+  if (backend !== 'auto' && backend !== 'xen' && backend !== 'sim')
+    throw new UsageError(`--backend must be auto, xen or sim, got ${backend}`);
   return {
     backend: backend as 'auto' | 'xen' | 'sim',
     ...(values['sim-domid'] !== undefined ? { simDomid: parseDomid(values['sim-domid'], '--sim-domid') } : {}),

@@ -86,7 +86,10 @@ export const simCommand: Command = {
               `  domain ${grant.domid} ref ${grant.ref} -> domain ${grant.grantee} ${grant.writable ? 'rw' : 'ro'}, mapped ${grant.mappedBy}x${grant.released ? ', released by its owner' : ''}`,
           ),
           `ports: ${status.ports.length}`,
-          ...status.ports.map((port) => `  domain ${port.domid} port ${port.port} ${port.state} -> domain ${port.remoteDomain}${port.state === 'interdomain' ? ` port ${port.remotePort}` : ''}`),
+          ...status.ports.map(
+            (port) =>
+              `  domain ${port.domid} port ${port.port} ${port.state} -> domain ${port.remoteDomain}${port.state === 'interdomain' ? ` port ${port.remotePort}` : ''}`,
+          ),
         ];
         process.stdout.write(`${lines.join('\n')}\n`);
         return EXIT.ok;

@@ -50,7 +50,13 @@ example:
   async run(argv) {
     const { values } = parseArgs({
       args: argv,
-      options: { ...channelOptions, ...directionOptions, domain: { type: 'string', short: 'd' }, 'read-min': { type: 'string' }, 'write-min': { type: 'string' } },
+      options: {
+        ...channelOptions,
+        ...directionOptions,
+        domain: { type: 'string', short: 'd' },
+        'read-min': { type: 'string' },
+        'write-min': { type: 'string' },
+      },
     });
     const domid = parseDomid(values.domain, '--domain');
     const server = createServer({
@@ -90,7 +96,12 @@ ${channelOptionsHelp}`,
   async run(argv) {
     const { values } = parseArgs({
       args: argv,
-      options: { ...channelOptions, ...directionOptions, domain: { type: 'string', short: 'd' }, timeout: { type: 'string', short: 't', default: '10000' } },
+      options: {
+        ...channelOptions,
+        ...directionOptions,
+        domain: { type: 'string', short: 'd' },
+        timeout: { type: 'string', short: 't', default: '10000' },
+      },
     });
     const domid = parseDomid(values.domain, '--domain');
     const timeout = Number(values.timeout);

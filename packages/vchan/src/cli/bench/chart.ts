@@ -39,7 +39,9 @@ function barChart(title: string, unit: string, groups: Group[], series: Transpor
   const margin = { left: 70, right: 16, top: 56, bottom: 44 };
   const plotWidth = width - margin.left - margin.right;
   const plotHeight = height - margin.top - margin.bottom;
-  const values = groups.flatMap((group) => group.bars.map((bar) => bar.value)).filter((value): value is number => value !== null && value > 0);
+  const values = groups
+    .flatMap((group) => group.bars.map((bar) => bar.value))
+    .filter((value): value is number => value !== null && value > 0);
   if (values.length === 0) return '';
   let low: number;
   let high: number;
@@ -54,14 +56,20 @@ function barChart(title: string, unit: string, groups: Group[], series: Transpor
     high = Math.ceil(top / step) * step;
   }
   const y = (value: number) =>
-    margin.top + plotHeight - (log ? (Math.log10(value) - Math.log10(low)) / (Math.log10(high) - Math.log10(low)) : (value - low) / (high - low)) * plotHeight;
+    margin.top +
+    plotHeight -
+    (log ? (Math.log10(value) - Math.log10(low)) / (Math.log10(high) - Math.log10(low)) : (value - low) / (high - low)) * plotHeight;
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img" aria-label="${escape(title)}">`);
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img" aria-label="${escape(title)}">`,
+  );
   parts.push(`<text x="${margin.left}" y="20" class="title">${escape(title)}</text>`);
   // Legend.
   let legendX = margin.left;
   for (const id of series) {
-    parts.push(`<rect x="${legendX}" y="32" width="12" height="12" fill="${color(id)}"/><text x="${legendX + 16}" y="42" class="legend">${escape(label(id))}</text>`);
+    parts.push(
+      `<rect x="${legendX}" y="32" width="12" height="12" fill="${color(id)}"/><text x="${legendX + 16}" y="42" class="legend">${escape(label(id))}</text>`,
+    );
     legendX += 28 + label(id).length * 7;
   }
   // Grid and axis.
@@ -93,7 +101,9 @@ function barChart(title: string, unit: string, groups: Group[], series: Transpor
   const barWidth = Math.min(48, (groupWidth * 0.82) / series.length);
   groups.forEach((group, index) => {
     const groupLeft = margin.left + index * groupWidth + (groupWidth - barWidth * series.length) / 2;
-    parts.push(`<text x="${(margin.left + index * groupWidth + groupWidth / 2).toFixed(1)}" y="${height - margin.bottom + 18}" class="group" text-anchor="middle">${escape(group.label)}</text>`);
+    parts.push(
+      `<text x="${(margin.left + index * groupWidth + groupWidth / 2).toFixed(1)}" y="${height - margin.bottom + 18}" class="group" text-anchor="middle">${escape(group.label)}</text>`,
+    );
     series.forEach((id, position) => {
       const bar = group.bars.find((candidate) => candidate.series === id);
       if (!bar || bar.value === null || bar.value <= 0) return;
@@ -103,10 +113,14 @@ function barChart(title: string, unit: string, groups: Group[], series: Transpor
       parts.push(
         `<rect x="${x.toFixed(1)}" y="${top.toFixed(1)}" width="${(barWidth - 2).toFixed(1)}" height="${barHeight.toFixed(1)}" fill="${color(id)}"><title>${escape(`${label(id)}, ${group.label}: ${bar.text}`)}</title></rect>`,
       );
-      parts.push(`<text x="${(x + (barWidth - 2) / 2).toFixed(1)}" y="${(top - 3).toFixed(1)}" class="value" text-anchor="middle">${compact(bar.value)}</text>`);
+      parts.push(
+        `<text x="${(x + (barWidth - 2) / 2).toFixed(1)}" y="${(top - 3).toFixed(1)}" class="value" text-anchor="middle">${compact(bar.value)}</text>`,
+      );
     });
   });
-  parts.push(`<line x1="${margin.left}" x2="${width - margin.right}" y1="${margin.top + plotHeight}" y2="${margin.top + plotHeight}" class="axis"/>`);
+  parts.push(
+    `<line x1="${margin.left}" x2="${width - margin.right}" y1="${margin.top + plotHeight}" y2="${margin.top + plotHeight}" class="axis"/>`,
+  );
   parts.push('</svg>');
   return parts.join('\n');
 }
@@ -120,11 +134,28 @@ export function renderChart(results: BenchResults): string {
     const groups: Group[] = results.setup.chunks.map((chunk) => ({
       label: `${formatSize(chunk)} writes`,
       bars: throughputSeries.map((series) => {
-        const row = results.throughput.find((candidate) => candidate.transport === series && candidate.chunk === chunk && candidate.ring === (series === 'unix' || series === 'tcp' ? null : ring));
-        return { series, value: row?.mibPerSecond ?? null, text: row?.mibPerSecond != null ? `${row.mibPerSecond.toFixed(0)} MiB/s` : 'not measured' };
+        const row = results.throughput.find(
+          (candidate) =>
+            candidate.transport === series &&
+            candidate.chunk === chunk &&
+            candidate.ring === (series === 'unix' || series === 'tcp' ? null : ring),
+        );
+        return {
+          series,
+          value: row?.mibPerSecond ?? null,
+          text: row?.mibPerSecond != null ? `${row.mibPerSecond.toFixed(0)} MiB/s` : 'not measured',
+        };
       }),
     }));
-    sections.push(barChart(`Throughput over ${formatSize(ring)} rings (sockets have no ring: the same bars in every chart)`, 'MiB/s received', groups, throughputSeries, true));
+    sections.push(
+      barChart(
+        `Throughput over ${formatSize(ring)} rings (sockets have no ring: the same bars in every chart)`,
+        'MiB/s received',
+        groups,
+        throughputSeries,
+        true,
+      ),
+    );
   }
 
   const latencySeries = present(['vchan', 'c-ring', 'c-ring-spin', 'unix', 'tcp']);
@@ -135,7 +166,9 @@ export function renderChart(results: BenchResults): string {
       return { series, value: row ? row[key] : null, text: row ? `${row[key].toFixed(2)} µs` : 'not measured' };
     }),
   }));
-  sections.push(barChart(`Round trip of a ${results.setup.latencySize}-byte message (lower is better)`, 'µs', latencyGroups, latencySeries, true));
+  sections.push(
+    barChart(`Round trip of a ${results.setup.latencySize}-byte message (lower is better)`, 'µs', latencyGroups, latencySeries, true),
+  );
 
   const rpcSeries = present(['vchan', 'unix']);
   if (results.rpc.length > 0) {
@@ -143,7 +176,11 @@ export function renderChart(results: BenchResults): string {
       label: key === 'sequential' ? 'one call at a time' : `${results.setup.rpcInFlight} calls in flight`,
       bars: rpcSeries.map((series) => {
         const row = results.rpc.find((candidate) => candidate.transport === series);
-        return { series, value: row ? row[key].callsPerSecond : null, text: row ? `${row[key].callsPerSecond.toFixed(0)} calls/s, median ${row[key].p50Us.toFixed(0)} µs` : 'not measured' };
+        return {
+          series,
+          value: row ? row[key].callsPerSecond : null,
+          text: row ? `${row[key].callsPerSecond.toFixed(0)} calls/s, median ${row[key].p50Us.toFixed(0)} µs` : 'not measured',
+        };
       }),
     }));
     sections.push(barChart('RPC (RpcPeer, JSON codec) calls per second', 'calls/s', rpcGroups, rpcSeries, false));

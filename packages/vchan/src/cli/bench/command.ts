@@ -66,7 +66,8 @@ function parseList(text: string, what: string, check: (value: number) => string 
 
 function parseSeconds(text: string): number {
   const seconds = Number(text);
-  if (!/^\d+(\.\d+)?$/.test(text) || !(seconds >= 0.05 && seconds <= 600)) throw new UsageError(`--seconds must be a number from 0.05 to 600, got ${JSON.stringify(text)}`);
+  if (!/^\d+(\.\d+)?$/.test(text) || !(seconds >= 0.05 && seconds <= 600))
+    throw new UsageError(`--seconds must be a number from 0.05 to 600, got ${JSON.stringify(text)}`);
   return seconds;
 }
 
@@ -102,7 +103,8 @@ export const benchCommand: Command = {
     });
     const backend = backendOptions(values);
     if (values.serve) {
-      if (values.domain === undefined) throw new UsageError('--serve needs --domain: the domain that runs `vchan bench --domain <this domain>`');
+      if (values.domain === undefined)
+        throw new UsageError('--serve needs --domain: the domain that runs `vchan bench --domain <this domain>`');
       return serve(parseDomid(values.domain, '--domain'), values.name, values.path, backend, Boolean(values.once));
     }
     if (values.once) throw new UsageError('--once goes with --serve');
@@ -117,12 +119,19 @@ export const benchCommand: Command = {
     const cRing = !values['no-c-ring'];
     const cSource = cRing ? findCSource() : null;
     if (cRing && !cSource) {
-      process.stderr.write('vchan bench: cannot find bench/shm-ring.c above this installation (it lives in the repository); set XEN_VCHAN_BENCH_C_SOURCE or use --no-c-ring\n');
+      process.stderr.write(
+        'vchan bench: cannot find bench/shm-ring.c above this installation (it lives in the repository); set XEN_VCHAN_BENCH_C_SOURCE or use --no-c-ring\n',
+      );
       return EXIT.failure;
     }
     let mode: BenchPlan['mode'];
     if (values.domain !== undefined) {
-      mode = { kind: 'remote', domid: parseDomid(values.domain, '--domain'), name: values.name, ...(values.path ? { path: values.path } : {}) };
+      mode = {
+        kind: 'remote',
+        domid: parseDomid(values.domain, '--domain'),
+        name: values.name,
+        ...(values.path ? { path: values.path } : {}),
+      };
     } else {
       if (values.path) throw new UsageError('--path names the control vchan of --domain; without --domain there is nothing to name');
       mode = backend.backend === 'xen' ? { kind: 'xen-local' } : { kind: 'sim' };
@@ -178,7 +187,11 @@ async function serve(
   backend: ReturnType<typeof backendOptions>,
   once: boolean,
 ): Promise<number> {
-  const endpoint = new Endpoint({ client, backend: backend.backend, ...(backend.simDomid !== undefined ? { simDomid: backend.simDomid } : {}) });
+  const endpoint = new Endpoint({
+    client,
+    backend: backend.backend,
+    ...(backend.simDomid !== undefined ? { simDomid: backend.simDomid } : {}),
+  });
   // Only what the bench client calls; each handler passes the request on as it came, to be checked.
   const served = (op: string) => async (request: unknown) => {
     try {

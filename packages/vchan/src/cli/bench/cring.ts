@@ -78,7 +78,8 @@ export async function buildCRing(source: string): Promise<{ binary: string; buil
     renameSync(temporary, binary);
     // Builds of older sources are of no more use.
     for (const entry of readdirSync(directory)) {
-      if (/^shm-ring-[0-9a-f]{12}$/.test(entry) && path.join(directory, entry) !== binary) rmSync(path.join(directory, entry), { force: true });
+      if (/^shm-ring-[0-9a-f]{12}$/.test(entry) && path.join(directory, entry) !== binary)
+        rmSync(path.join(directory, entry), { force: true });
     }
   } catch (error) {
     rmSync(temporary, { force: true });
@@ -89,7 +90,10 @@ export async function buildCRing(source: string): Promise<{ binary: string; buil
         `no C compiler: "${compiler}" was not found. The C ring is built from ${source} at bench time; install one (Debian: apt-get install gcc) or set CC, or run with --no-c-ring to leave the C ring out.`,
       );
     }
-    throw new CRingError('ERR_C_RING_BUILD', `building the C ring failed: ${compiler} ${[...FLAGS, '-o', temporary, source].join(' ')}\n${stderr ?? (error as Error).message}`);
+    throw new CRingError(
+      'ERR_C_RING_BUILD',
+      `building the C ring failed: ${compiler} ${[...FLAGS, '-o', temporary, source].join(' ')}\n${stderr ?? (error as Error).message}`,
+    );
   }
   return { binary, built: true, compiler };
 }

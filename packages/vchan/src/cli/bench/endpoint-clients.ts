@@ -38,7 +38,9 @@ export class ForkedEndpoint implements EndpointClient {
       if (reply.error) waiter.reject(new XenVchanError(reply.error.code ?? 'ECHILD', reply.error.message));
       else waiter.resolve(reply.result);
     });
-    this.child.on('exit', (code, signal) => this.gone(processFailed(`the measurement process ${label} exited (${signal ?? `code ${code}`})`)));
+    this.child.on('exit', (code, signal) =>
+      this.gone(processFailed(`the measurement process ${label} exited (${signal ?? `code ${code}`})`)),
+    );
     this.child.on('error', (error) => this.gone(processFailed(`the measurement process ${label} failed: ${error.message}`)));
   }
 

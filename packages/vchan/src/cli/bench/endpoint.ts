@@ -127,10 +127,12 @@ export class Endpoint {
   }
 
   private async listen(request: ListenRequest): Promise<Address> {
-    if (this.listening.has(request.key) || this.opening.has(request.key)) throw protocolError(`a measurement ${request.key} is already listening`);
+    if (this.listening.has(request.key) || this.opening.has(request.key))
+      throw protocolError(`a measurement ${request.key} is already listening`);
     // Each listener holds pages, a port and XenStore keys until it is closed: a bounded number,
     // counted from before the first await, so that requests sent all at once cannot pass it.
-    if (this.listening.size + this.opening.size >= MAX_LISTENING) throw protocolError(`${MAX_LISTENING} measurements are listening already; close one first`);
+    if (this.listening.size + this.opening.size >= MAX_LISTENING)
+      throw protocolError(`${MAX_LISTENING} measurements are listening already; close one first`);
     const opening = { closed: false };
     this.opening.set(request.key, opening);
     try {
@@ -221,7 +223,9 @@ export class Endpoint {
       });
     } else {
       const socket =
-        request.transport === 'unix' ? net.connect({ path: request.address.path! }) : net.connect({ port: request.address.port!, host: '127.0.0.1' });
+        request.transport === 'unix'
+          ? net.connect({ path: request.address.path! })
+          : net.connect({ port: request.address.port!, host: '127.0.0.1' });
       await new Promise<void>((resolve, reject) => {
         socket.once('connect', resolve);
         socket.once('error', reject);
@@ -252,7 +256,8 @@ export class Endpoint {
 }
 
 async function play(stream: Duplex, transport: StreamTransport, role: Role, pattern: Pattern | null): Promise<RoleOutcome> {
-  if (transport === 'tcp' && (role.role === 'ping' || role.role === 'pong' || role.role.startsWith('rpc'))) (stream as net.Socket).setNoDelay(true);
+  if (transport === 'tcp' && (role.role === 'ping' || role.role === 'pong' || role.role.startsWith('rpc')))
+    (stream as net.Socket).setNoDelay(true);
   const vchan = transport === 'vchan' ? (stream as Vchan) : null;
   const rings = vchan ? { write: vchan.writeRingSize, read: vchan.readRingSize } : undefined;
   let result: unknown;

@@ -59,11 +59,19 @@ export class Measurements {
   }
 
   async streamThroughput(transport: StreamTransport, chunk: number, ring: number | null): Promise<string> {
-    const [sender, receiver] = await this.measure(transport, { role: 'send', chunk, seconds: this.plan.seconds }, { role: 'receive' }, ring ?? undefined);
+    const [sender, receiver] = await this.measure(
+      transport,
+      { role: 'send', chunk, seconds: this.plan.seconds },
+      { role: 'receive' },
+      ring ?? undefined,
+    );
     const sent = sender.result as SendResult;
     const received = receiver.result as ReceiveResult;
     if (received.bytes !== sent.sent) {
-      throw new XenVchanError('EBADMSG', `${transportLabel(transport)} ${formatSize(chunk)} writes: the receiver verified ${received.bytes} bytes, the sender sent ${sent.sent}`);
+      throw new XenVchanError(
+        'EBADMSG',
+        `${transportLabel(transport)} ${formatSize(chunk)} writes: the receiver verified ${received.bytes} bytes, the sender sent ${sent.sent}`,
+      );
     }
     return this.throughputRow({
       ...counted(transport, chunk, ring, received),
@@ -81,7 +89,10 @@ export class Measurements {
     return this.throughputRow({
       ...counted(transport, chunk, ring, measured),
       // The producer's wake-ups are about as many as the consumer's sleeps (one write per sleep).
-      wakeupsPerMiB: transport === 'c-ring' && measured.bytes > 0 ? (measured.consumerNotifies + measured.consumerSleeps) / (measured.bytes / MiB) : null,
+      wakeupsPerMiB:
+        transport === 'c-ring' && measured.bytes > 0
+          ? (measured.consumerNotifies + measured.consumerSleeps) / (measured.bytes / MiB)
+          : null,
       consumer: { notifies: measured.consumerNotifies, sleeps: measured.consumerSleeps },
     });
   }
@@ -91,7 +102,13 @@ export class Measurements {
     const ring = transport === 'vchan' ? latencyRing : undefined;
     const [, pinger] = await this.measure(transport, { role: 'pong' }, { role: 'ping', size: latencySize, seconds }, ring);
     const result = pinger.result as LatencyResult;
-    return this.latencyRow({ transport, size: latencySize, ring: ring ?? null, ...result, ...(pinger.stats ? { pingStats: pinger.stats } : {}) });
+    return this.latencyRow({
+      transport,
+      size: latencySize,
+      ring: ring ?? null,
+      ...result,
+      ...(pinger.stats ? { pingStats: pinger.stats } : {}),
+    });
   }
 
   async cRingLatency(transport: 'c-ring' | 'c-ring-spin'): Promise<string> {
@@ -104,7 +121,11 @@ export class Measurements {
 
   async rpc(transport: 'vchan' | 'unix'): Promise<string> {
     const { seconds, rpcInFlight } = this.plan;
-    const [, caller] = await this.measure(transport, { role: 'rpc-serve' }, { role: 'rpc-call', seconds: seconds * 2, inFlight: rpcInFlight });
+    const [, caller] = await this.measure(
+      transport,
+      { role: 'rpc-serve' },
+      { role: 'rpc-call', seconds: seconds * 2, inFlight: rpcInFlight },
+    );
     const result = caller.result as RpcResult;
     this.rows.addRpc({ transport, ...result });
     return `${result.sequential.callsPerSecond.toFixed(0)} calls/s one at a time (median ${result.sequential.p50Us.toFixed(0)} µs), ${result.concurrent.callsPerSecond.toFixed(0)} calls/s with ${rpcInFlight} in flight`;
@@ -121,7 +142,12 @@ export class Measurements {
   }
 
   /** Plays one measurement between a listener and a connector; returns both outcomes. */
-  private async measure(transport: StreamTransport, listenRole: Role, connectRole: Role, ring?: number): Promise<[RoleOutcome, RoleOutcome]> {
+  private async measure(
+    transport: StreamTransport,
+    listenRole: Role,
+    connectRole: Role,
+    ring?: number,
+  ): Promise<[RoleOutcome, RoleOutcome]> {
     const { first, second, remote } = this.ends;
     const { backend, serverDomid, clientDomid, listenerDomid, connectorDomid } = this.placement;
     const { maxChunk, seed } = this;
@@ -167,7 +193,12 @@ export class Measurements {
 }
 
 /** A throughput row's own fields, from what the receiving end verified and timed. */
-function counted(transport: Transport, chunk: number, ring: number | null, received: { bytes: number; measuredBytes: number; seconds: number }) {
+function counted(
+  transport: Transport,
+  chunk: number,
+  ring: number | null,
+  received: { bytes: number; measuredBytes: number; seconds: number },
+) {
   const { bytes, measuredBytes, seconds } = received;
   return { transport, chunk, ring, mibPerSecond: seconds > 0 ? measuredBytes / MiB / seconds : null, bytes, measuredBytes, seconds };
 }

@@ -66,14 +66,22 @@ function throughputSweep(plan: BenchPlan, measurements: Measurements): Task[] {
     const suffix = plan.repeat > 1 ? ` (${round}/${plan.repeat})` : '';
     for (const chunk of plan.chunks) {
       for (const transport of ['unix', 'tcp'] as const) {
-        tasks.push({ label: `${transportLabel(transport)} ${formatSize(chunk)} writes${suffix}`, weight: streamWeight, run: () => measurements.streamThroughput(transport, chunk, null) });
+        tasks.push({
+          label: `${transportLabel(transport)} ${formatSize(chunk)} writes${suffix}`,
+          weight: streamWeight,
+          run: () => measurements.streamThroughput(transport, chunk, null),
+        });
       }
       for (const ring of plan.rings) {
         const where = `${formatSize(chunk)} writes, ${formatSize(ring)} ring${suffix}`;
         tasks.push({ label: `vchan ${where}`, weight: streamWeight, run: () => measurements.streamThroughput('vchan', chunk, ring) });
         if (!plan.cRing) continue;
         for (const transport of ['c-ring', 'c-ring-spin'] as const) {
-          tasks.push({ label: `${transportLabel(transport)} ${where}`, weight: plan.seconds + C_OVERHEAD, run: () => measurements.cRingThroughput(transport, chunk, ring) });
+          tasks.push({
+            label: `${transportLabel(transport)} ${where}`,
+            weight: plan.seconds + C_OVERHEAD,
+            run: () => measurements.cRingThroughput(transport, chunk, ring),
+          });
         }
       }
     }
@@ -92,10 +100,22 @@ function targetCells(plan: BenchPlan, measurements: Measurements): Task[] {
   for (let round = plan.repeat + 1; round <= TARGET_REPEAT; round++) {
     const suffix = ` (target cell, ${round}/${TARGET_REPEAT})`;
     const weight = plan.seconds + NODE_OVERHEAD;
-    tasks.push({ label: `unix socket 64 KiB writes${suffix}`, weight, run: () => measurements.streamThroughput('unix', TARGET_CHUNK, null) });
-    tasks.push({ label: `vchan 64 KiB writes, 1 MiB ring${suffix}`, weight, run: () => measurements.streamThroughput('vchan', TARGET_CHUNK, TARGET_RING) });
+    tasks.push({
+      label: `unix socket 64 KiB writes${suffix}`,
+      weight,
+      run: () => measurements.streamThroughput('unix', TARGET_CHUNK, null),
+    });
+    tasks.push({
+      label: `vchan 64 KiB writes, 1 MiB ring${suffix}`,
+      weight,
+      run: () => measurements.streamThroughput('vchan', TARGET_CHUNK, TARGET_RING),
+    });
     if (plan.cRing) {
-      tasks.push({ label: `C ring 64 KiB writes, 1 MiB ring${suffix}`, weight: plan.seconds + C_OVERHEAD, run: () => measurements.cRingThroughput('c-ring', TARGET_CHUNK, TARGET_RING) });
+      tasks.push({
+        label: `C ring 64 KiB writes, 1 MiB ring${suffix}`,
+        weight: plan.seconds + C_OVERHEAD,
+        run: () => measurements.cRingThroughput('c-ring', TARGET_CHUNK, TARGET_RING),
+      });
     }
   }
   return tasks;

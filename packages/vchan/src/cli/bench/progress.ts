@@ -41,7 +41,8 @@ export class Progress {
     this.done++;
     this.doneWeight += current?.weight ?? 0;
     // On a terminal the next start() redraws the bar.
-    if (!this.tty) this.out.write(`[${String(this.done).padStart(String(this.total).length)}/${this.total}] ${current?.label ?? ''}: ${summary}\n`);
+    if (!this.tty)
+      this.out.write(`[${String(this.done).padStart(String(this.total).length)}/${this.total}] ${current?.label ?? ''}: ${summary}\n`);
   }
 
   /** Prints a line above the bar (or as is). */

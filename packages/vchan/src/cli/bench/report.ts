@@ -14,7 +14,8 @@ function table(header: string[], rows: string[][], rightAligned: (column: number
 }
 
 const ratio = (value: number | null) => (value === null ? '-' : `${value.toFixed(2)}x`);
-const number = (value: number | null | undefined, digits = 0) => (value === null || value === undefined || !Number.isFinite(value) ? '-' : value.toFixed(digits));
+const number = (value: number | null | undefined, digits = 0) =>
+  value === null || value === undefined || !Number.isFinite(value) ? '-' : value.toFixed(digits);
 const micro = (value: number) => (value < 10 ? value.toFixed(2) : value < 100 ? value.toFixed(1) : value.toFixed(0));
 
 export function targetMark(target: Target): string {
@@ -25,11 +26,13 @@ export function renderTable(results: BenchResults): string {
   const out: string[] = [];
   const { machine, setup } = results;
   out.push(`vchan bench: ${setup.description}`);
-  out.push(`machine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.platform} ${machine.kernel}, Node ${machine.node}; ${setup.secondsPerMeasurement} s per measurement${setup.repeat > 1 ? `, throughput the median of ${setup.repeat}` : ''}`);
+  out.push(
+    `machine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.platform} ${machine.kernel}, Node ${machine.node}; ${setup.secondsPerMeasurement} s per measurement${setup.repeat > 1 ? `, throughput the median of ${setup.repeat}` : ''}`,
+  );
   if (setup.cCompiler) out.push(`C ring: ${setup.cCompiler}`);
   out.push('');
 
-  out.push('Throughput: MiB/s of bytes received and verified, on the receiver\'s clock');
+  out.push("Throughput: MiB/s of bytes received and verified, on the receiver's clock");
   out.push('  vs unix: over Node on a Unix socket, same chunk; vs C ring: over the C ring (eventfd), same chunk and ring');
   out.push('  wake-ups/MiB: events (vchan) or eventfd writes and sleeps (C ring) per MiB, both sides');
   const repeated = results.throughput.filter((row) => (row.samples?.length ?? 0) > 1);
@@ -82,7 +85,15 @@ export function renderTable(results: BenchResults): string {
     out.push(`RPC: RpcPeer calls of echo({ n, text }) with the JSON codec; one at a time, then ${setup.rpcInFlight} in flight`);
     out.push(
       table(
-        ['transport', 'calls/s', 'median µs', 'p99 µs', `calls/s (${setup.rpcInFlight})`, `median µs (${setup.rpcInFlight})`, `p99 µs (${setup.rpcInFlight})`],
+        [
+          'transport',
+          'calls/s',
+          'median µs',
+          'p99 µs',
+          `calls/s (${setup.rpcInFlight})`,
+          `median µs (${setup.rpcInFlight})`,
+          `p99 µs (${setup.rpcInFlight})`,
+        ],
         results.rpc.map((row) => [
           transportLabel(row.transport),
           number(row.sequential.callsPerSecond),

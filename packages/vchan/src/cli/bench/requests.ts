@@ -80,7 +80,8 @@ type Fields = Record<string, unknown>;
 
 /** A plain object with no fields but `allowed` (own fields only; JSON gives nothing else). */
 function object(value: unknown, what: string, allowed: readonly string[]): Fields {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw protocolError(`${what} must be an object, got ${show(value)}`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw protocolError(`${what} must be an object, got ${show(value)}`);
   for (const field of Object.keys(value)) {
     if (!allowed.includes(field)) throw protocolError(`${what} has an unknown field ${show(field)}`);
   }
@@ -131,7 +132,11 @@ function role(value: unknown, maxChunk: number | undefined): Role {
     }
     case 'rpc-call': {
       const fields = object(value, 'role', ['role', 'seconds', 'inFlight']);
-      return { role: kind, seconds: seconds(fields.seconds, 'role.seconds'), inFlight: integer(fields.inFlight, 'role.inFlight', 1, MAX_IN_FLIGHT) };
+      return {
+        role: kind,
+        seconds: seconds(fields.seconds, 'role.seconds'),
+        inFlight: integer(fields.inFlight, 'role.inFlight', 1, MAX_IN_FLIGHT),
+      };
     }
     default:
       object(value, 'role', ['role']);
@@ -143,7 +148,8 @@ function role(value: unknown, maxChunk: number | undefined): Role {
 function common(fields: Fields, serving: Serving | undefined) {
   const transport = oneOf<StreamTransport>(fields.transport, 'transport', TRANSPORTS);
   // Another domain gets vchans to itself, and nothing on this machine's sockets.
-  if (serving && transport !== 'vchan') throw protocolError(`only vchan measurements are served to domain ${serving.client}, not ${show(transport)}`);
+  if (serving && transport !== 'vchan')
+    throw protocolError(`only vchan measurements are served to domain ${serving.client}, not ${show(transport)}`);
   const maxChunk = fields.maxChunk === undefined ? undefined : integer(fields.maxChunk, 'maxChunk', 1, MAX_CHUNK);
   const backend = fields.backend === undefined ? undefined : oneOf(fields.backend, 'backend', BACKENDS);
   return {
@@ -158,7 +164,19 @@ function common(fields: Fields, serving: Serving | undefined) {
 }
 
 function checkListen(args: unknown, serving: Serving | undefined): ListenRequest {
-  const fields = object(args, 'the listen request', ['transport', 'key', 'role', 'ring', 'peerDomid', 'name', 'path', 'backend', 'simDomid', 'maxChunk', 'seed']);
+  const fields = object(args, 'the listen request', [
+    'transport',
+    'key',
+    'role',
+    'ring',
+    'peerDomid',
+    'name',
+    'path',
+    'backend',
+    'simDomid',
+    'maxChunk',
+    'seed',
+  ]);
   // The listener publishes under its own vchan area for the client, at a name it picks itself
   // (endpoint.ts): never where a request says, which could be any XenStore subtree.
   if (fields.path !== undefined) {
@@ -174,12 +192,14 @@ function checkListen(args: unknown, serving: Serving | undefined): ListenRequest
   };
   if (fields.peerDomid !== undefined) {
     const peer = domid(fields.peerDomid, 'peerDomid');
-    if (serving && peer !== serving.client) throw protocolError(`vchans are served to domain ${serving.client} only, not to domain ${peer}`);
+    if (serving && peer !== serving.client)
+      throw protocolError(`vchans are served to domain ${serving.client} only, not to domain ${peer}`);
     request.peerDomid = peer;
   }
   if (fields.simDomid !== undefined) {
     const simDomid = domid(fields.simDomid, 'simDomid');
-    if (serving && simDomid !== serving.simDomid) throw protocolError(`the serving end plays the domain it was started as, not domain ${simDomid}`);
+    if (serving && simDomid !== serving.simDomid)
+      throw protocolError(`the serving end plays the domain it was started as, not domain ${simDomid}`);
     request.simDomid = simDomid;
   }
   return request;
@@ -190,7 +210,10 @@ function checkAddress(value: unknown, transport: StreamTransport): Address {
   switch (transport) {
     case 'vchan':
       // Only where a listener publishes: its own area, a name of the bench's.
-      if (fields.path !== undefined) throw protocolError(`a measurement vchan is found by its name under the server's vchan area, not at a path (got ${show(fields.path)})`);
+      if (fields.path !== undefined)
+        throw protocolError(
+          `a measurement vchan is found by its name under the server's vchan area, not at a path (got ${show(fields.path)})`,
+        );
       return { name: matching(fields.name, 'address.name', VCHAN_NAME) };
     case 'unix':
       if (typeof fields.path !== 'string' || fields.path.length === 0 || fields.path.length > 1024) {
@@ -203,7 +226,17 @@ function checkAddress(value: unknown, transport: StreamTransport): Address {
 }
 
 function checkConnect(args: unknown, serving: Serving | undefined): ConnectRequest {
-  const fields = object(args, 'the connect request', ['transport', 'key', 'role', 'address', 'serverDomid', 'backend', 'simDomid', 'maxChunk', 'seed']);
+  const fields = object(args, 'the connect request', [
+    'transport',
+    'key',
+    'role',
+    'address',
+    'serverDomid',
+    'backend',
+    'simDomid',
+    'maxChunk',
+    'seed',
+  ]);
   const shared = common(fields, serving);
   return {
     ...shared,
@@ -245,16 +278,25 @@ export const controlCodec: Codec = {
   encode: jsonCodec.encode,
   decode(bytes) {
     const message = jsonCodec.decode(bytes) as Fields | null;
-    if (typeof message !== 'object' || message === null || Array.isArray(message)) throw new Error(`a control message must be an object, got ${show(message)}`);
+    if (typeof message !== 'object' || message === null || Array.isArray(message))
+      throw new Error(`a control message must be an object, got ${show(message)}`);
     const type = message.type;
-    if (!Number.isSafeInteger(message.id) || (message.id as number) < 0) throw new Error(`a control message needs a whole-number id, got ${show(message.id)}`);
+    if (!Number.isSafeInteger(message.id) || (message.id as number) < 0)
+      throw new Error(`a control message needs a whole-number id, got ${show(message.id)}`);
     switch (type) {
       case 'call':
-        if (typeof message.method !== 'string' || message.method.length > 64) throw new Error(`a call needs a method name, got ${show(message.method)}`);
+        if (typeof message.method !== 'string' || message.method.length > 64)
+          throw new Error(`a call needs a method name, got ${show(message.method)}`);
         return message;
       case 'error': {
         const error = message.error as Fields | null;
-        if (typeof error !== 'object' || error === null || typeof error.code !== 'string' || typeof error.message !== 'string' || (error.name !== undefined && typeof error.name !== 'string')) {
+        if (
+          typeof error !== 'object' ||
+          error === null ||
+          typeof error.code !== 'string' ||
+          typeof error.message !== 'string' ||
+          (error.name !== undefined && typeof error.name !== 'string')
+        ) {
           throw new Error(`an error reply needs an error with a code and a message, got ${show(error)}`);
         }
         return message;

@@ -182,7 +182,14 @@ function target(
   show: (value: number | null) => string,
 ): Target {
   const ratio = ours !== null && theirs !== null ? ours / theirs : null;
-  return { id, description, ratio, goal: goal.text, pass: ratio === null ? null : goal.met(ratio), detail: `${show(ours)} vs ${show(theirs)}` };
+  return {
+    id,
+    description,
+    ratio,
+    goal: goal.text,
+    pass: ratio === null ? null : goal.met(ratio),
+    detail: `${show(ours)} vs ${show(theirs)}`,
+  };
 }
 
 /** The design's targets, from this run's rows alone. */
@@ -194,8 +201,22 @@ export function computeTargets(results: Pick<BenchResults, 'throughput' | 'laten
   const us = (value: number | null) => (value === null ? 'not measured' : `${value.toFixed(1)} µs`);
   const vchan = throughput('vchan', TARGET_RING);
   return [
-    target('throughput-vs-unix', 'vchan, 64 KiB writes over 1 MiB rings, vs Node over a Unix socket', vchan, throughput('unix', null), { text: '>= 3x', met: (ratio) => ratio >= 3 }, mib),
-    target('throughput-vs-c-ring', 'vchan, 64 KiB writes over 1 MiB rings, vs the C ring', vchan, throughput('c-ring', TARGET_RING), { text: '>= 0.6x', met: (ratio) => ratio >= 0.6 }, mib),
+    target(
+      'throughput-vs-unix',
+      'vchan, 64 KiB writes over 1 MiB rings, vs Node over a Unix socket',
+      vchan,
+      throughput('unix', null),
+      { text: '>= 3x', met: (ratio) => ratio >= 3 },
+      mib,
+    ),
+    target(
+      'throughput-vs-c-ring',
+      'vchan, 64 KiB writes over 1 MiB rings, vs the C ring',
+      vchan,
+      throughput('c-ring', TARGET_RING),
+      { text: '>= 0.6x', met: (ratio) => ratio >= 0.6 },
+      mib,
+    ),
     target(
       'round-trip-vs-unix',
       'vchan, 64-byte round trip (median), vs Node over a Unix socket',

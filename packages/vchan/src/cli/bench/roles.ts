@@ -252,7 +252,12 @@ export async function rpcCall(stream: Duplex, seconds: number, inFlight: number)
     if (count < MAX_SAMPLES) samples[count++] = performance.now() - before;
   }
   const sequentialSeconds = (performance.now() - started) / 1000;
-  const sequential = { calls: count, seconds: sequentialSeconds, callsPerSecond: count / sequentialSeconds, ...pick(summarize(samples, count)) };
+  const sequential = {
+    calls: count,
+    seconds: sequentialSeconds,
+    callsPerSecond: count / sequentialSeconds,
+    ...pick(summarize(samples, count)),
+  };
 
   const concurrentSamples = new Float64Array(MAX_SAMPLES);
   let calls = 0;

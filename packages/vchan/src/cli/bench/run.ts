@@ -149,7 +149,11 @@ function describe(plan: BenchPlan, { backend, serverDomid }: Placement): string 
 }
 
 /** The control vchan to `vchan bench --serve` in the other domain. */
-async function connectRemote(plan: BenchPlan, mode: Extract<BenchPlan['mode'], { kind: 'remote' }>, backend: Placement['backend']): Promise<RemoteEndpoint> {
+async function connectRemote(
+  plan: BenchPlan,
+  mode: Extract<BenchPlan['mode'], { kind: 'remote' }>,
+  backend: Placement['backend'],
+): Promise<RemoteEndpoint> {
   const control = await connect({
     domid: mode.domid,
     ...(mode.path ? { path: mode.path } : { name: mode.name }),
