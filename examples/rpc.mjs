@@ -53,7 +53,10 @@ async function service({ forkCaller }) {
         slow: ({ ms }, { signal }) =>
           new Promise((resolve, reject) => {
             const timer = setTimeout(resolve, ms, 'done');
-            signal.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)));
+            signal.addEventListener('abort', () => {
+              clearTimeout(timer);
+              reject(signal.reason);
+            });
           }),
       },
     });

@@ -46,7 +46,10 @@ const patterns = new Map();
 /** @param {number} seed */
 function patternFor(seed) {
   let pattern = patterns.get(seed);
-  if (!pattern) patterns.set(seed, (pattern = makePattern(seed)));
+  if (!pattern) {
+    pattern = makePattern(seed);
+    patterns.set(seed, pattern);
+  }
   return pattern;
 }
 

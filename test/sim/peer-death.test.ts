@@ -224,8 +224,12 @@ describe('a hostile client and its presence node (simulation)', () => {
     );
     const served = await Promise.all(accepted);
     const failures: (string | null)[] = [null, null];
-    served.forEach((channel, index) => channel.on('error', (error: XenVchanError) => (failures[index] = error.code)));
-    clients.forEach((channel) => channel.on('error', () => {}));
+    for (const [index, channel] of served.entries()) {
+      channel.on('error', (error: XenVchanError) => {
+        failures[index] = error.code;
+      });
+    }
+    for (const channel of clients) channel.on('error', () => {});
     // The hostile client's own XenStore connection: its node is its own to change.
     const hostile = await openXenStore({ domid: 2 });
     const node = presencePath(2, 1, servers[0]!.path!);

@@ -21,7 +21,7 @@ const LATE_MS = PROMPT_MS * 10;
  */
 const EARLY = 0.5;
 
-let cleanups: (() => unknown)[] = [];
+const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });

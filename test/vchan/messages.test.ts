@@ -83,7 +83,7 @@ describe('framed messages', () => {
     for (const payload of payloads) await messages.send(payload);
     const got = await echoed;
     expect(got.map((message) => message.length)).toEqual(sizes);
-    got.forEach((message, index) => expect(message.equals(payloads[index]!)).toBe(true));
+    for (const [index, message] of got.entries()) expect(message.equals(payloads[index]!)).toBe(true);
   }, 60_000);
 
   it('refuses an oversized message on send, and closes on an oversized one received', async () => {
@@ -110,7 +110,7 @@ describe('RPC', () => {
       index % 3 === 0 ? rpc.call('sleep', { ms: 200 - index }) : rpc.call('add', { a: index, b: 1000 }),
     );
     const results = await Promise.all(calls);
-    results.forEach((result, index) => expect(result).toBe(index % 3 === 0 ? 200 - index : index + 1000));
+    for (const [index, result] of results.entries()) expect(result).toBe(index % 3 === 0 ? 200 - index : index + 1000);
     expect(await rpc.call('echo', { nested: [1, 'two', { three: null }] })).toEqual({ nested: [1, 'two', { three: null }] });
   });
 

@@ -87,8 +87,11 @@ function closing(rpc: RpcPeer): Promise<(Error & { code?: string }) | null> {
   return new Promise((resolve) => rpc.once('close', resolve));
 }
 
+/** A message as the peer reads it from us: the fields RpcPeer writes, unchecked. */
+type PeerFrame = { id: number; type: string; [field: string]: unknown };
+
 /** Splits the frames the peer reads from us, and hands each one (decoded as JSON) to `onMessage`. */
-function readFrames(stream: Duplex, onMessage: (message: any) => void): void {
+function readFrames(stream: Duplex, onMessage: (message: PeerFrame) => void): void {
   let pending: Buffer = Buffer.alloc(0);
   stream.on('data', (chunk: Buffer) => {
     pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
@@ -214,7 +217,7 @@ describe('RPC: every malformed message ends in EPROTO', () => {
   it('drops a late answer for a call it gave up on, and the channel goes on', async () => {
     const { ours, theirs } = await unixPair();
     const rpc = new RpcPeer(ours);
-    const seen: any[] = [];
+    const seen: PeerFrame[] = [];
     readFrames(theirs, (message) => seen.push(message));
     await expect(rpc.call('slow', undefined, { timeout: 20 })).rejects.toMatchObject({ code: 'ETIMEDOUT' });
     const second = rpc.call('add', { a: 1, b: 2 });
@@ -426,7 +429,7 @@ describe('RPC and messages: backpressure and bounded memory', () => {
   it('beyond maxCallsInFlight, calls wait their turn: only that many are ever on the wire', async () => {
     const { ours, theirs } = await unixPair();
     const rpc = new RpcPeer(ours, { maxCallsInFlight: 4 });
-    const seen: any[] = [];
+    const seen: PeerFrame[] = [];
     readFrames(theirs, (message) => seen.push(message));
     const calls = Array.from({ length: 10 }, (_, index) => rpc.call('n', index + 1, { timeout: index === 6 ? 30 : 0 }));
     calls[6]!.catch(() => {});

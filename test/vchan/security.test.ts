@@ -100,7 +100,10 @@ describe('vchan security', () => {
       while (!failure && servers.length < 20) {
         const next = createServer({ domid: PEER, name: `many-${servers.length}`, simDomid, readMin: 0, writeMin: 0 });
         failure = await next.listen().then(
-          () => (servers.push(next), null),
+          () => {
+            servers.push(next);
+            return null;
+          },
           (caught) => caught,
         );
       }

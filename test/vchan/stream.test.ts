@@ -95,7 +95,10 @@ describe('vchan', () => {
     await sleep(200); // the client is not reading yet: the 4 KiB ring fills and the writer waits
     expect(channel.stats().bytesWritten).toBeLessThanOrEqual(4096);
     const [sha256, received] = await Promise.all([
-      sending.then((hash: string) => (channel.end(), hash)),
+      sending.then((hash: string) => {
+        channel.end();
+        return hash;
+      }),
       client.call<{ bytes: number; sha256: string }>('receive', { id }),
     ]);
     expect(refused).toBe(true);

@@ -20,7 +20,7 @@ const simDomid = (domid: number) => (backend === 'sim' ? { simDomid: domid } : {
 const script = (name: string) => fileURLToPath(new URL(`./scripts/${name}`, import.meta.url));
 const CLIENT_LIVE = 20;
 
-let cleanups: (() => unknown)[] = [];
+const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });

@@ -33,7 +33,9 @@ class FakeXenstored {
     this.path = path.join(this.folder, 'socket');
     this.server = net.createServer((socket) => {
       const reader = new XsMessageReader();
-      socket.on('data', (chunk) => reader.push(chunk).forEach((message) => onMessage(socket, message)));
+      socket.on('data', (chunk) => {
+        for (const message of reader.push(chunk)) onMessage(socket, message);
+      });
       socket.on('error', () => {});
     });
   }
@@ -215,7 +217,7 @@ describe('xenstore connection', () => {
       const waiters: (() => void)[] = [];
       socket.on('data', (chunk) => {
         messages.push(...reader.push(chunk));
-        waiters.splice(0).forEach((wake) => wake());
+        for (const wake of waiters.splice(0)) wake();
       });
       const ended = new Promise<void>((resolve) => socket.on('close', () => resolve()));
       const next = async () => {

@@ -12,7 +12,7 @@ export const MAX_PORTS = 4096;
 export const ENTRY_WORDS = 8;
 export const TABLE_BYTES = MAX_PORTS * ENTRY_WORDS * 4;
 
-export const enum PortState {
+export enum PortState {
   Free = 0,
   Unbound = 1,
   Interdomain = 2,

@@ -1,6 +1,7 @@
 import { checkDomainId, errorCode, XenVchanError } from '@xen-vchan/native';
 import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
 import { connectClientLink } from './handshake.js';
+import type { VchanLink } from './link.js';
 import { conventionalPath, waitForServer } from './keys.js';
 import { peerCheckInterval, peerGoneError, watchPeerDomain, type PeerDomainOptions, type PeerDomainWatcher } from './peer-domain.js';
 import { deviceOptions, xenstoreOptions, type BackendOptions } from './options.js';
@@ -44,7 +45,7 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
     const self = await xenstore.ownDomid();
     const path = options.path ?? conventionalPath(serverDomid, self, options.name ?? 'vchan');
     const { ringRef, port } = await waitForServer(xenstore, path, timeout, options.signal);
-    let link;
+    let link: VchanLink;
     try {
       link = connectClientLink({ serverDomid, ringRef, port, devices: deviceOptions(options), onClose: held.release });
     } catch (error) {
@@ -61,7 +62,9 @@ export async function connect(options: ConnectOptions): Promise<Vchan> {
     // wait here, the caller cannot be listening, so such an error rejects connect() instead.
     const channel = new Vchan(link, deadlines);
     let failed: Error | null = null;
-    const onEarlyError = (error: Error) => void (failed ??= error);
+    const onEarlyError = (error: Error) => {
+      failed ??= error;
+    };
     channel.on('error', onEarlyError);
     try {
       // Written once connected, never before: an attempt that fails must not touch the node of a

@@ -1,4 +1,4 @@
-import { ControlOffset, LIVE_GONE, LIVE_WAITING, NOTIFY_READ, NOTIFY_WRITE } from './layout.js';
+import { ControlOffset, LIVE_GONE, LIVE_WAITING, type NOTIFY_READ, type NOTIFY_WRITE } from './layout.js';
 
 export type Side = 'server' | 'client';
 

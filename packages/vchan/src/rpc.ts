@@ -22,6 +22,11 @@ export const structuredCloneCodec: Codec = {
   decode: (bytes) => v8.deserialize(bytes),
 };
 
+/**
+ * Serves one method. `params` is whatever the peer sent, decoded but unchecked: the handler
+ * declares the shape it expects and must validate it, since the peer may be hostile.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: the handler annotates its own params type; unknown would refuse every annotated handler.
 export type Handler = (params: any, context: { signal: AbortSignal; method: string }) => unknown;
 
 export interface RpcOptions extends MessageChannelOptions {

@@ -474,6 +474,7 @@ export class Vchan extends Duplex {
    * Ends the writable side as any Writable does, and arms the closeTimeout: _final runs only once
    * everything written is in the ring, which a peer that stopped reading never allows.
    */
+  // biome-ignore lint/suspicious/noExplicitAny: Writable.end has three overloads; the override must accept them all and forwards them unchanged.
   override end(...args: any[]): this {
     super.end(...args);
     if (!this.finalCalled && !this.destroyed && this.link) this.closeWatch?.arm();

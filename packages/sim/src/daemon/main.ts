@@ -3,7 +3,7 @@
  * It owns the simulated hypervisor's state, answers control calls over a Unix socket, and cleans up
  * after each process whose connection closes, whether it exited or was killed.
  */
-import { chmodSync, closeSync, constants, lstatSync, mkdirSync, openSync, rmSync, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, constants, lstatSync, mkdirSync, openSync, rmSync, type Stats, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { errorCode } from '@xen-vchan/native';
 import { addon, peerPidOf } from '../addon.js';
@@ -31,7 +31,7 @@ function log(message: string): void {
  * whole folders here, so it says so itself rather than rely on that.)
  */
 function removeEntry(entry: string): void {
-  let stats;
+  let stats: Stats;
   try {
     stats = lstatSync(entry);
   } catch {

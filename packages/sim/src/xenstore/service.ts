@@ -41,7 +41,7 @@ export interface XenStoreClient extends Watcher {
 interface Reply {
   payload: Buffer;
   /** Runs once the reply is sent (a new watch's first event comes after the reply, as in xenstored). */
-  then?: () => void;
+  after?: () => void;
 }
 
 const OK = xsStrings('OK');
@@ -98,7 +98,7 @@ export class XenStoreService {
       reply = { payload: xsStrings(error instanceof SimFailure ? error.code : 'EIO') };
     }
     client.send(encodeXsMessage(type, message.reqId, message.txId, reply.payload));
-    reply.then?.();
+    reply.after?.();
   }
 
   /** The connection closed: its transactions are aborted and its watches dropped. */
@@ -215,7 +215,7 @@ export class XenStoreService {
       case XsType.WATCH: {
         const [path, token] = twoArguments(message);
         this.watches.add(client, domid, path, token);
-        return { payload: OK, then: () => this.watches.announce(client, path, token) };
+        return { payload: OK, after: () => this.watches.announce(client, path, token) };
       }
       case XsType.UNWATCH: {
         const [path, token] = twoArguments(message);

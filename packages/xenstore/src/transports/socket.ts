@@ -38,7 +38,7 @@ class SocketTransport implements Transport {
     const reader = new XsMessageReader();
     let failure: XenVchanError | null = null;
     socket.on('data', (chunk) => {
-      let messages;
+      let messages: ReturnType<XsMessageReader['push']>;
       try {
         messages = reader.push(chunk);
       } catch (error) {

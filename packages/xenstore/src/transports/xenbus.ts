@@ -126,7 +126,7 @@ export class XenbusTransport implements Transport {
         return;
       }
       if (chunk.length === 0) return;
-      let messages;
+      let messages: ReturnType<XsMessageReader['push']>;
       try {
         messages = this.reader.push(chunk);
       } catch (error) {

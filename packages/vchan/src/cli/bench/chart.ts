@@ -17,7 +17,7 @@ interface Group {
   bars: Bar[];
 }
 
-const escape = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const escapeHtml = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 const color = (id: Transport) => TRANSPORTS.find((transport) => transport.id === id)?.color ?? '#999';
 const label = (id: Transport) => TRANSPORTS.find((transport) => transport.id === id)?.label ?? id;
 
@@ -61,14 +61,14 @@ function barChart(title: string, unit: string, groups: Group[], series: Transpor
     (log ? (Math.log10(value) - Math.log10(low)) / (Math.log10(high) - Math.log10(low)) : (value - low) / (high - low)) * plotHeight;
   const parts: string[] = [];
   parts.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img" aria-label="${escape(title)}">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img" aria-label="${escapeHtml(title)}">`,
   );
-  parts.push(`<text x="${margin.left}" y="20" class="title">${escape(title)}</text>`);
+  parts.push(`<text x="${margin.left}" y="20" class="title">${escapeHtml(title)}</text>`);
   // Legend.
   let legendX = margin.left;
   for (const id of series) {
     parts.push(
-      `<rect x="${legendX}" y="32" width="12" height="12" fill="${color(id)}"/><text x="${legendX + 16}" y="42" class="legend">${escape(label(id))}</text>`,
+      `<rect x="${legendX}" y="32" width="12" height="12" fill="${color(id)}"/><text x="${legendX + 16}" y="42" class="legend">${escapeHtml(label(id))}</text>`,
     );
     legendX += 28 + label(id).length * 7;
   }
@@ -94,7 +94,7 @@ function barChart(title: string, unit: string, groups: Group[], series: Transpor
     }
   }
   parts.push(
-    `<text x="16" y="${margin.top + plotHeight / 2}" class="unit" transform="rotate(-90 16 ${margin.top + plotHeight / 2})" text-anchor="middle">${escape(unit)}${log ? ' (log)' : ''}</text>`,
+    `<text x="16" y="${margin.top + plotHeight / 2}" class="unit" transform="rotate(-90 16 ${margin.top + plotHeight / 2})" text-anchor="middle">${escapeHtml(unit)}${log ? ' (log)' : ''}</text>`,
   );
   // Bars.
   const groupWidth = plotWidth / groups.length;
@@ -102,7 +102,7 @@ function barChart(title: string, unit: string, groups: Group[], series: Transpor
   groups.forEach((group, index) => {
     const groupLeft = margin.left + index * groupWidth + (groupWidth - barWidth * series.length) / 2;
     parts.push(
-      `<text x="${(margin.left + index * groupWidth + groupWidth / 2).toFixed(1)}" y="${height - margin.bottom + 18}" class="group" text-anchor="middle">${escape(group.label)}</text>`,
+      `<text x="${(margin.left + index * groupWidth + groupWidth / 2).toFixed(1)}" y="${height - margin.bottom + 18}" class="group" text-anchor="middle">${escapeHtml(group.label)}</text>`,
     );
     series.forEach((id, position) => {
       const bar = group.bars.find((candidate) => candidate.series === id);
@@ -111,7 +111,7 @@ function barChart(title: string, unit: string, groups: Group[], series: Transpor
       const top = Math.min(y(bar.value), margin.top + plotHeight - 1);
       const barHeight = margin.top + plotHeight - top;
       parts.push(
-        `<rect x="${x.toFixed(1)}" y="${top.toFixed(1)}" width="${(barWidth - 2).toFixed(1)}" height="${barHeight.toFixed(1)}" fill="${color(id)}"><title>${escape(`${label(id)}, ${group.label}: ${bar.text}`)}</title></rect>`,
+        `<rect x="${x.toFixed(1)}" y="${top.toFixed(1)}" width="${(barWidth - 2).toFixed(1)}" height="${barHeight.toFixed(1)}" fill="${color(id)}"><title>${escapeHtml(`${label(id)}, ${group.label}: ${bar.text}`)}</title></rect>`,
       );
       parts.push(
         `<text x="${(x + (barWidth - 2) / 2).toFixed(1)}" y="${(top - 3).toFixed(1)}" class="value" text-anchor="middle">${compact(bar.value)}</text>`,
@@ -189,7 +189,7 @@ export function renderChart(results: BenchResults): string {
   const targets = results.targets
     .map(
       (target) =>
-        `<li><span class="mark ${target.pass === null ? 'na' : target.pass ? 'pass' : 'miss'}">${targetMark(target).trim()}</span> ${escape(target.description)}: <b>${target.ratio === null ? '-' : `${target.ratio.toFixed(2)}x`}</b> (goal ${escape(target.goal)}; ${escape(target.detail)})</li>`,
+        `<li><span class="mark ${target.pass === null ? 'na' : target.pass ? 'pass' : 'miss'}">${targetMark(target).trim()}</span> ${escapeHtml(target.description)}: <b>${target.ratio === null ? '-' : `${target.ratio.toFixed(2)}x`}</b> (goal ${escapeHtml(target.goal)}; ${escapeHtml(target.detail)})</li>`,
     )
     .join('\n');
 
@@ -197,7 +197,7 @@ export function renderChart(results: BenchResults): string {
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>vchan bench ${escape(results.startedAt)}</title>
+<title>vchan bench ${escapeHtml(results.startedAt)}</title>
 <style>
   body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 900px; color: #111; padding: 0 12px; }
   h1 { font-size: 20px; margin-bottom: 4px; }
@@ -218,9 +218,9 @@ export function renderChart(results: BenchResults): string {
 </head>
 <body>
 <h1>vchan bench</h1>
-<p class="meta">${escape(results.setup.description)}</p>
-<p class="meta">${escape(`${results.machine.cpus} CPUs (${results.machine.cpuModel}), ${results.machine.platform} ${results.machine.kernel}, Node ${results.machine.node}`)}</p>
-<p class="meta">${escape(`${results.startedAt}; ${results.setup.secondsPerMeasurement} s per measurement${results.setup.repeat > 1 ? `, throughput the median of ${results.setup.repeat}` : ''}; wall time ${results.wallSeconds.toFixed(1)} s`)}</p>
+<p class="meta">${escapeHtml(results.setup.description)}</p>
+<p class="meta">${escapeHtml(`${results.machine.cpus} CPUs (${results.machine.cpuModel}), ${results.machine.platform} ${results.machine.kernel}, Node ${results.machine.node}`)}</p>
+<p class="meta">${escapeHtml(`${results.startedAt}; ${results.setup.secondsPerMeasurement} s per measurement${results.setup.repeat > 1 ? `, throughput the median of ${results.setup.repeat}` : ''}; wall time ${results.wallSeconds.toFixed(1)} s`)}</p>
 <p>Throughput counts bytes received and checked against what was sent, on the receiver's clock. Hover over a bar for its value.</p>
 <h2>Targets</h2>
 <ul class="targets">
@@ -228,7 +228,7 @@ ${targets}
 </ul>
 ${sections.join('\n')}
 <h2>Table</h2>
-<pre>${escape(renderTable(results))}</pre>
+<pre>${escapeHtml(renderTable(results))}</pre>
 </body>
 </html>
 `;

@@ -151,7 +151,7 @@ export const benchCommand: Command = {
       repeat: values.repeat !== undefined ? parseRepeat(values.repeat) : 1,
     };
 
-    let results;
+    let results: Awaited<ReturnType<typeof runBench>>;
     try {
       results = await runBench(plan, (text) => process.stderr.write(`${text}\n`));
     } catch (error) {
