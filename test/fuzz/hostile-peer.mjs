@@ -2,7 +2,7 @@
 // then scribbles seeded nonsense into the shared control page and pokes the event channel, as a
 // broken or malicious domain could. It reports what it wrote, so the fuzzer can tell a definite
 // protocol violation from a harmless one.
-import { connectClientLink, createServerLink } from '@xen-vchan/vchan/internal';
+import { ControlOffset, connectClientLink, createServerLink } from '@xen-vchan/vchan/internal';
 import { openEventChannel } from '@xen-vchan/evtchn';
 import { openGntdev } from '@xen-vchan/gntdev';
 import { openXenStore } from '@xen-vchan/xenstore';
@@ -18,18 +18,8 @@ let link = null;
  */
 let published = null;
 
-const OFFSET = {
-  leftCons: 0,
-  leftProd: 4,
-  rightCons: 8,
-  rightProd: 12,
-  leftOrder: 16,
-  rightOrder: 18,
-  clientLive: 20,
-  serverLive: 21,
-  clientNotify: 22,
-  serverNotify: 23,
-};
+// Field offsets of the control page as libxenvchan lays it out (the interop tests prove them against it).
+const { grants: _grants, ...OFFSET } = ControlOffset;
 /** @typedef {keyof typeof OFFSET} Field */
 /** @type {(Field | 'grant')[]} */
 const FIELDS = [

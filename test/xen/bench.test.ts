@@ -14,7 +14,7 @@
 // XEN_VCHAN_BENCH_JSON names a file (relative to the project root), writes all samples there.
 // Needs the harness (bash test/xen/run.sh test/xen/bench.test.ts): it fails, not skips, elsewhere.
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { arch, cpus, release } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,11 +22,11 @@ import { createInterface } from 'node:readline';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { conventionalPath } from '@xen-vchan/vchan';
 import { chooseOrders } from '@xen-vchan/vchan/internal';
-import { requireDom0 } from './dom0.js';
+import { interopPeerPath, requireDom0WithPeer } from './dom0.js';
 import { onCleanup, xenstoreRemove } from './cleanup.js';
 
 const DOM0 = 0;
-const peerPath = process.env.XEN_VCHAN_INTEROP_PEER ?? '';
+const peerPath = interopPeerPath;
 const xenLibraries = `${process.env.XEN_VCHAN_XEN_ROOT ?? ''}/usr/lib/x86_64-linux-gnu`;
 const helperPath = fileURLToPath(new URL('../interop/bulk-node.mjs', import.meta.url));
 const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -373,12 +373,7 @@ async function runNode(ring: number, bytes: number, seed: number) {
 
 describe('throughput on real Xen: our vchan and libxenvchan, same boot, same rings', () => {
   beforeEach(() => {
-    requireDom0('test/xen/bench.test.ts');
-    if (!peerPath || !existsSync(peerPath)) {
-      throw new Error(
-        `the libxenvchan peer is not built (${peerPath || 'XEN_VCHAN_INTEROP_PEER unset'}): test/xen/setup.sh runs test/interop/build.sh`,
-      );
-    }
+    requireDom0WithPeer('test/xen/bench.test.ts');
   });
 
   it.each(RINGS.map((ring) => [ringLabel(ring), ring] as const))(

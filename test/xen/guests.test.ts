@@ -28,6 +28,11 @@ let a: Guest | undefined;
 let b: Guest | undefined;
 const report: string[] = [];
 
+/** both-ways.mjs as `role` of `name` with domain `peer`: BOTH_WAYS_BYTES each way, ours from `seed`. */
+function bothWaysArgs(role: 'server' | 'client', peer: number, name: string, seed: number): string[] {
+  return [role, '--peer', String(peer), '--name', name, '--bytes', String(BOTH_WAYS_BYTES), '--seed', String(seed)];
+}
+
 async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
@@ -157,33 +162,9 @@ describe('two unprivileged guests', () => {
   test('a checksummed stream runs both ways at once between the guests over 1 MiB rings', async () => {
     const started = performance.now();
     const name = 'both-ways';
-    const server = a!.spawn(
-      a!.node('test/xen/domains/both-ways.mjs', [
-        'server',
-        '--peer',
-        String(b!.domid),
-        '--name',
-        name,
-        '--bytes',
-        String(BOTH_WAYS_BYTES),
-        '--seed',
-        '11',
-      ]),
-    );
+    const server = a!.spawn(a!.node('test/xen/domains/both-ways.mjs', bothWaysArgs('server', b!.domid, name, 11)));
     await server.started;
-    const client = b!.spawn(
-      b!.node('test/xen/domains/both-ways.mjs', [
-        'client',
-        '--peer',
-        String(a!.domid),
-        '--name',
-        name,
-        '--bytes',
-        String(BOTH_WAYS_BYTES),
-        '--seed',
-        '12',
-      ]),
-    );
+    const client = b!.spawn(b!.node('test/xen/domains/both-ways.mjs', bothWaysArgs('client', a!.domid, name, 12)));
     const [fromA, fromB] = await within(
       Promise.all([
         server.done.then((job) => resultOf<BothWays>(job, 'the server in A')),

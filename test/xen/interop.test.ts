@@ -11,7 +11,7 @@
 // results is printed at the end for the CI log. Needs the harness (bash test/xen/run.sh): it fails, not
 // skips, anywhere else.
 import { execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,12 +30,12 @@ import {
   type Sent,
   type StreamSpec,
 } from '../interop/seeded.js';
-import { requireDom0 } from './dom0.js';
+import { interopPeerPath, requireDom0WithPeer } from './dom0.js';
 import { onCleanup, xenstoreRemove } from './cleanup.js';
 
 /** Everything runs in dom0: the server's domain and the client's are both 0. */
 const DOM0 = 0;
-const peerPath = process.env.XEN_VCHAN_INTEROP_PEER ?? '';
+const peerPath = interopPeerPath;
 const xenLibraries = `${process.env.XEN_VCHAN_XEN_ROOT ?? ''}/usr/lib/x86_64-linux-gnu`;
 /** How long one exchange may take under TCG before we call it hung. */
 const EXCHANGE_MS = 90_000;
@@ -364,6 +364,32 @@ async function expectStreamExchange(
   expect(c.sentFnv).toBe(expectedFnv(peerSends));
 }
 
+/**
+ * Records a vchan-socket-proxy exchange in the matrix and checks it: each stream arrived whole,
+ * in order, with the hash of what its sender wrote; `exitCode`, where the proxy exited, is 0.
+ */
+function expectProxyExchange(
+  row: { scenario: string; rings: string; toServer: StreamSpec; toClient: StreamSpec; seconds: number },
+  arrivals: { received: Received; sent: Sent; spec: StreamSpec }[],
+  exitCode?: number | null,
+): void {
+  const whole = (arrival: (typeof arrivals)[number]) =>
+    arrival.received.bytes === arrival.spec.total && arrival.received.firstMismatch === -1 && arrival.received.fnv === arrival.sent.fnv;
+  const ok = (exitCode === undefined || exitCode === 0) && arrivals.every(whole);
+  matrix.push({
+    scenario: row.scenario,
+    rings: row.rings,
+    toServer: row.toServer.total,
+    toClient: row.toClient.total,
+    seconds: row.seconds,
+    ok,
+  });
+  for (const { received, sent, spec } of arrivals) {
+    expect(received).toEqual({ bytes: spec.total, fnv: sent.fnv, firstMismatch: -1, short: false });
+  }
+  if (exitCode !== undefined) expect(exitCode).toBe(0);
+}
+
 /** Our end of a message exchange, as vchan-peer --messages sees it. */
 interface MessageRun {
   sent: { messages: number; bytes: number; fnv: string; largest: number };
@@ -551,26 +577,30 @@ const RING_CONFIGS: [number, number][] = [
   [1048576, 1048576],
 ];
 
+/**
+ * Streams of about three rings each way, for these ring sizes: left, the client writes and the
+ * server reads; right, the other way. Seeds differ per test (`seedBase`) and per ring size.
+ */
+function ringFillingStreams(seedBase: number, orders: RingOrders): { toServer: StreamSpec; toClient: StreamSpec } {
+  const seed = seedBase + orders.left * 32 + orders.right;
+  return {
+    toServer: { seed, total: 3 * 2 ** orders.left + 5, maxChunk: chunkFor(2 ** orders.left) },
+    toClient: { seed: seed + 1, total: 3 * 2 ** orders.right + 17, maxChunk: chunkFor(2 ** orders.right) },
+  };
+}
+
 describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
   // Each test, not the file: outside the harness every test fails (a failing beforeAll would
   // report them as skipped).
   beforeEach(() => {
-    requireDom0('test/xen/interop.test.ts');
-    if (!peerPath || !existsSync(peerPath)) {
-      throw new Error(
-        `the libxenvchan peer is not built (${peerPath || 'XEN_VCHAN_INTEROP_PEER unset'}): test/xen/setup.sh runs test/interop/build.sh`,
-      );
-    }
+    requireDom0WithPeer('test/xen/interop.test.ts');
   });
 
   it.each(RING_CONFIGS)(
     'our server, libxenvchan client: rings for (%i, %i)',
     async (leftMin, rightMin) => {
       const orders = chooseOrders(leftMin, rightMin);
-      const seed = 100 + orders.left * 32 + orders.right;
-      // left: the client writes, the server reads; right: the other way
-      const toServer: StreamSpec = { seed, total: 3 * 2 ** orders.left + 5, maxChunk: chunkFor(2 ** orders.left) };
-      const toClient: StreamSpec = { seed: seed + 1, total: 3 * 2 ** orders.right + 17, maxChunk: chunkFor(2 ** orders.right) };
+      const { toServer, toClient } = ringFillingStreams(100, orders);
 
       const { server, path, peer, channel } = await acceptPeer(`c-client-${leftMin}`, leftMin, rightMin, (path) =>
         startPeer(toServer, toClient, ['client', String(DOM0), path]),
@@ -593,9 +623,7 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     'libxenvchan server, our client: rings for (%i, %i)',
     async (leftMin, rightMin) => {
       const orders = chooseOrders(leftMin, rightMin);
-      const seed = 200 + orders.left * 32 + orders.right;
-      const toServer: StreamSpec = { seed, total: 3 * 2 ** orders.left + 5, maxChunk: chunkFor(2 ** orders.left) };
-      const toClient: StreamSpec = { seed: seed + 1, total: 3 * 2 ** orders.right + 17, maxChunk: chunkFor(2 ** orders.right) };
+      const { toServer, toClient } = ringFillingStreams(200, orders);
 
       const { path, peer, channel } = await connectToPeer(`c-server-${leftMin}`, (path) =>
         startPeer(toClient, toServer, ['server', String(DOM0), path, String(leftMin), String(rightMin)]),
@@ -662,24 +690,10 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     channel.end();
     await within(socketClosed, CLOSE_MS, 'vchan-socket-proxy to close the socket after our client left');
 
-    const ok =
-      atSocket.bytes === toServer.total &&
-      atSocket.firstMismatch === -1 &&
-      atSocket.fnv === sentHere.fnv &&
-      receivedHere.bytes === toClient.total &&
-      receivedHere.firstMismatch === -1 &&
-      receivedHere.fnv === sentBySocket.fnv;
-    matrix.push({
-      scenario: 'vchan-socket-proxy server + our client',
-      rings: '1K/2K',
-      toServer: toServer.total,
-      toClient: toClient.total,
-      seconds,
-      ok,
-    });
-
-    expect(atSocket).toEqual({ bytes: toServer.total, fnv: sentHere.fnv, firstMismatch: -1, short: false });
-    expect(receivedHere).toEqual({ bytes: toClient.total, fnv: sentBySocket.fnv, firstMismatch: -1, short: false });
+    expectProxyExchange({ scenario: 'vchan-socket-proxy server + our client', rings: '1K/2K', toServer, toClient, seconds }, [
+      { received: atSocket, sent: sentHere, spec: toServer },
+      { received: receivedHere, sent: sentBySocket, spec: toClient },
+    ]);
   }, 150_000);
 
   it('vchan-socket-proxy as the client (vchan to its stdin/stdout), our server', async () => {
@@ -712,26 +726,14 @@ describe('interop with libxenvchan and vchan-socket-proxy on real Xen', () => {
     const exitCode = await within(proxyExited, CLOSE_MS, 'vchan-socket-proxy to exit after the end of its input');
     await within(channelClosed, CLOSE_MS, 'our channel to close after the proxy left');
 
-    const ok =
-      exitCode === 0 &&
-      atStdout.bytes === toClient.total &&
-      atStdout.firstMismatch === -1 &&
-      atStdout.fnv === sentHere.fnv &&
-      receivedHere.bytes === toServer.total &&
-      receivedHere.firstMismatch === -1 &&
-      receivedHere.fnv === sentToStdin.fnv;
-    matrix.push({
-      scenario: 'our server + vchan-socket-proxy client',
-      rings: '64K/64K',
-      toServer: toServer.total,
-      toClient: toClient.total,
-      seconds,
-      ok,
-    });
-
-    expect(atStdout).toEqual({ bytes: toClient.total, fnv: sentHere.fnv, firstMismatch: -1, short: false });
-    expect(receivedHere).toEqual({ bytes: toServer.total, fnv: sentToStdin.fnv, firstMismatch: -1, short: false });
-    expect(exitCode).toBe(0);
+    expectProxyExchange(
+      { scenario: 'our server + vchan-socket-proxy client', rings: '64K/64K', toServer, toClient, seconds },
+      [
+        { received: atStdout, sent: sentHere, spec: toClient },
+        { received: receivedHere, sent: sentToStdin, spec: toServer },
+      ],
+      exitCode,
+    );
   }, 150_000);
 
   // libxenvchan_send / libxenvchan_recv against our send() / recv(). MESSAGES each way; message

@@ -7,3 +7,4 @@
 export { createServerLink, connectClientLink, type ServerLink, type DeviceOptions } from './handshake.js';
 export { chooseOrders, type RingOrders } from './orders.js';
 export type { VchanLink } from './link.js';
+export { ControlOffset } from './layout.js';

@@ -202,28 +202,20 @@ interface DestroyResult {
   privcmd: ProbeLine[];
 }
 
+/** stream.mjs as the server of `name` for domain `peer`, sending `bytes` of seed 1 over RING-sized rings. */
+function streamServerArgs(peer: number, name: string, bytes: number): string[] {
+  return ['server', '--peer', String(peer), '--name', name, '--ring', String(RING), '--send', String(bytes), '--seed', '1'];
+}
+
 async function destroyRun(role: 'client' | 'server', server: Guest, client: Guest, rep: number): Promise<DestroyResult> {
   const name = `pd${role[0]}${rep}`;
   const tag = `${role}${rep}`;
   const [victim, survivor] = role === 'client' ? [server, client] : [client, server];
   const serverMark = server.console().length;
   const clientMark = client.console().length;
-  const serverJob = server.spawn(
-    server.node('test/xen/domains/stream.mjs', [
-      'server',
-      '--peer',
-      String(client.domid),
-      '--name',
-      name,
-      '--ring',
-      String(RING),
-      '--send',
-      String(2 ** 40),
-      '--seed',
-      '1',
-    ]),
-    { timeout: 3_600_000 },
-  );
+  const serverJob = server.spawn(server.node('test/xen/domains/stream.mjs', streamServerArgs(client.domid, name, 2 ** 40)), {
+    timeout: 3_600_000,
+  });
   await until(`${server.name} to publish`, () => consoleSince(server, serverMark).includes('LISTENING'));
   // The probe first (it only needs the published ring-ref), so the clock is measured while quiet.
   const probeArgs = [
@@ -469,22 +461,7 @@ describe('peer death, seen from an unprivileged guest', () => {
     const bytes = 256 * 2 ** 20;
     const aMark = a.console().length;
     const bMark = b.console().length;
-    const server = a.spawn(
-      a.node('test/xen/domains/stream.mjs', [
-        'server',
-        '--peer',
-        String(b.domid),
-        '--name',
-        'live',
-        '--ring',
-        String(RING),
-        '--send',
-        String(bytes),
-        '--seed',
-        '1',
-      ]),
-      { timeout: 1_800_000 },
-    );
+    const server = a.spawn(a.node('test/xen/domains/stream.mjs', streamServerArgs(b.domid, 'live', bytes)), { timeout: 1_800_000 });
     await until('A to publish', () => consoleSince(a, aMark).includes('LISTENING'));
     const probeA = a.spawn(a.node(PROBE, ['--role', 'server', '--peer', String(b.domid), '--tag', 'live-a']), { timeout: 1_800_000 });
     const probeB = b.spawn(b.node(PROBE, ['--role', 'client', '--peer', String(a.domid), '--name', 'live', '--tag', 'live-b']), {
