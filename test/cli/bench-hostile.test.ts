@@ -13,7 +13,7 @@ import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
 import { backend, sleep } from '../support/domains.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
-const bin = path.join(root, 'packages/vchan/bin/vchan.js');
+const bin = path.join(root, 'packages/cli/bin/vchan.js');
 
 /** The server plays dom0 (the case that matters: it may write and remove anywhere); we play domain 2. */
 const SERVER = 0;

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
-const bin = path.join(root, 'packages/vchan/bin/vchan.js');
+const bin = path.join(root, 'packages/cli/bin/vchan.js');
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'vchan-cli-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 

@@ -312,13 +312,13 @@ describe('two domains: dom0 and a PV guest', () => {
     const rings = [4096, MiB];
     // Our Node vchan: `vchan bench --domain <guest>` here, `vchan bench --serve` in the guest.
     const served = guest.spawn(
-      guest.node('packages/vchan/bin/vchan.js', ['bench', '--serve', '--once', '--domain', '0', '--name', 'xbench']),
+      guest.node('packages/cli/bin/vchan.js', ['bench', '--serve', '--once', '--domain', '0', '--name', 'xbench']),
       { timeout: 600_000 },
     );
     await served.started;
     const json = join('/tmp', 'domains-bench.json');
     const benchRun = spawnHere(
-      dom0Node('packages/vchan/bin/vchan.js', [
+      dom0Node('packages/cli/bin/vchan.js', [
         'bench',
         '--domain',
         String(guest.domid),

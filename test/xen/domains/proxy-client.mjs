@@ -20,7 +20,7 @@ if (values.domain === undefined || values.path === undefined) {
 }
 const total = Number(values.bytes);
 const socketPath = `/tmp/vchan-proxy-${process.pid}.sock`;
-const vchanBin = join(import.meta.dirname, '../../../packages/vchan/bin/vchan.js');
+const vchanBin = join(import.meta.dirname, '../../../packages/cli/bin/vchan.js');
 const proxy = spawn(
   process.execPath,
   [vchanBin, 'proxy', '--role', 'client', '--domain', values.domain, '--path', values.path, '--unix', socketPath, '--listen', '--once'],

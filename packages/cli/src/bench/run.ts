@@ -6,10 +6,8 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { openXenStore } from '@xen-vchan/xenstore';
-import { connect } from '../../connect.js';
-import { xenstoreOptions } from '../../options.js';
-import { RpcPeer } from '../../rpc.js';
+import { connect, RpcPeer } from '@xen-vchan/vchan';
+import { openXenStore, XENSTORED_SOCKET, type TransportChoice } from '@xen-vchan/xenstore';
 import { EXIT } from '../command.js';
 import { buildCRing } from './cring.js';
 import { ForkedEndpoint, RemoteEndpoint } from './endpoint-clients.js';
@@ -204,8 +202,21 @@ async function removePrivateSim(directory: string): Promise<void> {
   rmSync(directory, { recursive: true, force: true });
 }
 
+/**
+ * This domain's id, from the XenStore a channel of `backend` talks to: with 'xen' that is
+ * xenstored's socket in dom0 and /dev/xen/xenbus elsewhere, whatever XEN_VCHAN_BACKEND says, as
+ * createServer() and connect() pick it.
+ */
 async function ownDomid(backend: 'auto' | 'xen' | 'sim'): Promise<number> {
-  const xenstore = await openXenStore(xenstoreOptions({ backend }));
+  const transport: TransportChoice =
+    backend === 'xen'
+      ? existsSync(process.env.XENSTORED_PATH ?? XENSTORED_SOCKET)
+        ? 'socket'
+        : 'xenbus'
+      : backend === 'sim'
+        ? 'sim'
+        : 'auto';
+  const xenstore = await openXenStore({ transport });
   try {
     return await xenstore.ownDomid();
   } finally {

@@ -5,7 +5,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { XenVchanError } from '@xen-vchan/native';
-import type { RpcPeer } from '../../rpc.js';
+import type { RpcPeer } from '@xen-vchan/vchan';
 
 /** A process that plays one end of measurements. */
 export interface EndpointClient {

@@ -11,7 +11,7 @@
  * to keep right than two.
  */
 import { MAX_GUEST_DOMID, XenVchanError } from '@xen-vchan/native';
-import { jsonCodec, type Codec } from '../../rpc.js';
+import { jsonCodec, type Codec } from '@xen-vchan/vchan';
 import type { Address, ConnectRequest, ListenRequest, Role, StreamTransport } from './endpoint.js';
 
 /** Largest write: the limit `--chunks` has. The pattern is sized by it (PERIOD plus this). */

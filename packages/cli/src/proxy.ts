@@ -2,9 +2,7 @@ import { on } from 'node:events';
 import net from 'node:net';
 import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
-import { connect } from '../connect.js';
-import { createServer } from '../server.js';
-import type { Vchan } from '../stream.js';
+import { connect, createServer, type Vchan } from '@xen-vchan/vchan';
 import { backendOptions, channelOptions, channelOptionsHelp, EXIT, parseDomid, UsageError, type Command } from './command.js';
 
 type Endpoint = { path: string } | { host: string; port: number };

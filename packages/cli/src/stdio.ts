@@ -1,9 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { errorCode } from '@xen-vchan/native';
-import { connect } from '../connect.js';
-import { createServer } from '../server.js';
-import type { Vchan } from '../stream.js';
+import { connect, createServer, type Vchan } from '@xen-vchan/vchan';
 import { backendOptions, channelOptions, channelOptionsHelp, EXIT, parseDomid, parseSize, type Command } from './command.js';
 
 const directionOptions = {

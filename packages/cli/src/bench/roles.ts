@@ -4,7 +4,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { XenVchanError } from '@xen-vchan/native';
-import { RpcPeer } from '../../rpc.js';
+import { RpcPeer } from '@xen-vchan/vchan';
 import { PERIOD, type Pattern, Verifier } from './pattern.js';
 
 export interface SendResult {

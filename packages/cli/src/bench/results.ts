@@ -1,5 +1,5 @@
 /** What a bench run produces: the rows of its tables, the targets, and how they are computed. */
-import type { VchanStats } from '../../stream.js';
+import type { VchanStats } from '@xen-vchan/vchan';
 
 export type Transport = 'vchan' | 'unix' | 'tcp' | 'c-ring' | 'c-ring-spin';
 

@@ -5,7 +5,7 @@
  * progress shows.
  */
 import { XenVchanError } from '@xen-vchan/native';
-import type { VchanStats } from '../../stream.js';
+import type { VchanStats } from '@xen-vchan/vchan';
 import { cLatency, cThroughput } from './cring.js';
 import type { Address, ConnectRequest, ListenRequest, Role, RoleOutcome, StreamTransport } from './endpoint.js';
 import type { EndpointClient } from './endpoint-clients.js';

@@ -1,9 +1,11 @@
 import { closeSync, existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { destroySimDomain, SimConnection, simDirectory, simFiles, simAddon, type SimDomainDestroyed } from '@xen-vchan/sim';
+import type { SimDomainDestroyed } from '@xen-vchan/sim';
 import { EXIT, parseDomid, UsageError, type Command } from './command.js';
 
-function daemonRunning(directory: string): boolean {
+type Sim = typeof import('@xen-vchan/sim');
+
+function daemonRunning({ simFiles, simAddon }: Sim, directory: string): boolean {
   const socket = simFiles(directory).socket;
   if (!existsSync(socket)) return false;
   try {
@@ -39,7 +41,11 @@ export const simCommand: Command = {
       options: { dir: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
     });
     const action = positionals[0];
-    const directory = simDirectory(values.dir);
+    // Loaded here, not at the top: the other commands run on real Xen, where the simulation and
+    // its addon have no business being loaded.
+    const sim = await import('@xen-vchan/sim');
+    const { SimConnection, destroySimDomain } = sim;
+    const directory = sim.simDirectory(values.dir);
     switch (action) {
       case 'start': {
         process.env.XEN_VCHAN_SIM_IDLE_MS ??= '0';
@@ -50,7 +56,7 @@ export const simCommand: Command = {
         return EXIT.ok;
       }
       case 'stop': {
-        if (!daemonRunning(directory)) {
+        if (!daemonRunning(sim, directory)) {
           process.stdout.write(`no sim daemon runs for ${directory}\n`);
           return EXIT.ok;
         }
@@ -59,7 +65,7 @@ export const simCommand: Command = {
         return EXIT.ok;
       }
       case 'status': {
-        if (!daemonRunning(directory)) {
+        if (!daemonRunning(sim, directory)) {
           if (values.json) process.stdout.write(`${JSON.stringify({ running: false, directory })}\n`);
           else process.stdout.write(`no sim daemon runs for ${directory} (nothing is in use)\n`);
           return EXIT.ok;
@@ -97,7 +103,7 @@ export const simCommand: Command = {
       case 'destroy': {
         if (positionals.length !== 2) throw new UsageError('say which domain to destroy: vchan sim destroy <domid>');
         const domid = parseDomid(positionals[1], 'the domain to destroy');
-        if (!daemonRunning(directory)) {
+        if (!daemonRunning(sim, directory)) {
           process.stdout.write(`no sim daemon runs for ${directory}: there is no domain ${domid} to destroy\n`);
           return EXIT.ok;
         }
