@@ -16,8 +16,8 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 const env = () => ({ ...process.env, XEN_VCHAN_BACKEND: 'sim' });
 
-const vchan = (args: string[], timeout = 25_000) =>
-  promisify(execFile)(process.execPath, [bin, ...args], { timeout, env: env(), cwd: scratch }).then(
+const vchan = (args: string[], timeout = 25_000, extraEnv: NodeJS.ProcessEnv = {}) =>
+  promisify(execFile)(process.execPath, [bin, ...args], { timeout, env: { ...env(), ...extraEnv }, cwd: scratch }).then(
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
   );
@@ -121,6 +121,36 @@ describe('vchan bench', () => {
     } finally {
       serving.kill();
     }
+  });
+
+  it('leaves the C ring out with a note, and measures everything else, when there is no C compiler', { timeout: 30_000 }, async () => {
+    const json = path.join(scratch, 'no-cc', 'bench.json');
+    const chart = path.join(scratch, 'no-cc', 'bench.html');
+    // A compiler name found nowhere: a binary cached by an earlier run is keyed by the compiler's
+    // name too, so this one has to be built, and cannot be.
+    const { code, stdout, stderr } = await vchan(
+      ['bench', '--quick', '--chunks', '64KiB', '--rings', '1MiB', '--json', json, '--chart', chart],
+      25_000,
+      { CC: 'xen-vchan-test-no-such-cc' },
+    );
+    expect(code, stderr).toBe(0);
+    const note = /no C compiler \("xen-vchan-test-no-such-cc" was not found\), so the C ring rows are left out/;
+    expect(stderr).toMatch(note);
+    expect(stdout).toMatch(/C ring: left out: no C compiler/);
+    expect(stdout).not.toMatch(/^C ring(?!:)/m); // no row of it
+    expect(readFileSync(chart, 'utf8')).toMatch(/C ring left out: no C compiler/);
+
+    const results = JSON.parse(readFileSync(json, 'utf8')) as Results & { setup: { cRing: boolean; cRingLeftOut?: string } };
+    expect(results.setup.cRing).toBe(false);
+    expect(results.setup.cRingLeftOut).toMatch(note);
+    expect(results.transports.sort()).toEqual(['tcp', 'unix', 'vchan']);
+    for (const transport of ['vchan', 'unix', 'tcp']) {
+      const row = results.throughput.find((candidate) => candidate.transport === transport);
+      expect(row?.verified, transport).toBe(true);
+      expect(results.latency.find((candidate) => candidate.transport === transport)?.roundTrips, transport).toBeGreaterThan(0);
+    }
+    expect(results.throughput.filter((row) => row.transport.startsWith('c-ring'))).toEqual([]);
+    expect(results.targets.find((target) => target.id === 'throughput-vs-c-ring')?.pass).toBeNull();
   });
 
   it('exits 2 on a bad command line', async () => {

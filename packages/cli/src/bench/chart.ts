@@ -221,7 +221,7 @@ export function renderChart(results: BenchResults): string {
 <p class="meta">${escapeHtml(results.setup.description)}</p>
 <p class="meta">${escapeHtml(`${results.machine.cpus} CPUs (${results.machine.cpuModel}), ${results.machine.platform} ${results.machine.kernel}, Node ${results.machine.node}`)}</p>
 <p class="meta">${escapeHtml(`${results.startedAt}; ${results.setup.secondsPerMeasurement} s per measurement${results.setup.repeat > 1 ? `, throughput the median of ${results.setup.repeat}` : ''}; wall time ${results.wallSeconds.toFixed(1)} s`)}</p>
-<p>Throughput counts bytes received and checked against what was sent, on the receiver's clock. Hover over a bar for its value.</p>
+${results.setup.cRingLeftOut ? `<p class="meta">C ring left out: ${escapeHtml(results.setup.cRingLeftOut)}</p>\n` : ''}<p>Throughput counts bytes received and checked against what was sent, on the receiver's clock. Hover over a bar for its value.</p>
 <h2>Targets</h2>
 <ul class="targets">
 ${targets}

@@ -1,11 +1,12 @@
 /**
- * The C shared-memory ring (bench/shm-ring.c at the top of the repository): built from source
- * with the machine's C compiler the first time it is needed, into bench/build/, and run once per
- * measurement. It forks itself into a producer and a consumer.
+ * The C shared-memory ring (bench/shm-ring.c in this package): built from source with the
+ * machine's C compiler the first time it is needed, and run once per measurement. It forks itself
+ * into a producer and a consumer.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -13,7 +14,8 @@ import { errorCode, XenVchanError } from '@xen-vchan/native';
 
 const run = promisify(execFile);
 
-export const C_SOURCE_NAME = 'shm-ring.c';
+/** Shipped in the package (its `files`), beside dist/: found from this module, wherever it is installed. */
+export const C_SOURCE = fileURLToPath(new URL('../../bench/shm-ring.c', import.meta.url));
 const FLAGS = ['-O2', '-std=c11', '-Wall'];
 
 export interface CThroughput {
@@ -35,23 +37,10 @@ export interface CLatency {
   verified: boolean;
 }
 
-/** bench/shm-ring.c, looked for above this module (the repository checkout). */
-export function findCSource(): string | null {
-  if (process.env.XEN_VCHAN_BENCH_C_SOURCE) return process.env.XEN_VCHAN_BENCH_C_SOURCE;
-  let directory = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const candidate = path.join(directory, 'bench', C_SOURCE_NAME);
-    if (existsSync(candidate)) return candidate;
-    const parent = path.dirname(directory);
-    if (parent === directory) return null;
-    directory = parent;
-  }
-}
-
 /**
- * The C ring could not be built or run: `code` ENOENT (no C compiler), ERR_C_RING_BUILD (the
- * build failed), EBADMSG (its data did not verify) or ECHILD (it failed otherwise). The bench
- * tells it apart to say so without the code: the message has what to do.
+ * The C ring could not be built or run: `code` ENOENT (no C compiler: the bench leaves the C ring
+ * out and says so), ERR_C_RING_BUILD (the build failed, or the source is missing), EBADMSG (its
+ * data did not verify) or ECHILD (it failed otherwise).
  */
 export class CRingError extends XenVchanError {
   constructor(code: 'ENOENT' | 'ERR_C_RING_BUILD' | 'EBADMSG' | 'ECHILD', message: string) {
@@ -61,17 +50,43 @@ export class CRingError extends XenVchanError {
 }
 
 /**
+ * Where the binaries go: bench/build/ beside the source when this package's folder is writable
+ * (a checkout, a user's own node_modules), else the user's cache folder (a global install that
+ * root owns). The results name the binary, so either way the run says which one it used.
+ */
+function buildDirectory(source: string): string {
+  const beside = path.join(path.dirname(source), 'build');
+  try {
+    mkdirSync(beside, { recursive: true });
+    accessSync(beside, constants.W_OK);
+    return beside;
+  } catch {
+    const cache = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+    const directory = path.join(cache, 'xen-vchan', 'bench');
+    mkdirSync(directory, { recursive: true });
+    return directory;
+  }
+}
+
+/**
  * Compiles the ring unless a binary of this very source and compiler is already there; returns
  * its path. The binary's name carries a hash of both, so an edit of the source rebuilds it.
  */
-export async function buildCRing(source: string): Promise<{ binary: string; built: boolean; compiler: string }> {
+export async function buildCRing(source = C_SOURCE): Promise<{ binary: string; built: boolean; compiler: string }> {
   const compiler = process.env.CC || 'cc';
-  const text = readFileSync(source);
+  let text: Buffer;
+  try {
+    text = readFileSync(source);
+  } catch (error) {
+    throw new CRingError(
+      'ERR_C_RING_BUILD',
+      `cannot read the C ring's source ${source} (${errorCode(error) ?? (error as Error).message}): this installation of @xen-vchan/cli is incomplete; reinstall it, or run with --no-c-ring to leave the C ring out.`,
+    );
+  }
   const hash = createHash('sha256').update(text).update(compiler).update(FLAGS.join(' ')).digest('hex').slice(0, 12);
-  const directory = path.join(path.dirname(source), 'build');
+  const directory = buildDirectory(source);
   const binary = path.join(directory, `shm-ring-${hash}`);
   if (existsSync(binary)) return { binary, built: false, compiler };
-  mkdirSync(directory, { recursive: true });
   const temporary = `${binary}.${process.pid}.tmp`;
   try {
     await run(compiler, [...FLAGS, '-o', temporary, source], { timeout: 120_000 });
@@ -87,7 +102,7 @@ export async function buildCRing(source: string): Promise<{ binary: string; buil
     if (errorCode(error) === 'ENOENT') {
       throw new CRingError(
         'ENOENT',
-        `no C compiler: "${compiler}" was not found. The C ring is built from ${source} at bench time; install one (Debian: apt-get install gcc) or set CC, or run with --no-c-ring to leave the C ring out.`,
+        `no C compiler ("${compiler}" was not found), so the C ring rows are left out. To measure it, install one (Debian: apt-get install gcc) or set CC; --no-c-ring leaves it out without this note.`,
       );
     }
     throw new CRingError(

@@ -12,7 +12,6 @@ export interface BenchPlan {
   rings: number[];
   seconds: number;
   cRing: boolean;
-  cSource: string | null;
   /** Where the vchan's other end runs. */
   mode: { kind: 'sim' } | { kind: 'xen-local' } | { kind: 'remote'; domid: number; name: string; path?: string };
   backend: 'auto' | 'xen' | 'sim';

@@ -30,6 +30,7 @@ export function renderTable(results: BenchResults): string {
     `machine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.platform} ${machine.kernel}, Node ${machine.node}; ${setup.secondsPerMeasurement} s per measurement${setup.repeat > 1 ? `, throughput the median of ${setup.repeat}` : ''}`,
   );
   if (setup.cCompiler) out.push(`C ring: ${setup.cCompiler}`);
+  if (setup.cRingLeftOut) out.push(`C ring: left out: ${setup.cRingLeftOut}`);
   out.push('');
 
   out.push("Throughput: MiB/s of bytes received and verified, on the receiver's clock");

@@ -95,6 +95,8 @@ export interface BenchResults {
     rpcInFlight: number;
     cRing: boolean;
     cCompiler?: string;
+    /** Why the C ring rows are missing although the command line asked for them (no C compiler). */
+    cRingLeftOut?: string;
   };
   transports: Transport[];
   throughput: ThroughputRow[];

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { connect, RpcPeer } from '@xen-vchan/vchan';
 import { openXenStore, XENSTORED_SOCKET, type TransportChoice } from '@xen-vchan/xenstore';
 import { EXIT } from '../command.js';
-import { buildCRing } from './cring.js';
+import { buildCRing, CRingError } from './cring.js';
 import { ForkedEndpoint, RemoteEndpoint } from './endpoint-clients.js';
 import { Measurements, withTimeout, type Placement } from './measurements.js';
 import { planTasks, type BenchPlan, type Task } from './plan.js';
@@ -17,13 +17,14 @@ import { Progress } from './progress.js';
 import { controlCodec } from './requests.js';
 import { assembleResults, RowCollector, type BenchResults } from './results.js';
 
-export async function runBench(plan: BenchPlan, log: (text: string) => void): Promise<BenchResults> {
+export async function runBench(asked: BenchPlan, log: (text: string) => void): Promise<BenchResults> {
   const startedAt = new Date();
   const started = performance.now();
+  // The C ring first, before anything needs stopping again: a build that fails ends the run.
+  const { cRing, leftOut } = await prepareCRing(asked, log);
+  const plan: BenchPlan = { ...asked, cRing: cRing !== null };
   const placement = await place(plan);
   const privateSim = plan.mode.kind === 'sim' && !process.env.XEN_VCHAN_SIM_DIR ? makePrivateSim() : null;
-  // The C ring first: without a compiler there is no point in starting anything else.
-  const cRing = plan.cRing ? await buildCRing(plan.cSource!) : null;
   const first = new ForkedEndpoint('A', endpointEnv(privateSim, placement.backend, placement.listenerDomid));
   const second = new ForkedEndpoint('B', endpointEnv(privateSim, placement.backend, placement.connectorDomid));
   const forked = [first, second];
@@ -69,9 +70,27 @@ export async function runBench(plan: BenchPlan, log: (text: string) => void): Pr
     if (privateSim && succeeded) await removePrivateSim(privateSim);
     else if (privateSim) log(`vchan bench: the simulation's state folder and daemon.log are left in ${privateSim}`);
   }
-  const results = assembleResults(aboutTheRun(plan, placement, description, cRing, startedAt), rows);
+  const results = assembleResults(aboutTheRun(plan, placement, description, cRing, leftOut, startedAt), rows);
   results.wallSeconds = (performance.now() - started) / 1000;
   return results;
+}
+
+type BuiltCRing = Awaited<ReturnType<typeof buildCRing>>;
+
+/**
+ * Builds the C ring if the plan has it. A machine without a C compiler (a minimal guest, an app's
+ * container) still gets every other row: the C ring is only the yardstick, so it is left out with
+ * a note in the log, the table, the chart and the JSON rather than failing the run.
+ */
+async function prepareCRing(plan: BenchPlan, log: (text: string) => void): Promise<{ cRing: BuiltCRing | null; leftOut?: string }> {
+  if (!plan.cRing) return { cRing: null };
+  try {
+    return { cRing: await buildCRing() };
+  } catch (error) {
+    if (!(error instanceof CRingError) || error.code !== 'ENOENT') throw error;
+    log(`vchan bench: ${error.message}`);
+    return { cRing: null, leftOut: error.message };
+  }
 }
 
 /** What the results say about the run besides its rows. */
@@ -79,7 +98,8 @@ function aboutTheRun(
   plan: BenchPlan,
   placement: Placement,
   description: string,
-  cRing: { compiler: string; built: boolean; binary: string } | null,
+  cRing: BuiltCRing | null,
+  cRingLeftOut: string | undefined,
   startedAt: Date,
 ): Omit<BenchResults, 'throughput' | 'latency' | 'rpc' | 'targets'> {
   return {
@@ -101,6 +121,7 @@ function aboutTheRun(
       rpcInFlight: plan.rpcInFlight,
       cRing: plan.cRing,
       ...(cRing ? { cCompiler: `${cRing.compiler} -O2 (${cRing.built ? 'built now' : 'cached'}: ${cRing.binary})` } : {}),
+      ...(cRingLeftOut ? { cRingLeftOut } : {}),
     },
     transports: ['vchan', 'unix', 'tcp', ...(plan.cRing ? (['c-ring', 'c-ring-spin'] as const) : [])],
   };
