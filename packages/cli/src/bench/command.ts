@@ -20,7 +20,7 @@ const QUICK_RINGS = '4KiB,1MiB';
 const usage = `usage: vchan bench [options]
        vchan bench --serve --domain ID [--name NAME | --path PATH]    (in the other domain)
 
-Throughput and round-trip latency between two processes, side by side: a vchan (this library),
+Throughput and round-trip latency between two processes, side by side: a vchan (@xen-vchan/vchan),
 Node over a Unix socket, Node over TCP loopback, and a C shared-memory ring (bench/shm-ring.c in
 this package, built from source with cc, or $CC, on first use) as the speed limit of the machine;
 without a C compiler the C ring rows are left out, with a note saying so. By default the two
@@ -52,7 +52,7 @@ ${channelOptionsHelp.replace('(default vchan)', '(default bench)')}
 
 Without --domain the backend is the simulation unless --backend xen is given: then both
 processes are in this domain and the vchan goes from the domain to itself.
-See bench/README.md for how to read the output.`;
+See bench/README.md in this package (@xen-vchan/cli) for how to read the output.`;
 
 function parseList(text: string, what: string, check: (value: number) => string | null): number[] {
   const values = text.split(',').map((part) => parseSize(part.trim(), what));
