@@ -10,6 +10,7 @@ import { Endpoint } from './endpoint.js';
 import { renderTable } from './report.js';
 import { controlCodec, MAX_CHUNK, MAX_CONTROL_MESSAGE, MAX_RING } from './requests.js';
 import type { BenchPlan } from './plan.js';
+import type { BenchResults } from './results.js';
 import { runBench } from './run.js';
 
 const DEFAULT_CHUNKS = '64,4KiB,64KiB,1MiB';
@@ -142,7 +143,7 @@ export const benchCommand: Command = {
       repeat: values.repeat !== undefined ? parseRepeat(values.repeat) : 1,
     };
 
-    let results: Awaited<ReturnType<typeof runBench>>;
+    let results: BenchResults;
     try {
       results = await runBench(plan, (text) => process.stderr.write(`${text}\n`));
     } catch (error) {
