@@ -28,6 +28,9 @@ async function shuttle(channel: Vchan, values: { 'recv-only'?: boolean; 'send-on
   return EXIT.ok;
 }
 
+/** The options listen and connect share: the channel's, the direction's and the peer domain. */
+const endOptions = { ...channelOptions, ...directionOptions, domain: { type: 'string', short: 'd' } } as const;
+
 export const listenCommand: Command = {
   name: 'listen',
   summary: 'serve one vchan client and join it to stdin/stdout',
@@ -48,13 +51,7 @@ example:
   async run(argv) {
     const { values } = parseArgs({
       args: argv,
-      options: {
-        ...channelOptions,
-        ...directionOptions,
-        domain: { type: 'string', short: 'd' },
-        'read-min': { type: 'string' },
-        'write-min': { type: 'string' },
-      },
+      options: { ...endOptions, 'read-min': { type: 'string' }, 'write-min': { type: 'string' } },
     });
     const domid = parseDomid(values.domain, '--domain');
     const server = createServer({
@@ -94,12 +91,7 @@ ${channelOptionsHelp}`,
   async run(argv) {
     const { values } = parseArgs({
       args: argv,
-      options: {
-        ...channelOptions,
-        ...directionOptions,
-        domain: { type: 'string', short: 'd' },
-        timeout: { type: 'string', short: 't', default: '10000' },
-      },
+      options: { ...endOptions, timeout: { type: 'string', short: 't', default: '10000' } },
     });
     const domid = parseDomid(values.domain, '--domain');
     const timeout = Number(values.timeout);
