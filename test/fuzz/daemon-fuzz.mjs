@@ -12,21 +12,12 @@ import { existsSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { openEventChannel } from '@xen-vchan/evtchn';
 import { openGntalloc } from '@xen-vchan/gntalloc';
-import {
-  encodeXsMessage,
-  SimConnection,
-  simDirectory,
-  simFiles,
-  XENSTORE_PAYLOAD_MAX,
-  XS_HEADER_BYTES,
-  XsMessageReader,
-  XsType,
-  xsStrings,
-} from '@xen-vchan/sim';
+import { encodeXsMessage, XENSTORE_PAYLOAD_MAX, XS_HEADER_BYTES, XsMessageReader, XsType, xsStrings } from '@xen-vchan/native';
+import { SimConnection, simDirectory, simFiles } from '@xen-vchan/sim';
 import { openXenStore } from '@xen-vchan/xenstore';
 import { random } from '../support/stream-data.mjs';
 
-/** @typedef {import('@xen-vchan/sim').XsMessage} XsMessage */
+/** @typedef {import('@xen-vchan/native').XsMessage} XsMessage */
 /**
  * A reply on the control socket: `ok` with the result, or `error` (the daemon is trusted to send
  * one of the two).

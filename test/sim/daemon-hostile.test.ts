@@ -8,7 +8,8 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openGntalloc } from '@xen-vchan/gntalloc';
 import { openXenStore } from '@xen-vchan/xenstore';
-import { encodeXsMessage, SimConnection, simFiles, XsMessageReader, XsType, xsStrings, type XsMessage } from '@xen-vchan/sim';
+import { encodeXsMessage, XsMessageReader, XsType, xsStrings, type XsMessage } from '@xen-vchan/native';
+import { SimConnection, simFiles } from '@xen-vchan/sim';
 
 /** The daemon's frame cap (MAX_FRAME_BYTES in packages/sim/src/protocol.ts). */
 const MAX_FRAME_BYTES = 4 << 20;

@@ -8,16 +8,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  encodeXsMessage,
-  SimConnection,
-  simFiles,
-  XsMessageReader,
-  XsType,
-  xsStrings,
-  splitXsStrings,
-  type XsMessage,
-} from '@xen-vchan/sim';
+import { encodeXsMessage, splitXsStrings, XsMessageReader, XsType, xsStrings, type XsMessage } from '@xen-vchan/native';
+import { SimConnection, simFiles } from '@xen-vchan/sim';
 import { openXenStore, type XenStore } from '@xen-vchan/xenstore';
 import { inDomain } from './domains.js';
 

@@ -4,6 +4,27 @@ export { loadAddon } from './addon.js';
 export { FdFinalizer } from './fds.js';
 export { PAGE_SIZE, PageSets, unmapNotifyAction, type MappedPages, type PageCalls } from './pages.js';
 export { chooseBackend, type BackendName, type BackendChoice } from './backend.js';
+export {
+  XsType,
+  XS_HEADER_BYTES,
+  XENSTORE_PAYLOAD_MAX,
+  XENSTORE_ABS_PATH_MAX,
+  encodeXsMessage,
+  XsMessageReader,
+  XsOversizedMessage,
+  xsStrings,
+  splitXsStrings,
+  type XsMessage,
+  type XsTypeName,
+} from './xenstore/wire.js';
+export {
+  formatXsPermission,
+  parseXsPermission,
+  isXsAccess,
+  MAX_PERMISSION_DOMID,
+  type XsAccess,
+  type XsPermission,
+} from './xenstore/permissions.js';
 
 /** Blocks this thread for `milliseconds`, for the rare waits inside synchronous device calls. */
 export function sleepSync(milliseconds: number): void {

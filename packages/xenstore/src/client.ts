@@ -1,5 +1,4 @@
-import { checkDomainId, invalidArgument, XenVchanError } from '@xen-vchan/native';
-import { splitXsStrings, XsType, xsStrings } from '@xen-vchan/sim';
+import { checkDomainId, invalidArgument, splitXsStrings, XenVchanError, XsType, xsStrings } from '@xen-vchan/native';
 import type { XenStoreConnection } from './connection.js';
 import { checkPath, NodeOperations } from './operations.js';
 import type { TransportKind } from './options.js';

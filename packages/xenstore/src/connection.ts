@@ -1,5 +1,4 @@
-import { errorCode, XenVchanError } from '@xen-vchan/native';
-import { encodeXsMessage, splitXsStrings, XsType, type XsMessage } from '@xen-vchan/sim';
+import { encodeXsMessage, errorCode, splitXsStrings, XenVchanError, XsType, type XsMessage } from '@xen-vchan/native';
 import { handleClosed, protocolError, transportError, xenstoreError } from './errors.js';
 import type { TransportKind } from './options.js';
 import type { Transport, TransportHandlers } from './transports/transport.js';

@@ -1,4 +1,4 @@
-import { XsType, xsStrings } from '@xen-vchan/sim';
+import { XsType, xsStrings } from '@xen-vchan/native';
 import { XenStore } from './client.js';
 import { XenStoreConnection } from './connection.js';
 import { xenstoreAdvice } from './errors.js';

@@ -1,5 +1,4 @@
-import { errorCode, invalidArgument, XenVchanError } from '@xen-vchan/native';
-import { splitXsStrings, XsType, xsStrings } from '@xen-vchan/sim';
+import { errorCode, invalidArgument, splitXsStrings, XenVchanError, XsType, xsStrings } from '@xen-vchan/native';
 import type { XenStoreConnection } from './connection.js';
 import { protocolError } from './errors.js';
 import { decodePermissions, encodePermissions, type Permission } from './permissions.js';

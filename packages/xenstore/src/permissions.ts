@@ -1,5 +1,13 @@
-import { invalidArgument, isGuestDomainId, MAX_GUEST_DOMID } from '@xen-vchan/native';
-import { formatXsPermission, isXsAccess, parseXsPermission, type XsAccess, type XsPermission } from '@xen-vchan/sim';
+import {
+  formatXsPermission,
+  invalidArgument,
+  isGuestDomainId,
+  isXsAccess,
+  MAX_GUEST_DOMID,
+  parseXsPermission,
+  type XsAccess,
+  type XsPermission,
+} from '@xen-vchan/native';
 
 /** Who may read or write a node: none, read, write or both (`n|r|w|b<domid>` on the wire). */
 export type Access = XsAccess;

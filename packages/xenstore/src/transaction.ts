@@ -1,5 +1,4 @@
-import { errorCode, invalidArgument, XenVchanError } from '@xen-vchan/native';
-import { XsType, xsStrings } from '@xen-vchan/sim';
+import { errorCode, invalidArgument, XenVchanError, XsType, xsStrings } from '@xen-vchan/native';
 import type { XenStoreConnection } from './connection.js';
 import { NodeOperations } from './operations.js';
 

@@ -1,4 +1,4 @@
-import { XsType, xsStrings } from '@xen-vchan/sim';
+import { XsType, xsStrings } from '@xen-vchan/native';
 import type { WatchRoute, XenStoreConnection } from './connection.js';
 
 export interface WatchEvent {

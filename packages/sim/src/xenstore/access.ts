@@ -1,5 +1,5 @@
 /** Who may do what to a node: xenstored's perm_for_conn. */
-import type { XsAccess, XsPermission } from './permissions.js';
+import type { XsAccess, XsPermission } from '@xen-vchan/native';
 
 export const READ = 1;
 export const WRITE = 2;

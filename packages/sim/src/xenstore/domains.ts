@@ -4,9 +4,9 @@
  * but owned by dom0, and `data`, owned by the domain, where it may write (vchan publishes there).
  * dom0 gets `domid` and `name` (Domain-0), as xen-init-dom0 writes them.
  */
+import type { XsPermission } from '@xen-vchan/native';
 import { makeDirectory, setPermissions, writeNode, type NodeChange, type RequestContext } from './node-operations.js';
 import { domainPath } from './node-path.js';
-import type { XsPermission } from './permissions.js';
 import type { NodeStore } from './store.js';
 
 /**

@@ -3,11 +3,11 @@
  * and changed through a NodeView, which is either the committed store or a transaction's view.
  * Every check comes before the first change, so a refused request changes nothing.
  */
+import { parseXsPermission, type XsPermission } from '@xen-vchan/native';
 import { SimFailure } from '../failure.js';
 import { OWNER, READ, rightsOf, WRITE } from './access.js';
 import { NODE_QUOTA, NODE_QUOTA_ERROR, PERMISSIONS_QUOTA } from './limits.js';
 import { baseName, canonicalPath, childPath, isValidNodePath, parentPath } from './node-path.js';
-import { parseXsPermission, type XsPermission } from './permissions.js';
 import type { NodeView, XsNode } from './store.js';
 
 /** A change that watches may fire for. */

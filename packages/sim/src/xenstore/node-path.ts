@@ -1,5 +1,5 @@
 /** XenStore path rules, as xenstored's is_valid_nodename and canonicalize apply them. */
-import { XENSTORE_ABS_PATH_MAX } from './wire.js';
+import { XENSTORE_ABS_PATH_MAX } from '@xen-vchan/native';
 
 const allowedCharacters = /^[A-Za-z0-9\-/_@]*$/;
 

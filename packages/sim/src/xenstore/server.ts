@@ -5,11 +5,11 @@
  */
 import { chmodSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { encodeXsMessage, XsMessageReader, XsOversizedMessage, XsType, xsStrings } from '@xen-vchan/native';
 import { peerPidOf } from '../addon.js';
 import type { SimFiles } from '../paths.js';
 import { XenStoreService, type XenStoreClient } from './service.js';
 import type { Transaction } from './transactions.js';
-import { encodeXsMessage, XsMessageReader, XsOversizedMessage, XsType, xsStrings } from './wire.js';
 
 /** How long a dropped connection may take to receive its last error before it is cut anyway. */
 const DROP_FLUSH_MS = 1000;

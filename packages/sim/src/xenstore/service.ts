@@ -7,7 +7,16 @@
  * SIM_DECLARE_DOMAIN with "<domid>\0"; anything else before it is refused and the connection
  * closed. Domain ids are claimed, not proven, like everything else in the simulation.
  */
-import { isGuestDomainId } from '@xen-vchan/native';
+import {
+  encodeXsMessage,
+  formatXsPermission,
+  isGuestDomainId,
+  splitXsStrings,
+  XENSTORE_PAYLOAD_MAX,
+  XsType,
+  xsStrings,
+  type XsMessage,
+} from '@xen-vchan/native';
 import { SimFailure } from '../failure.js';
 import { introduceDomain } from './domains.js';
 import {
@@ -23,11 +32,9 @@ import {
   type RequestContext,
 } from './node-operations.js';
 import { childPath, domainPath } from './node-path.js';
-import { formatXsPermission } from './permissions.js';
 import { NodeStore, type XsNode } from './store.js';
 import { TransactionTable, type Transaction } from './transactions.js';
 import { WatchTable, type Watcher } from './watches.js';
-import { encodeXsMessage, splitXsStrings, XENSTORE_PAYLOAD_MAX, XsType, xsStrings, type XsMessage } from './wire.js';
 
 /** One connection to the simulated XenStore. */
 export interface XenStoreClient extends Watcher {

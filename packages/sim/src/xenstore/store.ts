@@ -2,7 +2,7 @@
  * The XenStore tree: nodes by absolute path. Nodes are immutable values, replaced on every
  * change, so "has this node changed since?" is an identity comparison; transactions rely on it.
  */
-import type { XsPermission } from './permissions.js';
+import type { XsPermission } from '@xen-vchan/native';
 
 export interface XsNode {
   readonly value: Buffer;

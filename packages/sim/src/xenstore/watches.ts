@@ -6,12 +6,12 @@
  * message (XENSTORE_PAYLOAD_MAX) is not sent, as xenstored's add_event drops it: a long token on
  * a short watched path, then a long path written below it, must not break the watcher's framing.
  */
+import { encodeXsMessage, XENSTORE_ABS_PATH_MAX, XENSTORE_PAYLOAD_MAX, XsType, xsStrings } from '@xen-vchan/native';
 import { SimFailure } from '../failure.js';
 import { READ, rightsOf } from './access.js';
 import { WATCH_QUOTA } from './limits.js';
 import type { NodeChange } from './node-operations.js';
 import { canonicalPath, domainPath, isRelativePath, isSpecialPath, isValidNodePath, isWithin } from './node-path.js';
-import { encodeXsMessage, XENSTORE_ABS_PATH_MAX, XENSTORE_PAYLOAD_MAX, XsType, xsStrings } from './wire.js';
 
 /** Where a watch's events go: its connection. */
 export interface Watcher {

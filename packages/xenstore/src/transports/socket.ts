@@ -1,6 +1,5 @@
 import net from 'node:net';
-import { explainError, type XenVchanError } from '@xen-vchan/native';
-import { XENSTORE_PAYLOAD_MAX, XsMessageReader } from '@xen-vchan/sim';
+import { explainError, XENSTORE_PAYLOAD_MAX, XsMessageReader, type XenVchanError } from '@xen-vchan/native';
 import { connectionLost, protocolError } from '../errors.js';
 import type { Transport, TransportHandlers } from './transport.js';
 

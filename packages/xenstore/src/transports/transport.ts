@@ -1,5 +1,4 @@
-import type { XenVchanError } from '@xen-vchan/native';
-import type { XsMessage } from '@xen-vchan/sim';
+import type { XenVchanError, XsMessage } from '@xen-vchan/native';
 import type { TransportKind } from '../options.js';
 
 /** What a transport tells the connection above it. */

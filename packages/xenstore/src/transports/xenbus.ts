@@ -1,5 +1,4 @@
-import { explained, FdFinalizer, XenVchanError } from '@xen-vchan/native';
-import { XENSTORE_PAYLOAD_MAX, XS_HEADER_BYTES, XsMessageReader, XsType } from '@xen-vchan/sim';
+import { explained, FdFinalizer, XENSTORE_PAYLOAD_MAX, XenVchanError, XS_HEADER_BYTES, XsMessageReader, XsType } from '@xen-vchan/native';
 import { connectionLost, protocolError, transportError } from '../errors.js';
 import { addon, type Poller } from '../native.js';
 import { XENBUS_DEVICE } from '../options.js';

@@ -1,8 +1,8 @@
-import { isGuestDomainId, MAX_GUEST_DOMID } from '@xen-vchan/native';
+import { isGuestDomainId, MAX_GUEST_DOMID } from '../domains.js';
 
 /**
  * XenStore permissions in their wire form, `<n|r|w|b><domid>` (none, read, write, both), shared
- * by the simulated daemon and the client. The first entry names the owner, and its letter is what
+ * by the client and the simulated daemon, which both sit above this package. The first entry names the owner, and its letter is what
  * every domain without an entry of its own gets.
  */
 export type XsAccess = 'none' | 'read' | 'write' | 'both';

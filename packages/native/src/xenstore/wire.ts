@@ -1,6 +1,6 @@
 /**
- * The XenStore wire format (Xen's xs_wire.h), shared by the simulated daemon and the
- * @xen-vchan/xenstore client: it lives here because the simulation sits below the client.
+ * The XenStore wire format (Xen's xs_wire.h), shared by the @xen-vchan/xenstore client and the
+ * simulated daemon: it lives below both, so that the real client never needs the simulation.
  * A message is a 16-byte header {u32 type, u32 req_id, u32 tx_id, u32 len} in the host's byte
  * order, then `len` bytes of payload, usually NUL-terminated strings.
  */
