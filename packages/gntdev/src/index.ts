@@ -4,7 +4,9 @@ import { SimGntdev } from './sim.js';
 import { XenGntdev } from './xen.js';
 
 export type { CopyEnd, CopySegment, Gntdev, GntdevOptions, GrantMapping, UnmapNotifyOptions } from './interface.js';
-export { GNTDEV_DEVICE, GrantStatus } from './interface.js';
+export { GNTDEV_DEVICE } from './interface.js';
+// Grant-copy results per segment; Xen's GNTST_* numbers, which the simulation answers too.
+export { GrantStatus } from '@xen-vchan/native';
 export { SimGntdev } from './sim.js';
 export { XenGntdev } from './xen.js';
 

@@ -39,16 +39,6 @@ export interface CopySegment {
   length: number;
 }
 
-/** Grant-copy results per segment, as Xen's GNTST_* numbers them. */
-export const GrantStatus = {
-  okay: 0,
-  generalError: -1,
-  badDomain: -2,
-  badGntref: -4,
-  permissionDenied: -8,
-  badCopyArg: -10,
-} as const;
-
 /**
  * An open gntdev device: /dev/xen/gntdev (XenGntdev) or the simulation (SimGntdev). Both backends
  * keep this contract alike, and test/conformance/gntdev.test.ts holds them to it on each. Every
@@ -65,7 +55,7 @@ export interface Gntdev {
    * Throws EINVAL when Xen refuses a grant (not ours, ended, or read-only).
    */
   map(domid: number, refs: readonly number[], options?: { writable?: boolean }): GrantMapping;
-  /** Copies through the hypervisor without mapping. Returns one GrantStatus per segment. */
+  /** Copies through the hypervisor without mapping. Returns one GrantStatus (GNTST_*) per segment. */
   grantCopy(segments: readonly CopySegment[]): number[];
   /** Releases every mapping of this handle, then closes it (idempotent). */
   close(): void;

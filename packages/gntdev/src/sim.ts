@@ -1,8 +1,8 @@
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
-import { explained, PageSets } from '@xen-vchan/native';
+import { explained, GrantStatus, PageSets } from '@xen-vchan/native';
 import { mapPages, SimConnection, simDomid, unmapPages, type SimHandleRequest, type SimReplies } from '@xen-vchan/sim';
 import { checkCopyArguments, checkMapArguments, checkOpen, gntdevAdvice } from './checks.js';
-import { GrantStatus, type CopyEnd, type CopySegment, type GntdevOptions, type GrantMapping, type Gntdev } from './interface.js';
+import type { CopyEnd, CopySegment, GntdevOptions, GrantMapping, Gntdev } from './interface.js';
 
 export class SimGntdev implements Gntdev {
   readonly backend = 'sim' as const;

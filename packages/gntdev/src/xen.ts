@@ -1,6 +1,6 @@
 import { errorCode, explained, FdFinalizer, loadAddon, PAGE_SIZE, PageSets, sleepSync, unmapNotifyAction } from '@xen-vchan/native';
 import { checkCopyArguments, checkMapArguments, gntdevAdvice } from './checks.js';
-import { GNTDEV_DEVICE, GrantStatus, type CopySegment, type GrantMapping, type Gntdev } from './interface.js';
+import { GNTDEV_DEVICE, type CopySegment, type GrantMapping, type Gntdev } from './interface.js';
 
 interface GntdevAddon {
   open(path: string): number;
@@ -71,5 +71,3 @@ export class XenGntdev implements Gntdev {
     }
   }
 }
-
-export { GrantStatus };

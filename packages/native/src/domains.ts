@@ -4,6 +4,9 @@
  */
 export const DOMID_FIRST_RESERVED = 0x7ff0;
 
+/** The domain id that names the caller itself in hypercalls and XenStore requests (DOMID_SELF). */
+export const DOMID_SELF = DOMID_FIRST_RESERVED;
+
 /** The largest id a guest domain can have (32751). */
 export const MAX_GUEST_DOMID = DOMID_FIRST_RESERVED - 1;
 

@@ -1,8 +1,8 @@
 export { XenVchanError, abortError, checkDomainId, errorCode, explainError, explained, invalidArgument } from './errors.js';
-export { DOMID_FIRST_RESERVED, MAX_GUEST_DOMID, isGuestDomainId } from './domains.js';
+export { DOMID_FIRST_RESERVED, DOMID_SELF, MAX_GUEST_DOMID, isGuestDomainId } from './domains.js';
 export { loadAddon } from './addon.js';
 export { FdFinalizer } from './fds.js';
-export { PAGE_SIZE, PageSets, unmapNotifyAction, type MappedPages, type PageCalls } from './pages.js';
+export { GrantStatus, PAGE_SIZE, PageSets, unmapNotifyAction, type MappedPages, type PageCalls } from './pages.js';
 export { chooseBackend, type BackendName, type BackendChoice } from './backend.js';
 export {
   XsType,

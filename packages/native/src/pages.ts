@@ -4,6 +4,19 @@ import { invalidArgument } from './errors.js';
 export const PAGE_SIZE = 4096;
 
 /**
+ * Grant-operation results as Xen's grant_table.h numbers them (GNTST_*): what gntdev's grant copy
+ * reports per segment on Xen, and what the simulated hypervisor answers in their place.
+ */
+export const GrantStatus = {
+  okay: 0,
+  generalError: -1,
+  badDomain: -2,
+  badGntref: -4,
+  permissionDenied: -8,
+  badCopyArg: -10,
+} as const;
+
+/**
  * The action bits of gntalloc's and gntdev's SET_UNMAP_NOTIFY ioctl (UNMAP_NOTIFY_CLEAR_BYTE,
  * UNMAP_NOTIFY_SEND_EVENT in the kernel's uapi), for a notification that clears the byte or not
  * and sends an event on `port` if one is given.

@@ -1,15 +1,9 @@
-import { PAGE_SIZE } from '@xen-vchan/native';
+import { GrantStatus, PAGE_SIZE } from '@xen-vchan/native';
 import { SimFailure } from '../failure.js';
 import type { Replies, Requests } from '../protocol.js';
 import { pageOf, type GrantDriverParts, type Mapping } from './grant-table.js';
 import type { Client, Ending, HandleOf } from './handles.js';
 import { forEachSettled, runAll } from './settled.js';
-
-// Grant-copy statuses, as Xen's grant_table.h numbers them.
-const GNTST_OKAY = 0;
-const GNTST_BAD_DOMAIN = -2;
-const GNTST_BAD_GNTREF = -4;
-const GNTST_PERMISSION_DENIED = -8;
 
 /**
  * Linux's gntdev driver: a domain maps pages other domains granted it, may ask for an unmap
@@ -68,10 +62,10 @@ export class GntdevDevice {
     const handle = this.parts.handles.of(client, request.handle, 'gntdev');
     const grant = this.parts.grants.find(request.domid, request.ref);
     // Xen looks the domain up before the grant, and refuses a dying domain's pinned grant as well.
-    if (grant?.orphaned || this.parts.domains.seen.get(request.domid)?.destroyed) return { status: GNTST_BAD_DOMAIN };
-    if (!grant || (grant.released && grant.mappers === 0)) return { status: GNTST_BAD_GNTREF };
-    if (grant.grantee !== handle.domid || (request.write && !grant.writable)) return { status: GNTST_PERMISSION_DENIED };
-    return { status: GNTST_OKAY, page: pageOf(grant) };
+    if (grant?.orphaned || this.parts.domains.seen.get(request.domid)?.destroyed) return { status: GrantStatus.badDomain };
+    if (!grant || (grant.released && grant.mappers === 0)) return { status: GrantStatus.badGntref };
+    if (grant.grantee !== handle.domid || (request.write && !grant.writable)) return { status: GrantStatus.permissionDenied };
+    return { status: GrantStatus.okay, page: pageOf(grant) };
   }
 
   /** Unmaps every mapping of the handle, each even if another fails. */

@@ -8,6 +8,7 @@
  * closed. Domain ids are claimed, not proven, like everything else in the simulation.
  */
 import {
+  DOMID_SELF,
   encodeXsMessage,
   formatXsPermission,
   isGuestDomainId,
@@ -52,8 +53,6 @@ interface Reply {
 }
 
 const OK = xsStrings('OK');
-/** DOMID_SELF, which IS_DOMAIN_INTRODUCED always answers "T" for. */
-const DOMID_SELF = 0x7ff0;
 const typeNames = new Map<number, string>(Object.entries(XsType).map(([name, type]) => [type, name]));
 /** Message types of xs_wire.h the simulation does not implement: they serve toolstacks and xenstored's own upkeep. */
 const unsupported = new Set<number>([
@@ -212,6 +211,7 @@ export class XenStoreService {
         // xenstored's XS_FLAG_PRIV: checked before the payload is read.
         if (domid !== 0) throw new SimFailure('EACCES', 'only dom0 may ask whether a domain is introduced');
         const asked = atoiDomid(oneArgument(message));
+        // IS_DOMAIN_INTRODUCED always answers "T" for DOMID_SELF, as xenstored does.
         return { payload: xsStrings(asked === DOMID_SELF || this.domains.has(asked) ? 'T' : 'F') };
       }
       case XsType.GET_DOMAIN_PATH: {
