@@ -8,6 +8,9 @@ export default defineConfig({
     exclude: ['test/xen/**', '**/node_modules/**'],
     setupFiles: ['test/support/setup.ts'],
     pool: 'forks',
+    // The packages run as Node loads them for a user, not through Vite: a backend loaded on first
+    // use with require() (lazyModule) must meet the same module instances the tests import.
+    server: { deps: { external: [/\/packages\/[^/]+\/dist\//] } },
     testTimeout: 20_000,
     hookTimeout: 20_000,
     env: { XEN_VCHAN_BACKEND: process.env.XEN_VCHAN_BACKEND ?? 'sim' },

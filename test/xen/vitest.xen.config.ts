@@ -30,6 +30,9 @@ export default defineConfig({
     env: { XEN_VCHAN_BACKEND: process.env.XEN_VCHAN_BACKEND ?? 'xen' },
     reporters: ['verbose'],
     pool: 'forks',
+    // The packages run as Node loads them for a user, not through Vite: a backend loaded on first
+    // use with require() (lazyModule) must meet the same module instances the tests import.
+    server: { deps: { external: [/\/packages\/[^/]+\/dist\//] } },
     maxWorkers: 1,
     fileParallelism: false,
     testTimeout: 60_000,

@@ -1,6 +1,7 @@
 export { XenVchanError, abortError, checkDomainId, errorCode, explainError, explained, invalidArgument } from './errors.js';
 export { DOMID_FIRST_RESERVED, DOMID_SELF, MAX_GUEST_DOMID, isGuestDomainId } from './domains.js';
 export { loadAddon } from './addon.js';
+export { lazyModule } from './lazy.js';
 export { FdFinalizer } from './fds.js';
 export { GrantStatus, PAGE_SIZE, PageSets, unmapNotifyAction, type MappedPages, type PageCalls } from './pages.js';
 export { chooseBackend, type BackendName, type BackendChoice } from './backend.js';

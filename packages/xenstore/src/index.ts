@@ -3,7 +3,6 @@ import { XenStore } from './client.js';
 import { XenStoreConnection } from './connection.js';
 import { xenstoreAdvice } from './errors.js';
 import { chooseTransport, xenstoredSocketPath, type XenStoreOptions } from './options.js';
-import { connectSim } from './transports/sim.js';
 import { connectSocket } from './transports/socket.js';
 import { XenbusTransport } from './transports/xenbus.js';
 
@@ -48,6 +47,8 @@ export async function openXenStore(options: XenStoreOptions = {}): Promise<XenSt
       connection.attach(new XenbusTransport(connection));
       return new XenStore(connection, kind, null);
     case 'sim': {
+      // Loaded here only, so that a process on Xen never loads @xen-vchan/sim or its addon.
+      const { connectSim } = await import('./transports/sim.js');
       const { transport, domid } = await connectSim(options, connection);
       connection.attach(transport);
       try {
