@@ -82,8 +82,8 @@ export function loadAddon<T>(packageRoot: string | URL, name: string): T {
     throw new XenVchanError(
       'ERR_ADDON_LOAD',
       `The ${name} addon ${file} was found but could not be loaded on ${platform()}: ${(error as Error).message}. ` +
-        `A prebuild needs glibc 2.17 or later and libstdc++ (GLIBCXX 3.4.21, GCC 5 or later); a file compiled on another ` +
-        `machine or Node ABI must be rebuilt here (\`npm rebuild\`, or \`pnpm install\` in the repository).`,
+        `The prebuilds need glibc 2.17 and libstdc++ from GCC 5 (GLIBCXX_3.4.21) or later; a file compiled on another ` +
+        `machine must be rebuilt here (\`npm rebuild\`, or \`pnpm install\` in the repository).`,
       { cause: error },
     );
   }

@@ -15,11 +15,44 @@
 
 namespace xen_vchan {
 
+// Every Linux errno by its name, as glibc's strerrorname_np() gives it (aliases such as
+// EWOULDBLOCK take the name of the value they equal, EAGAIN). A table of our own and not that
+// function because it only appeared in glibc 2.32: the prebuilt addons would not load on older
+// guests (Debian 11, Ubuntu 20.04), and musl has no such function at all.
+#define XEN_VCHAN_ERRNO_NAMES(X) \
+    X(EPERM) X(ENOENT) X(ESRCH) X(EINTR) X(EIO) X(ENXIO) X(E2BIG) X(ENOEXEC) X(EBADF) X(ECHILD) X(EAGAIN) \
+    X(ENOMEM) X(EACCES) X(EFAULT) X(ENOTBLK) X(EBUSY) X(EEXIST) X(EXDEV) X(ENODEV) X(ENOTDIR) X(EISDIR) \
+    X(EINVAL) X(ENFILE) X(EMFILE) X(ENOTTY) X(ETXTBSY) X(EFBIG) X(ENOSPC) X(ESPIPE) X(EROFS) X(EMLINK) \
+    X(EPIPE) X(EDOM) X(ERANGE) X(EDEADLK) X(ENAMETOOLONG) X(ENOLCK) X(ENOSYS) X(ENOTEMPTY) X(ELOOP) X(ENOMSG) \
+    X(EIDRM) X(ECHRNG) X(EL2NSYNC) X(EL3HLT) X(EL3RST) X(ELNRNG) X(EUNATCH) X(ENOCSI) X(EL2HLT) X(EBADE) \
+    X(EBADR) X(EXFULL) X(ENOANO) X(EBADRQC) X(EBADSLT) X(EBFONT) X(ENOSTR) X(ENODATA) X(ETIME) X(ENOSR) \
+    X(ENONET) X(ENOPKG) X(EREMOTE) X(ENOLINK) X(EADV) X(ESRMNT) X(ECOMM) X(EPROTO) X(EMULTIHOP) X(EDOTDOT) \
+    X(EBADMSG) X(EOVERFLOW) X(ENOTUNIQ) X(EBADFD) X(EREMCHG) X(ELIBACC) X(ELIBBAD) X(ELIBSCN) X(ELIBMAX) \
+    X(ELIBEXEC) X(EILSEQ) X(ERESTART) X(ESTRPIPE) X(EUSERS) X(ENOTSOCK) X(EDESTADDRREQ) X(EMSGSIZE) \
+    X(EPROTOTYPE) X(ENOPROTOOPT) X(EPROTONOSUPPORT) X(ESOCKTNOSUPPORT) X(EOPNOTSUPP) X(EPFNOSUPPORT) \
+    X(EAFNOSUPPORT) X(EADDRINUSE) X(EADDRNOTAVAIL) X(ENETDOWN) X(ENETUNREACH) X(ENETRESET) X(ECONNABORTED) \
+    X(ECONNRESET) X(ENOBUFS) X(EISCONN) X(ENOTCONN) X(ESHUTDOWN) X(ETOOMANYREFS) X(ETIMEDOUT) X(ECONNREFUSED) \
+    X(EHOSTDOWN) X(EHOSTUNREACH) X(EALREADY) X(EINPROGRESS) X(ESTALE) X(EUCLEAN) X(ENOTNAM) X(ENAVAIL) \
+    X(EISNAM) X(EREMOTEIO) X(EDQUOT) X(ENOMEDIUM) X(EMEDIUMTYPE) X(ECANCELED) X(ENOKEY) X(EKEYEXPIRED) \
+    X(EKEYREVOKED) X(EKEYREJECTED) X(EOWNERDEAD) X(ENOTRECOVERABLE) X(ERFKILL) X(EHWPOISON)
+
+inline const char* ErrnoName(int err) {
+  switch (err) {
+#define XEN_VCHAN_ERRNO_CASE(name) \
+  case name:                       \
+    return #name;
+    XEN_VCHAN_ERRNO_NAMES(XEN_VCHAN_ERRNO_CASE)
+#undef XEN_VCHAN_ERRNO_CASE
+    default:
+      return nullptr;
+  }
+}
+
 // Throws a JS Error carrying `code` (the errno name), `errno` and `syscall`. The TypeScript layer
 // adds the advice a user needs (what the limit is, which device is missing, ...), because only it
 // knows which operation the user asked for.
 inline Napi::Value ThrowErrno(Napi::Env env, int err, const char* syscall) {
-  const char* name = strerrorname_np(err);
+  const char* name = ErrnoName(err);
   std::string code = name ? name : "E" + std::to_string(err);
   Napi::Error error = Napi::Error::New(env, code + ": " + strerror(err) + " (" + syscall + ")");
   error.Set("code", Napi::String::New(env, code));
