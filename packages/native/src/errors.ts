@@ -1,12 +1,39 @@
 import { isGuestDomainId, MAX_GUEST_DOMID } from './domains.js';
 
+/**
+ * The `code`s of xen-vchan's own errors, listed so that an editor offers them; each package's
+ * README says when each is thrown. The type stays open: the devices and XenStore report any errno
+ * name (ENOSPC, EACCES, ...) under its own name.
+ */
+export type XenVchanErrorCode =
+  | 'ERR_INVALID_ARG_VALUE'
+  | 'ERR_ADDON_MISSING'
+  | 'ERR_ADDON_LOAD'
+  | 'ERR_SERVER_ALREADY_LISTEN'
+  | 'ERR_STREAM_DESTROYED'
+  | 'ERR_STREAM_PREMATURE_CLOSE'
+  | 'ERR_RPC_NO_METHOD'
+  | 'ERR_RPC_ENCODE'
+  | 'ERR_RPC_REMOTE'
+  | 'ERR_TRANSACTION_ENDED'
+  | 'ABORT_ERR'
+  | 'ETIMEDOUT'
+  | 'ENOENT'
+  | 'ECONNREFUSED'
+  | 'ECONNRESET'
+  | 'EPIPE'
+  | 'EPROTO'
+  | 'EMSGSIZE'
+  | 'ESIMDOWN'
+  | (string & {});
+
 /** Error type of every xen-vchan package: a stable `code` to branch on and a message that says what to do. */
 export class XenVchanError extends Error {
-  readonly code: string;
+  readonly code: XenVchanErrorCode;
   declare readonly syscall?: string;
   declare readonly errno?: number;
 
-  constructor(code: string, message: string, options: { syscall?: string; errno?: number; cause?: unknown } = {}) {
+  constructor(code: XenVchanErrorCode, message: string, options: { syscall?: string; errno?: number; cause?: unknown } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'XenVchanError';
     this.code = code;

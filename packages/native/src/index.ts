@@ -1,4 +1,13 @@
-export { XenVchanError, abortError, checkDomainId, errorCode, explainError, explained, invalidArgument } from './errors.js';
+export {
+  XenVchanError,
+  type XenVchanErrorCode,
+  abortError,
+  checkDomainId,
+  errorCode,
+  explainError,
+  explained,
+  invalidArgument,
+} from './errors.js';
 export { DOMID_FIRST_RESERVED, DOMID_SELF, MAX_GUEST_DOMID, isGuestDomainId } from './domains.js';
 export { loadAddon } from './addon.js';
 export { lazyModule } from './lazy.js';

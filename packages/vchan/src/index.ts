@@ -1,4 +1,4 @@
-export { XenVchanError, errorCode } from '@xen-vchan/native';
+export { XenVchanError, type XenVchanErrorCode, errorCode } from '@xen-vchan/native';
 export { Vchan, type VchanStats, type VchanOptions, type VchanDeadlines, type WaitOptions } from './stream.js';
 export { createServer, VchanServer, type ServerOptions, type ServerEvents } from './server.js';
 export { connect, type ConnectOptions } from './connect.js';

@@ -6,7 +6,7 @@ import { chooseTransport, xenstoredSocketPath, type XenStoreOptions } from './op
 import { connectSocket } from './transports/socket.js';
 import { XenbusTransport } from './transports/xenbus.js';
 
-export { XenVchanError, errorCode } from '@xen-vchan/native';
+export { XenVchanError, type XenVchanErrorCode, errorCode } from '@xen-vchan/native';
 export { XenStore } from './client.js';
 export { Transaction, type TransactionOptions } from './transaction.js';
 export { Watch, type WatchEvent } from './watch.js';

@@ -1,6 +1,6 @@
 // A user's TypeScript program: the install test copies it into a new app and type-checks it
 // (tsc --noEmit, skipLibCheck off) against the types of the installed tarballs.
-import { connect, createServer, errorCode, type ServerOptions, type Vchan, XenVchanError } from '@xen-vchan/vchan';
+import { connect, createServer, errorCode, type ServerOptions, type Vchan, XenVchanError, type XenVchanErrorCode } from '@xen-vchan/vchan';
 // @ts-expect-error: the package's modules are reached through its exports only, never by file.
 import type {} from '@xen-vchan/vchan/dist/stream.js';
 import { chooseOrders } from '@xen-vchan/vchan/internal';
@@ -14,7 +14,8 @@ export async function exchange(options: ServerOptions): Promise<string> {
     for await (const chunk of channel) text += String(chunk);
     return text;
   } catch (error) {
-    if (error instanceof XenVchanError && error.code === 'ETIMEDOUT') return '';
+    const timedOut: XenVchanErrorCode = 'ETIMEDOUT';
+    if (error instanceof XenVchanError && error.code === timedOut) return '';
     throw new Error(`failed with ${errorCode(error) ?? 'no code'}`, { cause: error });
   } finally {
     await server.close();
