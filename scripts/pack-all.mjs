@@ -4,11 +4,33 @@
 // `workspace:*` to the version, runs each addon package's prepack (the prebuilds, for the targets
 // in XEN_VCHAN_PREBUILD_TARGETS) and the beforePacking hook of .pnpmfile.cjs.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(fileURLToPath(new URL('..', import.meta.url)));
+
+/**
+ * tsc -b never deletes what a removed or renamed source once produced, and such a file would ship
+ * (and its map would point at a source the tarball lacks). Removes every dist/ output whose
+ * src/ TypeScript is gone; nothing that still has a source is touched, so concurrent users of
+ * dist/ are safe.
+ */
+function removeStaleOutputs(packageDir) {
+  const dist = path.join(packageDir, 'dist');
+  if (!existsSync(dist)) return;
+  for (const entry of readdirSync(dist, { recursive: true })) {
+    const file = String(entry);
+    const stem = file.match(/^(.*?)(\.d)?\.js(\.map)?$|^(.*?)\.d\.ts(\.map)?$/);
+    if (!stem) continue;
+    const source = path.join(packageDir, 'src', `${stem[1] ?? stem[4]}.ts`);
+    if (!existsSync(source)) {
+      rmSync(path.join(dist, file));
+      console.log(`pack:all: removed ${path.relative(root, path.join(dist, file))} (its source is gone)`);
+    }
+  }
+}
+for (const name of readdirSync(path.join(root, 'packages'))) removeStaleOutputs(path.join(root, 'packages', name));
 const destination = path.resolve(root, process.env.XEN_VCHAN_PACK_DIR || 'packs');
 mkdirSync(destination, { recursive: true });
 for (const file of readdirSync(destination)) {

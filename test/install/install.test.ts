@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 /** The package that provides the `vchan` bin. */
-const CLI_PACKAGE = '@xen-vchan/vchan';
+const CLI_PACKAGE = '@xen-vchan/cli';
 /** The library an application depends on. */
 const LIBRARY = '@xen-vchan/vchan';
 
@@ -216,7 +216,7 @@ describe('install like a user', () => {
       expect(entries.has('LICENSE') && entries.has('README.md'), `${what}LICENSE and README.md`).toBe(true);
       expect(manifest.repository?.directory, what).toMatch(/^packages\//);
       expect(manifest.os, what).toEqual(['linux']);
-      expect(manifest.engines?.node, what).toBe('>=20');
+      expect(manifest.engines?.node, what).toBe('^20.19.0 || >=22.12.0');
       // The declared entry points exist in the tarball.
       const targets = [
         manifest.types,
