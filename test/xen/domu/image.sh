@@ -26,7 +26,21 @@ cd "$root"
     [ -d "$pkg/node_modules" ] && find "$pkg/node_modules" -maxdepth 2 -type l
   done
   find node_modules/@xen-vchan -maxdepth 1 -type l
-  find node_modules/.pnpm/eventemitter3@*/node_modules/eventemitter3 -type f
+  # The packages' third-party runtime dependencies, read from their manifests so a new one
+  # reaches the guest too (node-addon-api is C++ headers, needed only to compile).
+  for dep in $(node -e '
+    const fs = require("node:fs");
+    const names = new Set();
+    for (const dir of fs.readdirSync("packages")) {
+      const manifest = JSON.parse(fs.readFileSync(`packages/${dir}/package.json`, "utf8"));
+      for (const [name, range] of Object.entries(manifest.dependencies ?? {}))
+        if (!range.startsWith("workspace:") && name !== "node-addon-api") names.add(name);
+    }
+    console.log([...names].join("\n"));'); do
+    found=$(find node_modules/.pnpm -maxdepth 4 -path "node_modules/.pnpm/${dep/\//+}@*/node_modules/$dep" | head -1)
+    [ -n "$found" ] || xen_die "runtime dependency $dep is not installed: run pnpm install"
+    find "$found/" -type f
+  done
   for dir in test/xen/domu test/xen/domains test/interop examples; do
     [ -d "$dir" ] && find "$dir" -maxdepth 1 -name '*.mjs'
   done
