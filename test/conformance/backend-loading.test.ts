@@ -4,7 +4,7 @@
 // the whole public API and opens every device and XenStore, then reports what it holds.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,13 +19,33 @@ const run = promisify(execFile);
 
 interface LoadedModules {
   outcomes: Record<string, string>;
+  backends: Record<string, string>;
   scripts: string[];
   addons: string[];
 }
 
-async function loadedModules(env: Record<string, string>): Promise<LoadedModules> {
-  const { stdout } = await run(process.execPath, [script], { cwd: root, env: { ...process.env, ...env } });
+/** Runs the script with `env` over this process's environment; an undefined value removes the variable. */
+async function loadedModules(env: Record<string, string | undefined>): Promise<LoadedModules> {
+  const merged: NodeJS.ProcessEnv = { ...process.env, ...env };
+  for (const [name, value] of Object.entries(env)) if (value === undefined) delete merged[name];
+  const { stdout } = await run(process.execPath, [script], { cwd: root, env: merged });
   return JSON.parse(stdout) as LoadedModules;
+}
+
+/** A simulation folder of the test's own, stopped and removed afterwards on either backend. */
+async function withSimDirectory(body: (directory: string) => Promise<void>): Promise<void> {
+  const directory = path.join('/dev/shm', `xen-vchan-test-${os.userInfo().uid}`, randomUUID().slice(0, 8));
+  try {
+    await body(directory);
+  } finally {
+    // No folder: nothing started a daemon there (auto chose Xen).
+    if (existsSync(directory)) {
+      const sim = SimConnection.open(directory);
+      sim.call('stop', {});
+      sim.close();
+    }
+    rmSync(directory, { recursive: true, force: true });
+  }
 }
 
 const fromSim = (report: LoadedModules) => report.scripts.filter((file) => file.startsWith('sim/'));
@@ -46,9 +66,7 @@ describe('loading the simulation', () => {
   });
 
   it('loads the simulation, JavaScript and addon, once the sim backend is chosen', async () => {
-    // A folder of its own, so that this daemon is stopped and removed here on either backend.
-    const directory = path.join('/dev/shm', `xen-vchan-test-${os.userInfo().uid}`, randomUUID().slice(0, 8));
-    try {
+    await withSimDirectory(async (directory) => {
       const report = await loadedModules({ XEN_VCHAN_BACKEND: 'sim', XEN_VCHAN_SIM_DIR: directory });
       expect(report.outcomes).toEqual({ gntalloc: 'opened', gntdev: 'opened', evtchn: 'opened', xenstore: 'opened' });
       expect(fromSim(report)).toEqual(expect.arrayContaining(['sim/index.js', 'sim/addon.js']));
@@ -56,12 +74,25 @@ describe('loading the simulation', () => {
         expect.arrayContaining(['gntalloc/sim.js', 'gntdev/sim.js', 'evtchn/sim.js', 'xenstore/transports/sim.js']),
       );
       expect(report.addons).toContain('xen_vchan_sim.node');
-    } finally {
-      const sim = SimConnection.open(directory);
-      sim.call('stop', {});
-      sim.close();
-      rmSync(directory, { recursive: true, force: true });
-    }
+    });
+  });
+
+  it('takes one backend for every device of a process by default (auto: Xen exactly when /dev/xen exists)', async () => {
+    // Deciding per device once paired a simulated gntalloc with the real XenStore in a guest that
+    // lacked one module; the guest side of that is in test/xen/two-guests.test.ts.
+    await withSimDirectory(async (directory) => {
+      const report = await loadedModules({ XEN_VCHAN_BACKEND: undefined, XEN_VCHAN_SIM_DIR: directory });
+      expect(report.outcomes).toEqual({ gntalloc: 'opened', gntdev: 'opened', evtchn: 'opened', xenstore: 'opened' });
+      const devices = existsSync('/dev/xen') ? 'xen' : 'sim';
+      expect(devices).toBe(backend);
+      expect(report.backends).toEqual({
+        gntalloc: devices,
+        gntdev: devices,
+        evtchn: devices,
+        xenstore: devices === 'sim' ? 'sim' : expect.stringMatching(/^(socket|xenbus)$/),
+      });
+      expect(fromSim(report).length > 0).toBe(devices === 'sim');
+    });
   });
 
   it('says which Node to use when this one cannot require() an ES module', async () => {

@@ -1,7 +1,7 @@
 import { chooseBackend } from '@xen-vchan/native';
 
 /** The backend this run tests: the same suite runs on 'sim' and, under the harness, on 'xen'. */
-export const backend = chooseBackend(undefined, '/dev/xen/evtchn');
+export const backend = chooseBackend();
 
 /**
  * Domain ids the tests play. On the simulation each process claims one; on Xen the harness runs

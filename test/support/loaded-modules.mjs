@@ -1,6 +1,6 @@
 // Run as a process of its own (test/conformance/backend-loading.test.ts): imports the whole public
-// API, opens each device and XenStore on the backend XEN_VCHAN_BACKEND names, and prints as JSON
-// what each open gave and which of our modules and addons the process then holds. V8 reports
+// API, opens each device and XenStore on the backend XEN_VCHAN_BACKEND names (or auto), and prints
+// as JSON what each open gave, the backend each handle took, and which of our modules and addons the process then holds. V8 reports
 // every script it has compiled once its debugger is enabled, ES modules loaded through require()
 // included, and every addon is a mapped file of the process; neither can miss a module that a
 // hook on one loader (import or require) would not see.
@@ -13,16 +13,22 @@ import { openGntdev } from '@xen-vchan/gntdev';
 import '@xen-vchan/vchan';
 import { openXenStore } from '@xen-vchan/xenstore';
 
-/** @typedef {{ outcomes: Record<string, string>; scripts: string[]; addons: string[] }} LoadedModules */
+/** @typedef {{ outcomes: Record<string, string>; backends: Record<string, string>; scripts: string[]; addons: string[] }} LoadedModules */
+
+/** @type {Record<string, string>} which backend (XenStore: transport) each handle that opened uses */
+const backends = {};
 
 /**
  * 'opened', or the code of what opening threw.
- * @param {() => { close(): void } | Promise<{ close(): void }>} open
+ * @param {string} name
+ * @param {() => { close(): void; backend?: string; transport?: string } | Promise<{ close(): void; backend?: string; transport?: string }>} open
  * @returns {Promise<string>}
  */
-async function outcome(open) {
+async function outcome(name, open) {
   try {
-    (await open()).close();
+    const handle = await open();
+    backends[name] = String(handle.backend ?? handle.transport);
+    handle.close();
     return 'opened';
   } catch (error) {
     return String(/** @type {{ code?: unknown }} */ (error).code);
@@ -30,10 +36,10 @@ async function outcome(open) {
 }
 
 const outcomes = {
-  gntalloc: await outcome(() => openGntalloc()),
-  gntdev: await outcome(() => openGntdev()),
-  evtchn: await outcome(() => openEventChannel()),
-  xenstore: await outcome(() => openXenStore()),
+  gntalloc: await outcome('gntalloc', () => openGntalloc()),
+  gntdev: await outcome('gntdev', () => openGntdev()),
+  evtchn: await outcome('evtchn', () => openEventChannel()),
+  xenstore: await outcome('xenstore', () => openXenStore()),
 };
 
 /** @type {string[]} */
@@ -53,5 +59,5 @@ const scripts = urls.flatMap((url) => {
 const addons = [...new Set(readFileSync('/proc/self/maps', 'utf8').match(/\S+\.node$/gm) ?? [])].map((file) => path.basename(file));
 
 /** @type {LoadedModules} */
-const report = { outcomes, scripts, addons };
+const report = { outcomes, backends, scripts, addons };
 console.log(JSON.stringify(report));

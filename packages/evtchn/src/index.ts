@@ -1,5 +1,5 @@
 import { chooseBackend, lazyModule } from '@xen-vchan/native';
-import { EVTCHN_DEVICE, type EventChannel, type EventChannelOptions } from './interface.js';
+import type { EventChannel, EventChannelOptions } from './interface.js';
 import { XenEventChannel } from './xen.js';
 
 export type { EventChannel, EventChannelEvents, EventChannelOptions } from './interface.js';
@@ -16,5 +16,5 @@ const simBackend = lazyModule<typeof import('./sim.js')>(import.meta.url, './sim
  * ('sim'). With the default 'auto', Xen is used exactly when the device exists.
  */
 export function openEventChannel(options: EventChannelOptions = {}): EventChannel {
-  return chooseBackend(options.backend, EVTCHN_DEVICE) === 'sim' ? new (simBackend().SimEventChannel)(options) : new XenEventChannel();
+  return chooseBackend(options.backend) === 'sim' ? new (simBackend().SimEventChannel)(options) : new XenEventChannel();
 }

@@ -1,5 +1,5 @@
 import { chooseBackend, lazyModule } from '@xen-vchan/native';
-import { GNTALLOC_DEVICE, type Gntalloc, type GntallocOptions } from './interface.js';
+import type { Gntalloc, GntallocOptions } from './interface.js';
 import { XenGntalloc } from './xen.js';
 
 export type { Gntalloc, GntallocOptions, SharedPages, UnmapNotifyOptions } from './interface.js';
@@ -17,5 +17,5 @@ const simBackend = lazyModule<typeof import('./sim.js')>(import.meta.url, './sim
  * like fs.openSync: these are quick system calls.
  */
 export function openGntalloc(options: GntallocOptions = {}): Gntalloc {
-  return chooseBackend(options.backend, GNTALLOC_DEVICE) === 'sim' ? new (simBackend().SimGntalloc)(options) : new XenGntalloc();
+  return chooseBackend(options.backend) === 'sim' ? new (simBackend().SimGntalloc)(options) : new XenGntalloc();
 }

@@ -1,5 +1,5 @@
 import { chooseBackend, lazyModule } from '@xen-vchan/native';
-import { GNTDEV_DEVICE, type Gntdev, type GntdevOptions } from './interface.js';
+import type { Gntdev, GntdevOptions } from './interface.js';
 import { XenGntdev } from './xen.js';
 
 export type { CopyEnd, CopySegment, Gntdev, GntdevOptions, GrantMapping, UnmapNotifyOptions } from './interface.js';
@@ -18,5 +18,5 @@ const simBackend = lazyModule<typeof import('./sim.js')>(import.meta.url, './sim
  * With the default 'auto', Xen is used exactly when the device exists.
  */
 export function openGntdev(options: GntdevOptions = {}): Gntdev {
-  return chooseBackend(options.backend, GNTDEV_DEVICE) === 'sim' ? new (simBackend().SimGntdev)(options) : new XenGntdev();
+  return chooseBackend(options.backend) === 'sim' ? new (simBackend().SimGntdev)(options) : new XenGntdev();
 }

@@ -13,7 +13,7 @@ export { loadAddon } from './addon.js';
 export { lazyModule } from './lazy.js';
 export { FdFinalizer } from './fds.js';
 export { GrantStatus, PAGE_SIZE, PageSets, unmapNotifyAction, type MappedPages, type PageCalls } from './pages.js';
-export { chooseBackend, type BackendName, type BackendChoice } from './backend.js';
+export { chooseBackend, XEN_DEVICE_DIRECTORY, type BackendName, type BackendChoice } from './backend.js';
 export {
   XsType,
   XS_HEADER_BYTES,

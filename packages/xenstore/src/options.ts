@@ -33,6 +33,6 @@ export function chooseTransport(options: XenStoreOptions): TransportKind {
   if (choice !== 'auto') {
     throw invalidArgument(`Unknown XenStore transport "${String(choice)}": use "auto", "socket", "xenbus" or "sim".`);
   }
-  if (chooseBackend(undefined, XENBUS_DEVICE) === 'sim') return 'sim';
+  if (chooseBackend() === 'sim') return 'sim';
   return existsSync(xenstoredSocketPath(options.socketPath)) ? 'socket' : 'xenbus';
 }
