@@ -116,7 +116,8 @@ async function writer({ bytes, chunk, ring }) {
     `transport: ${format(received.bytes)} in ${received.seconds.toFixed(2)} s, ${(received.bytes / 2 ** 20 / received.seconds).toFixed(0)} MiB/s`,
   );
   if (ok) console.log(`check: all ${format(bytes)} arrived intact and in order (compared in place with the pattern, seed ${seed})`);
-  else if (received.firstMismatch !== null) console.log(`check: FAILED, the piece received at offset ${received.firstMismatch} differs from what was sent (seed ${seed})`);
+  else if (received.firstMismatch !== null)
+    console.log(`check: FAILED, the piece received at offset ${received.firstMismatch} differs from what was sent (seed ${seed})`);
   else console.log(`check: FAILED, ${received.bytes} bytes arrived of ${bytes} sent`);
   const stats = channel.stats();
   console.log(`writer: ${stats.eventsSent} events sent, ${stats.eventsReceived} received, ${stats.writeStalls} waits for a full ring`);
