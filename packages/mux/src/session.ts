@@ -394,6 +394,10 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost, 
       this.emit('goaway');
       return;
     }
+    if (length !== GoAwayCode.ProtocolError && length !== GoAwayCode.InternalError) {
+      this.violation(`a go-away with the unknown code ${length}`);
+      return;
+    }
     this.reader.stop();
     const error =
       length === GoAwayCode.ProtocolError
@@ -401,9 +405,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost, 
             'EPROTO',
             'The peer ended the yamux session with go-away (protocol error): it found a frame of ours it did not accept. Is it speaking yamux version 0, in the other role?',
           )
-        : length === GoAwayCode.InternalError
-          ? new XenVchanError('ECONNRESET', 'The peer ended the yamux session with go-away (internal error): something failed on its side.')
-          : protocolError(`a go-away with the unknown code ${length}`);
+        : new XenVchanError('ECONNRESET', 'The peer ended the yamux session with go-away (internal error): something failed on its side.');
     this.endWith(error);
   }
 

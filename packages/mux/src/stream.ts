@@ -59,13 +59,6 @@ export class MuxStream extends Duplex {
     this.acknowledged = !openedHere;
   }
 
-  /** The grant that tops the peer's allowance back up to the whole window, or 0 while under half of it is used (Go's batching). */
-  private windowDelta(): number {
-    const max = this.host.maxWindow;
-    const delta = max - this.readableLength - this.recvWindow;
-    return delta >= max / 2 ? delta : 0;
-  }
-
   /** Sends SYN (we open) or ACK (we accept), with whatever window beyond the initial one we grant. */
   sendOpenOrAccept(flag: number): void {
     const delta = Math.max(0, this.host.maxWindow - this.readableLength - this.recvWindow);
@@ -74,11 +67,21 @@ export class MuxStream extends Duplex {
   }
 
   override _read(): void {
-    if (this.remoteFin || this.resetByPeer || this.host.closedReason) return;
-    const delta = this.windowDelta();
-    if (delta === 0) return;
+    // Node calls _read from read() before it takes the bytes out of the buffer, and calls it no
+    // more until we push: if the peer's window is used up, nothing would ever be pushed. So the
+    // buffer is looked at again once this read() has taken its bytes.
+    if (!this.grantWindow()) process.nextTick(() => this.grantWindow());
+  }
+
+  /** Grants the peer what the consumer has taken, in batches of at least half the window (as Go's yamux). */
+  private grantWindow(): boolean {
+    if (this.remoteFin || this.resetByPeer || this.destroyed || this.host.closedReason) return false;
+    const max = this.host.maxWindow;
+    const delta = max - this.readableLength - this.recvWindow;
+    if (delta < max / 2) return false;
     this.recvWindow += delta;
     this.host.sendFrame(FrameType.WindowUpdate, 0, this.id, delta);
+    return true;
   }
 
   /** A piece of a Data frame's body; the session checked the frame fits the window. */
