@@ -12,10 +12,12 @@
 //   framing  MessageChannel and RpcPeer against random lengths, bytes and JSON in frames.
 //   daemon   the simulation daemon's sockets against random frames from one client while
 //            another keeps working.
+//   mux      a yamux session (@xen-vchan/mux) against a raw peer writing seeded frames, valid and
+//            malformed (mux-fuzz.mjs): EPROTO within 1 s of a violation, bounded buffers.
 // Our side must never crash or hang, must only ever fail with the codes allowed, must close within
 // 1 s of a definite violation, must keep the event loop turning, and must end with all its
 // resources back.
-//   node test/fuzz/fuzz.mjs [--seconds 10] [--seed 1] [--parts ring,waiting,close,framing,daemon]
+//   node test/fuzz/fuzz.mjs [--seconds 10] [--seed 1] [--parts ring,waiting,close,framing,daemon,mux]
 import { parseArgs } from 'node:util';
 import { connect, createServer } from '@xen-vchan/vchan';
 import { SimConnection } from '@xen-vchan/sim';
@@ -23,6 +25,7 @@ import { Peer } from '../support/peer.mjs';
 import { random } from '../support/stream-data.mjs';
 import { fuzzDaemon } from './daemon-fuzz.mjs';
 import { fuzzFraming } from './framing-fuzz.mjs';
+import { fuzzMux } from './mux-fuzz.mjs';
 
 /** @typedef {import('@xen-vchan/vchan').Vchan} Vchan */
 /** @typedef {import('@xen-vchan/vchan').VchanServer} VchanServer */
@@ -67,7 +70,7 @@ const SIZES = [0, 1024, 4096, 65536, 1 << 20];
  * The share of the run each part gets.
  * @type {Record<string, number>}
  */
-const PARTS = { ring: 0.35, waiting: 0.15, close: 0.2, framing: 0.15, daemon: 0.15 };
+const PARTS = { ring: 0.35, waiting: 0.15, close: 0.2, framing: 0.15, daemon: 0.15, mux: 0.1 };
 
 /** How long any one step may take before the fuzzer calls it a hang (a failure, never a stuck run). */
 const STEP_MS = 10_000;
@@ -491,7 +494,7 @@ function fuzzClose(options) {
 }
 
 /** @type {Record<string, (options: PartOptions) => Promise<PartReport>>} */
-const RUNNERS = { ring: fuzzRing, waiting: fuzzWaiting, close: fuzzClose, framing: fuzzFraming, daemon: fuzzDaemon };
+const RUNNERS = { ring: fuzzRing, waiting: fuzzWaiting, close: fuzzClose, framing: fuzzFraming, daemon: fuzzDaemon, mux: fuzzMux };
 
 /**
  * Runs the parts one after the other, each for its share of `seconds`, each with its own seed.
