@@ -48,7 +48,16 @@ describe('malformed frames end the session with EPROTO', () => {
     ],
     ['a huge length (no allocation)', [SYN_ODD, frame(FrameType.Data, 0, 1, 0xffff_ffff)], /4294967295 bytes/],
     ['a stream id reused', [SYN_ODD, frame(FrameType.WindowUpdate, Flag.RST, 1, 0), SYN_ODD], /opened stream 1 again/],
-    ['a lower stream id than before', [frame(FrameType.WindowUpdate, Flag.SYN, 7, 0), SYN_ODD], /opened stream 1 again/],
+    [
+      'a skipped stream id opened twice',
+      [
+        frame(FrameType.WindowUpdate, Flag.SYN, 7, 0),
+        frame(FrameType.WindowUpdate, Flag.SYN, 3, 0),
+        frame(FrameType.WindowUpdate, Flag.SYN, 3, 0),
+      ],
+      /opened stream 3 again/,
+    ],
+    ['stream ids skipped past the bound', [frame(FrameType.WindowUpdate, Flag.SYN, 1 + 2 * 1025, 0)], /more than 1024 lower ids unopened/],
     ['a stream id of the wrong parity', [frame(FrameType.WindowUpdate, Flag.SYN, 2, 0)], /even id, which only this side \(the server\)/],
     ['a frame for a stream never opened', [frame(FrameType.Data, 0, 9, 1, Buffer.alloc(1))], /stream 9, which was never opened/],
     ['data on stream 0', [frame(FrameType.Data, Flag.SYN, 0, 0)], /for stream 0/],
@@ -109,6 +118,17 @@ describe('what a peer may send without breaking the protocol', () => {
     await expect.poll(() => log.headers.find((h) => h.type === FrameType.Ping)).toMatchObject({ flags: Flag.ACK, length: 42 });
     expect(errors).toEqual([]);
     expect(session.closedReason).toBe(null);
+    session.destroy();
+  });
+
+  it('SYNs out of order, as Go sends them for streams opened at once, each open a stream', async () => {
+    const { session, raw, errors } = await againstRaw('server');
+    const accepted: number[] = [];
+    session.on('stream', (stream) => accepted.push(stream.id));
+    for (const id of [5, 1, 9, 3, 7]) raw.write(frame(FrameType.WindowUpdate, Flag.SYN, id, 0));
+    await expect.poll(() => accepted.length).toBe(5);
+    expect(accepted).toEqual([5, 1, 9, 3, 7]);
+    expect(errors).toEqual([]);
     session.destroy();
   });
 

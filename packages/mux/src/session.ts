@@ -15,6 +15,12 @@ import { MuxStream, type StreamHost } from './stream.js';
 const MAX_OWED_CONTROL_BYTES = 64 * 1024;
 /** How long an ended transport may take to flush our last frames before it is destroyed. */
 const FLUSH_MS = 1000;
+/**
+ * How many stream ids the peer may skip and open later. Out-of-order SYNs come from streams
+ * being opened at the same moment, so a few suffice; the bound keeps a peer that jumps ids from
+ * making us remember them all.
+ */
+const MAX_SKIPPED_IDS = 1024;
 
 export interface SessionEvents {
   /** A stream the peer opened, accepted (taken from the backlog) as it is handed over. */
@@ -70,8 +76,14 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost, 
   private readonly pings = new Map<number, PendingPing>();
   private nextPingId = 0;
   private nextStreamId: number;
-  /** The highest id the peer has opened: its new ids must grow past it. */
-  private lastRemoteId = 0;
+  /** The highest id the peer has opened (before any: the id below its first, -1 or 0). */
+  private lastRemoteId: number;
+  /**
+   * Ids below lastRemoteId that the peer skipped and may still open. Go's yamux takes ids in order
+   * but sends each SYN from the goroutine that opened the stream, so SYNs can arrive out of order;
+   * an id is new exactly when it is above lastRemoteId or one of these. Bounded by MAX_SKIPPED_IDS.
+   */
+  private readonly skippedRemoteIds = new Set<number>();
   /** Where the body of the Data frame being read goes (null: discarded), and whether FIN follows it. */
   private bodyTarget: MuxStream | null = null;
   private bodyFin = false;
@@ -90,6 +102,7 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost, 
     this.role = this.options.role;
     this.maxWindow = this.options.maxStreamWindow;
     this.nextStreamId = this.role === 'client' ? 1 : 2;
+    this.lastRemoteId = this.role === 'client' ? 0 : -1;
     this.transport = transport;
     this.reader = new FrameReader({
       header: (header) => this.onHeader(header),
@@ -284,9 +297,17 @@ export class Session extends EventEmitter<SessionEvents> implements StreamHost, 
         return this.violation(
           `the peer opened stream ${id}, an ${id % 2 ? 'odd' : 'even'} id, which only this side (the ${this.role}) may use`,
         );
-      if (id <= this.lastRemoteId)
-        return this.violation(`the peer opened stream ${id} again (ids must grow; the last was ${this.lastRemoteId})`);
-      this.lastRemoteId = id;
+      if (id > this.lastRemoteId) {
+        const skipped = (id - this.lastRemoteId) / 2 - 1;
+        if (this.skippedRemoteIds.size + skipped > MAX_SKIPPED_IDS)
+          return this.violation(
+            `the peer opened stream ${id}, leaving more than ${MAX_SKIPPED_IDS} lower ids unopened (the last it opened was ${this.lastRemoteId})`,
+          );
+        for (let gap = this.lastRemoteId + 2; gap < id; gap += 2) this.skippedRemoteIds.add(gap);
+        this.lastRemoteId = id;
+      } else if (!this.skippedRemoteIds.delete(id)) {
+        return this.violation(`the peer opened stream ${id} again`);
+      }
       const accepted = this.incoming(id);
       if (!accepted) return this.skip(type, length);
       stream = accepted;
