@@ -52,11 +52,11 @@ export function ringEnds(
   // The client writes the left ring and reads the right one; the server the other way round.
   return side === 'server'
     ? {
-        reader: new RingReader(words, ControlPage.LEFT_CONS, ControlPage.LEFT_PROD, left, leftCons),
-        writer: new RingWriter(words, ControlPage.RIGHT_PROD, ControlPage.RIGHT_CONS, right, rightProd),
+        reader: new RingReader(control, ControlPage.LEFT_CONS, ControlPage.LEFT_PROD, left, leftCons),
+        writer: new RingWriter(control, ControlPage.RIGHT_PROD, ControlPage.RIGHT_CONS, right, rightProd),
       }
     : {
-        reader: new RingReader(words, ControlPage.RIGHT_CONS, ControlPage.RIGHT_PROD, right, rightCons),
-        writer: new RingWriter(words, ControlPage.LEFT_PROD, ControlPage.LEFT_CONS, left, leftProd),
+        reader: new RingReader(control, ControlPage.RIGHT_CONS, ControlPage.RIGHT_PROD, right, rightCons),
+        writer: new RingWriter(control, ControlPage.LEFT_PROD, ControlPage.LEFT_CONS, left, leftProd),
       };
 }

@@ -1,7 +1,7 @@
 import { Duplex, type DuplexOptions } from 'node:stream';
 import { XenVchanError } from '@xen-vchan/native';
 import { abortError, deadlineOption, protocolError } from './errors.js';
-import { LIVE_CONNECTED, LIVE_GONE, LIVE_WAITING, NOTIFY_READ, NOTIFY_WRITE } from './layout.js';
+import { LIVE_CONNECTED, LIVE_GONE, LIVE_WAITING } from './layout.js';
 import type { VchanLink } from './link.js';
 
 /** What a channel has done so far. */
@@ -209,9 +209,9 @@ const wholeMessages = new WeakMap<Uint8Array, QueuedMessage>();
  * Every event is only a hint: each wake-up re-reads the shared state, and every value the peer
  * controls is validated (a violation destroys the stream with EPROTO).
  *
- * Events are batched: the peer is told about moved indices when half a ring has moved, or when
- * this side is about to wait or stop, never later. A peer that asked to be woken is therefore
- * always woken before this side could need it to act.
+ * The ring protocol itself (how much is ready or free, asking to be woken, when the peer is told,
+ * and the memory model) is in ring.ts; this class decides when to take those steps for a Node
+ * stream, and sends the events the ring ends say are due.
  */
 export class Vchan extends Duplex {
   private link: VchanLink | null;
@@ -226,9 +226,6 @@ export class Vchan extends Duplex {
   private movedSinceYield = 0;
   private readonly readSpin = new SpinPolicy();
   private readonly writeSpin = new SpinPolicy();
-  /** Bytes consumed / produced since the peer was last told. */
-  private consumedUntold = 0;
-  private producedUntold = 0;
   private readonly counters: VchanStats = {
     bytesRead: 0,
     bytesWritten: 0,
@@ -612,18 +609,14 @@ export class Vchan extends Duplex {
     this.counters.eventsSent++;
   }
 
-  /** Tells a writer waiting for space that we consumed, if it asked. */
+  /** Tells a writer waiting for space that we consumed, if it asked (before we wait or stop). */
   private tellConsumed(link: VchanLink): void {
-    if (this.consumedUntold === 0) return;
-    this.consumedUntold = 0;
-    if (link.control.takeWakeRequest(NOTIFY_READ)) this.notifyPeer(link);
+    if (link.reader.tellPeer()) this.notifyPeer(link);
   }
 
-  /** Tells a reader waiting for data that we produced, if it asked. */
+  /** Tells a reader waiting for data that we produced, if it asked (before we wait or stop). */
   private tellProduced(link: VchanLink): void {
-    if (this.producedUntold === 0) return;
-    this.producedUntold = 0;
-    if (link.control.takeWakeRequest(NOTIFY_WRITE)) this.notifyPeer(link);
+    if (link.writer.tellPeer()) this.notifyPeer(link);
   }
 
   private pull(): void {
@@ -678,8 +671,7 @@ export class Vchan extends Duplex {
       const count = link.reader.readInto(buffer, ready);
       this.counters.bytesRead += count;
       this.movedSinceYield += count;
-      this.consumedUntold += count;
-      if (this.consumedUntold >= link.reader.size / 2) this.tellConsumed(link);
+      if (link.reader.tellIfDue()) this.notifyPeer(link);
       this.wantsData = this.deliver(buffer);
     }
   }
@@ -699,13 +691,9 @@ export class Vchan extends Duplex {
     });
   };
 
-  /**
-   * Asks the peer for an event when it writes, then looks once more (it may have written before it
-   * saw the request). True if the ring is still empty and we now sleep until the event.
-   */
+  /** True if the ring is still empty once the peer was asked for an event, and we now sleep until it. */
   private sleepForData(link: VchanLink): boolean {
-    link.control.requestWake(NOTIFY_WRITE);
-    if (link.reader.available() > 0) return false;
+    if (link.reader.askToBeWokenThenLook() > 0) return false;
     this.counters.readStalls++;
     this.readSpin.slept();
     this.stallWatch?.arm();
@@ -760,8 +748,7 @@ export class Vchan extends Duplex {
         this.tellProduced(link);
         free = this.writeSpin.spin(() => link.writer.space(), needed);
         if (free < needed) {
-          link.control.requestWake(NOTIFY_READ);
-          free = link.writer.space(); // it may have been consumed before our request was seen
+          free = link.writer.askToBeWokenThenLook();
           if (free < needed) {
             this.counters.writeStalls++;
             this.writeSpin.slept();
@@ -772,8 +759,7 @@ export class Vchan extends Duplex {
       }
       const count = link.writer.writeFrom(chunk.subarray(pending.offset), free);
       this.counters.bytesWritten += count;
-      this.producedUntold += count;
-      if (this.producedUntold >= link.writer.size / 2) this.tellProduced(link);
+      if (link.writer.tellIfDue()) this.notifyPeer(link);
       pending.offset += count;
       if (pending.offset === chunk.length) {
         pending.chunk++;
