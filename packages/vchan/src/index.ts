@@ -1,5 +1,13 @@
 export { XenVchanError, type XenVchanErrorCode, errorCode } from '@xen-vchan/native';
-export { Vchan, type VchanStats, type VchanOptions, type VchanDeadlines, type WaitOptions } from './stream.js';
+export {
+  Vchan,
+  type VchanStats,
+  type VchanOptions,
+  type VchanDeadlines,
+  type WaitOptions,
+  type VchanView,
+  type ViewOptions,
+} from './stream.js';
 export { createServer, VchanServer, type ServerOptions, type ServerEvents } from './server.js';
 export { connect, type ConnectOptions } from './connect.js';
 export type { BackendOptions } from './options.js';

@@ -61,6 +61,71 @@ export interface WaitOptions {
   timeout?: number;
 }
 
+/** Options of `Vchan.views()`. */
+export interface ViewOptions {
+  /** Ends the loop with ABORT_ERR (`cause`: the signal's reason) when it aborts while waiting for bytes. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Bytes of the read ring, read in place (see `Vchan.views()`). The consumer index moves past them
+ * only when they are released, so the peer cannot reuse them while the view is held; it can still
+ * write into them, since the page is shared.
+ */
+export interface VchanView {
+  /**
+   * The bytes, in the ring itself: treat them as read-only (on the client side the ring is
+   * mapped read-only, and a write there kills the process). Once the view is released, reading
+   * `bytes` throws ERR_VCHAN_VIEW_RELEASED; an array taken from it before then still points into
+   * the ring, where the peer writes what comes next (or is empty once the channel closed).
+   */
+  readonly bytes: Uint8Array;
+  /** Whether release() was called (or the loop moved on, which releases). */
+  readonly released: boolean;
+  /** Hands the bytes back: the consumer index moves past them. A second call does nothing. */
+  release(): void;
+}
+
+/** A view and what releasing it does: the ring side is Vchan's. */
+class RingView implements VchanView {
+  #bytes: Uint8Array | null;
+
+  constructor(
+    bytes: Uint8Array,
+    private readonly onRelease: (count: number) => void,
+  ) {
+    this.#bytes = bytes;
+  }
+
+  get bytes(): Uint8Array {
+    if (!this.#bytes) {
+      throw new XenVchanError(
+        'ERR_VCHAN_VIEW_RELEASED',
+        'This view was released (by release() or by the loop moving on): its bytes now belong to the peer. Copy what you need to keep before releasing.',
+      );
+    }
+    return this.#bytes;
+  }
+
+  get released(): boolean {
+    return this.#bytes === null;
+  }
+
+  release(): void {
+    const bytes = this.#bytes;
+    if (!bytes) return;
+    this.#bytes = null;
+    this.onRelease(bytes.length);
+  }
+}
+
+function readModeError(doing: string): XenVchanError {
+  return new XenVchanError(
+    'ERR_VCHAN_READ_MODE',
+    `${doing}: a vchan is read either as a stream (read(), 'data', 'readable', pipe, async iteration of the stream, recv()) or through views(), not both, since each would take bytes the other expects.`,
+  );
+}
+
 /** Checks the deadline options and keeps only those given (for createServer() and connect()). */
 export function vchanDeadlines(options: VchanDeadlines): VchanDeadlines {
   return {
@@ -239,6 +304,12 @@ export class Vchan extends Duplex {
   /** Armed while the stream waits on the peer (see stallTimeout); null when off. */
   private readonly stallWatch: Watchdog | null;
   private finalCalled = false;
+  /** How this channel is read, fixed by the first read: copies through the Readable, or views(). */
+  private readMode: 'none' | 'stream' | 'views' = 'none';
+  /** A views() loop is running (one at a time). */
+  private viewing = false;
+  /** Wakes a views() loop waiting for bytes, the peer, an abort or the end. */
+  private viewWaiter: (() => void) | null = null;
 
   constructor(link: VchanLink, options: VchanOptions = {}) {
     const { closeTimeout, stallTimeout, ...duplexOptions } = options;
@@ -443,6 +514,142 @@ export class Vchan extends Duplex {
   }
 
   /**
+   * Zero-copy reads: iterates over the read ring's bytes in place, one view at a time, each up to
+   * what is ready and at most up to the ring's end. A view stays valid until it is released, and
+   * the consumer index (so the peer's room to write) moves only then: by `view.release()`, by the
+   * loop asking for the next view, or by leaving the loop (break, return, throw). So a loop that
+   * holds a view holds back the peer: backpressure, as a full stream buffer would.
+   *
+   * The peer can still write into a view's bytes (the page is shared): copy what you validate
+   * before acting on it. The loop ends (done) once the peer closed and everything it wrote was
+   * viewed, or once this side ended; it throws what destroys the channel (EPROTO, ECONNRESET,
+   * ETIMEDOUT, ...), ABORT_ERR when `signal` aborts while it waits for bytes, and
+   * ERR_STREAM_PREMATURE_CLOSE if the channel is destroyed without an error.
+   *
+   * A channel is read one way: views() after the stream was read (read(), 'data', pipe, recv(),
+   * ...) throws ERR_VCHAN_READ_MODE, and so does a second loop while one runs; reading the stream
+   * once views() was called destroys the channel with that error. Successive loops are fine.
+   */
+  views(options: ViewOptions = {}): AsyncGenerator<VchanView, void, undefined> {
+    if (this.readMode === 'stream') throw readModeError('views() was called on a vchan whose stream was read');
+    if (this.viewing) throw readModeError('views() was called while another views() loop runs on this vchan');
+    this.readMode = 'views';
+    this.viewing = true;
+    return this.viewLoop(options.signal);
+  }
+
+  private async *viewLoop(signal: AbortSignal | undefined): AsyncGenerator<VchanView, void, undefined> {
+    const onAbort = () => this.wakeViewer();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let view: VchanView | null = null;
+    try {
+      for (;;) {
+        view = await this.nextView(signal);
+        if (!view) return;
+        yield view;
+        view.release();
+      }
+    } finally {
+      view?.release();
+      signal?.removeEventListener('abort', onAbort);
+      this.viewWaiter = null;
+      this.viewing = false;
+    }
+  }
+
+  /** The next view, or null at the end; waits for the peer as long as the ring is empty. */
+  private async nextView(signal: AbortSignal | undefined): Promise<VchanView | null> {
+    const link = this.link;
+    if (link && this.movedSinceYield >= Math.max(link.reader.size, MIN_BYTES_PER_TURN)) {
+      // As pull() does: a peer that refills as fast as we view would otherwise keep this loop in
+      // microtasks for ever; after a ring's worth, timers and other I/O get their turn.
+      this.tellConsumed(link);
+      await new Promise((resolve) => setImmediate(resolve));
+      this.movedSinceYield = 0;
+    }
+    for (;;) {
+      if (signal?.aborted) {
+        throw abortError(
+          signal.reason,
+          'The wait for the next view',
+          'Nothing was taken from the ring; a later views() loop gets the bytes.',
+        );
+      }
+      const link = this.link;
+      if (!link) {
+        if (this.errored) throw this.errored;
+        if (this.ended) return null;
+        throw new XenVchanError('ERR_STREAM_PREMATURE_CLOSE', 'The vchan was destroyed while views() read it.');
+      }
+      let found: VchanView | 'wait' | null;
+      try {
+        found = this.lookForView(link);
+      } catch (error) {
+        this.destroy(error as Error);
+        throw error;
+      }
+      if (found !== 'wait') return found;
+      await new Promise<void>((resolve) => (this.viewWaiter = resolve));
+    }
+  }
+
+  /**
+   * One look at the ring for views(), in pull()'s order: liveness first, then the index, so data
+   * written before the peer closed is still viewed. 'wait' once the peer was asked to wake us.
+   */
+  private lookForView(link: VchanLink): VchanView | 'wait' | null {
+    const closedByPeer = this.peerLive(link) === LIVE_GONE;
+    let ready = link.reader.available();
+    if (ready === 0) {
+      this.movedSinceYield = 0;
+      this.tellConsumed(link);
+      if (this.vanished && !closedByPeer) throw this.vanished;
+      if (closedByPeer) {
+        this.endViews();
+        return null;
+      }
+      // The loop asked for more after its own reaction to the last view: a peer that answers
+      // within microseconds is caught here without an event either way.
+      ready = this.readSpin.spin(() => link.reader.available(), 1);
+      if (ready === 0) ready = link.reader.askToBeWokenThenLook();
+      if (ready === 0) {
+        this.counters.readStalls++;
+        this.readSpin.slept();
+        this.stallWatch?.arm();
+        return 'wait';
+      }
+    }
+    return new RingView(link.reader.view(ready), (count) => this.viewReleased(link, count));
+  }
+
+  private viewReleased(link: VchanLink, count: number): void {
+    // Once the link is closed its rings are unmapped and its indices no longer ours to move.
+    if (this.link !== link) return;
+    this.guard(() => {
+      link.reader.consume(count);
+      this.counters.bytesRead += count;
+      this.movedSinceYield += count;
+      if (link.reader.tellIfDue()) this.notifyPeer(link);
+    });
+  }
+
+  /** The peer closed and everything was viewed: the readable side ends, and the channel closes as a drained stream does. */
+  private endViews(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.push(null);
+    // Nobody reads the (empty) Readable: resume() lets it emit 'end', which ends the writable
+    // side (no half-close) and so closes the link. read() on an ended stream never calls _read().
+    this.resume();
+  }
+
+  private wakeViewer(): void {
+    const waiting = this.viewWaiter;
+    this.viewWaiter = null;
+    waiting?.();
+  }
+
+  /**
    * @internal The peer's domain no longer exists and nobody cleared its live byte: what it put into
    * the ring is still read, then the stream fails with `error` (writes fail with it at once).
    */
@@ -453,6 +660,11 @@ export class Vchan extends Duplex {
   }
 
   override _read(): void {
+    if (this.readMode === 'views') {
+      this.destroy(readModeError('The stream was read while views() reads this channel'));
+      return;
+    }
+    this.readMode = 'stream';
     this.wantsData = true;
     this.guard(() => this.pull());
   }
@@ -530,7 +742,8 @@ export class Vchan extends Duplex {
    */
   private takeWhatIsLeft(): void {
     const link = this.link;
-    if (!link || this.ended) return;
+    // A views() reader takes its bytes itself; there is no stream buffer to put them in.
+    if (!link || this.ended || this.readMode === 'views') return;
     let left = link.reader.available();
     // push() may run user code that closes the stream; stop as soon as the link is gone.
     while (left > 0 && this.link === link) {
@@ -568,6 +781,10 @@ export class Vchan extends Duplex {
   private service(): void {
     this.guard(() => {
       this.flush();
+      if (this.readMode === 'views') {
+        this.wakeViewer();
+        return;
+      }
       if (this.link && (this.wantsData || this.vanished || this.peerLive(this.link) === LIVE_GONE)) this.pull();
     });
   }
@@ -707,7 +924,7 @@ export class Vchan extends Duplex {
    */
   private waitingOnPeer(): 'room' | 'data' | null {
     if (this.pending !== null) return 'room';
-    if (this.wantsData && !this.ended) return 'data';
+    if ((this.wantsData || this.viewWaiter !== null) && !this.ended) return 'data';
     return null;
   }
 
@@ -780,6 +997,7 @@ export class Vchan extends Duplex {
     const link = this.link;
     if (!link) return;
     this.link = null;
+    this.wakeViewer();
     link.events.off('event', this.onEvent);
     link.events.off('error', this.onEventsFailed);
     link.close(this.vanished !== null || link.control.peerLive === LIVE_GONE);
