@@ -31,7 +31,7 @@ interface Results {
   targets: { id: string; pass: boolean | null; ratio: number | null }[];
 }
 
-const ALL = ['vchan', 'unix', 'tcp', 'c-ring', 'c-ring-spin'];
+const ALL = ['vchan', 'vchan-views', 'unix', 'tcp', 'c-ring', 'c-ring-spin'];
 
 describe('vchan bench', () => {
   it('runs a quick sweep of every transport and writes the table, the JSON and the chart', { timeout: 30_000 }, async () => {
@@ -57,6 +57,7 @@ describe('vchan bench', () => {
           expect(row!.bytes).toBeGreaterThan(0);
         }
       }
+      if (transport === 'vchan-views') continue; // a way of reading, for throughput only
       const latency = results.latency.find((row) => row.transport === transport);
       expect(latency, `${transport} latency`).toBeDefined();
       expect(latency!.roundTrips).toBeGreaterThan(0);
@@ -65,7 +66,13 @@ describe('vchan bench', () => {
     expect(results.rpc.map((row) => row.transport).sort()).toEqual(['unix', 'vchan']);
     for (const row of results.rpc) expect(row.sequential.calls).toBeGreaterThan(0);
     // The targets are computed and shown, whatever they say on this machine.
-    expect(results.targets.map((target) => target.id)).toEqual(['throughput-vs-unix', 'throughput-vs-c-ring', 'round-trip-vs-unix']);
+    expect(results.targets.map((target) => target.id)).toEqual([
+      'throughput-vs-unix',
+      'throughput-vs-c-ring',
+      'zero-copy-vs-unix',
+      'zero-copy-vs-c-ring',
+      'round-trip-vs-unix',
+    ]);
     for (const target of results.targets) expect(target.ratio).toBeGreaterThan(0);
 
     expect(existsSync(chart)).toBe(true);
@@ -115,8 +122,9 @@ describe('vchan bench', () => {
       expect(code).toBe(0);
       const results = JSON.parse(readFileSync(json, 'utf8')) as Results;
       expect(results.setup.mode).toBe('remote');
-      expect(results.transports.sort()).toEqual(['tcp', 'unix', 'vchan']);
+      expect(results.transports.sort()).toEqual(['tcp', 'unix', 'vchan', 'vchan-views']);
       expect(results.throughput.find((row) => row.transport === 'vchan')?.bytes).toBeGreaterThan(0);
+      expect(results.throughput.find((row) => row.transport === 'vchan-views')?.bytes).toBeGreaterThan(0);
       expect(await served).toBe(0);
     } finally {
       serving.kill();
@@ -143,12 +151,13 @@ describe('vchan bench', () => {
     const results = JSON.parse(readFileSync(json, 'utf8')) as Results & { setup: { cRing: boolean; cRingLeftOut?: string } };
     expect(results.setup.cRing).toBe(false);
     expect(results.setup.cRingLeftOut).toMatch(note);
-    expect(results.transports.sort()).toEqual(['tcp', 'unix', 'vchan']);
+    expect(results.transports.sort()).toEqual(['tcp', 'unix', 'vchan', 'vchan-views']);
     for (const transport of ['vchan', 'unix', 'tcp']) {
       const row = results.throughput.find((candidate) => candidate.transport === transport);
       expect(row?.verified, transport).toBe(true);
       expect(results.latency.find((candidate) => candidate.transport === transport)?.roundTrips, transport).toBeGreaterThan(0);
     }
+    expect(results.throughput.find((candidate) => candidate.transport === 'vchan-views')?.verified).toBe(true);
     expect(results.throughput.filter((row) => row.transport.startsWith('c-ring'))).toEqual([]);
     expect(results.targets.find((target) => target.id === 'throughput-vs-c-ring')?.pass).toBeNull();
   });

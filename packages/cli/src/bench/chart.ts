@@ -129,7 +129,7 @@ export function renderChart(results: BenchResults): string {
   const sections: string[] = [];
   const present = (ids: Transport[]) => ids.filter((id) => results.transports.includes(id));
 
-  const throughputSeries = present(['vchan', 'c-ring', 'c-ring-spin', 'unix', 'tcp']);
+  const throughputSeries = present(['vchan', 'vchan-views', 'c-ring', 'c-ring-spin', 'unix', 'tcp']);
   for (const ring of results.setup.rings) {
     const groups: Group[] = results.setup.chunks.map((chunk) => ({
       label: `${formatSize(chunk)} writes`,

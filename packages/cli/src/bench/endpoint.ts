@@ -18,6 +18,8 @@ export type StreamTransport = 'vchan' | 'unix' | 'tcp';
 export type Role =
   | { role: 'send'; chunk: number; seconds: number }
   | { role: 'receive' }
+  /** vchan only: receive through Vchan.views(), checking the bytes where they are in the ring. */
+  | { role: 'receive-views' }
   | { role: 'ping'; size: number; seconds: number }
   | { role: 'pong' }
   | { role: 'rpc-serve' }
@@ -118,7 +120,7 @@ export class Endpoint {
   /** The pattern a role sends or checks, if it is one that does; maxChunk is at most MAX_CHUNK (requests.ts). */
   private patternFor(request: { role: Role; maxChunk?: number; seed?: number }): Pattern | null {
     const { role, seed = 1 } = request;
-    if (role.role !== 'send' && role.role !== 'receive') return null;
+    if (role.role !== 'send' && role.role !== 'receive' && role.role !== 'receive-views') return null;
     const extra = Math.max(PATTERN_MINIMUM, request.maxChunk ?? 0, role.role === 'send' ? role.chunk : 0);
     if (!this.pattern || this.pattern.extra < extra || this.pattern.seed !== seed) this.pattern = new Pattern(extra, seed);
     return this.pattern;
@@ -265,6 +267,10 @@ async function play(stream: Duplex, transport: StreamTransport, role: Role, patt
       break;
     case 'receive':
       result = await roles.receive(stream, pattern!);
+      break;
+    case 'receive-views':
+      if (!vchan) throw protocolError(`the role receive-views reads a vchan, not a ${transport} stream`);
+      result = await roles.receiveViews(vchan, pattern!);
       break;
     case 'ping':
       result = await roles.ping(stream, role.size, role.seconds);

@@ -58,23 +58,30 @@ export class Measurements {
     return 'done (not counted)';
   }
 
-  async streamThroughput(transport: StreamTransport, chunk: number, ring: number | null): Promise<string> {
+  /** `reads: 'views'` (vchan only) receives through Vchan.views(), as the row 'vchan-views'. */
+  async streamThroughput(
+    transport: StreamTransport,
+    chunk: number,
+    ring: number | null,
+    reads: 'copy' | 'views' = 'copy',
+  ): Promise<string> {
     const [sender, receiver] = await this.measure(
       transport,
       { role: 'send', chunk, seconds: this.plan.seconds },
-      { role: 'receive' },
+      { role: reads === 'views' ? 'receive-views' : 'receive' },
       ring ?? undefined,
     );
+    const row: Transport = reads === 'views' ? 'vchan-views' : transport;
     const sent = sender.result as SendResult;
     const received = receiver.result as ReceiveResult;
     if (received.bytes !== sent.sent) {
       throw new XenVchanError(
         'EBADMSG',
-        `${transportLabel(transport)} ${formatSize(chunk)} writes: the receiver verified ${received.bytes} bytes, the sender sent ${sent.sent}`,
+        `${transportLabel(row)} ${formatSize(chunk)} writes: the receiver verified ${received.bytes} bytes, the sender sent ${sent.sent}`,
       );
     }
     return this.throughputRow({
-      ...counted(transport, chunk, ring, received),
+      ...counted(row, chunk, ring, received),
       wakeupsPerMiB: transport === 'vchan' && received.bytes > 0 ? sumEvents(sender.stats, receiver.stats) / (received.bytes / MiB) : null,
       ...(sender.stats ? { senderStats: sender.stats } : {}),
       ...(receiver.stats ? { receiverStats: receiver.stats } : {}),

@@ -74,6 +74,11 @@ function throughputSweep(plan: BenchPlan, measurements: Measurements): Task[] {
       for (const ring of plan.rings) {
         const where = `${formatSize(chunk)} writes, ${formatSize(ring)} ring${suffix}`;
         tasks.push({ label: `vchan ${where}`, weight: streamWeight, run: () => measurements.streamThroughput('vchan', chunk, ring) });
+        tasks.push({
+          label: `vchan zero-copy reads ${where}`,
+          weight: streamWeight,
+          run: () => measurements.streamThroughput('vchan', chunk, ring, 'views'),
+        });
         if (!plan.cRing) continue;
         for (const transport of ['c-ring', 'c-ring-spin'] as const) {
           tasks.push({
@@ -108,6 +113,11 @@ function targetCells(plan: BenchPlan, measurements: Measurements): Task[] {
       label: `vchan 64 KiB writes, 1 MiB ring${suffix}`,
       weight,
       run: () => measurements.streamThroughput('vchan', TARGET_CHUNK, TARGET_RING),
+    });
+    tasks.push({
+      label: `vchan zero-copy reads 64 KiB writes, 1 MiB ring${suffix}`,
+      weight,
+      run: () => measurements.streamThroughput('vchan', TARGET_CHUNK, TARGET_RING, 'views'),
     });
     if (plan.cRing) {
       tasks.push({

@@ -1,7 +1,7 @@
 /** The table `vchan bench` prints at the end. */
 import { formatSize, transportLabel, type BenchResults, type Target, type Transport } from './results.js';
 
-const ORDER: Transport[] = ['vchan', 'c-ring', 'c-ring-spin', 'unix', 'tcp'];
+const ORDER: Transport[] = ['vchan', 'vchan-views', 'c-ring', 'c-ring-spin', 'unix', 'tcp'];
 
 function table(header: string[], rows: string[][], rightAligned: (column: number) => boolean): string {
   const widths = header.map((cell, column) => Math.max(cell.length, ...rows.map((row) => (row[column] ?? '').length)));

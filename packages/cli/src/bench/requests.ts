@@ -41,7 +41,7 @@ export const VCHAN_NAME = /^bench-[A-Za-z0-9_-]{1,40}$/;
 const TRANSPORTS = ['vchan', 'unix', 'tcp'] as const;
 const BACKENDS = ['auto', 'xen', 'sim'] as const;
 const OPS = ['hello', 'listen', 'connect', 'result', 'close'] as const;
-const ROLES = ['send', 'receive', 'ping', 'pong', 'rpc-serve', 'rpc-call'] as const;
+const ROLES = ['send', 'receive', 'receive-views', 'ping', 'pong', 'rpc-serve', 'rpc-call'] as const;
 
 /** The other domain a `--serve` endpoint serves, and how; its requests cannot change any of it. */
 export interface Serving {

@@ -1,10 +1,16 @@
 /** What a bench run produces: the rows of its tables, the targets, and how they are computed. */
 import type { VchanStats } from '@xen-vchan/vchan';
 
-export type Transport = 'vchan' | 'unix' | 'tcp' | 'c-ring' | 'c-ring-spin';
+export type Transport = 'vchan' | 'vchan-views' | 'unix' | 'tcp' | 'c-ring' | 'c-ring-spin';
 
 export const TRANSPORTS: readonly { id: Transport; label: string; description: string; color: string }[] = [
   { id: 'vchan', label: 'vchan', description: 'Node: a Vchan Duplex (this library)', color: '#1f6feb' },
+  {
+    id: 'vchan-views',
+    label: 'vchan zero-copy',
+    description: 'Node: a Vchan read through views(), the receiver checking the bytes in the ring (this library)',
+    color: '#0ea5e9',
+  },
   { id: 'unix', label: 'unix socket', description: 'Node: net.Socket over a Unix domain socket', color: '#d97706' },
   { id: 'tcp', label: 'tcp loopback', description: 'Node: net.Socket over TCP on 127.0.0.1', color: '#9333ea' },
   { id: 'c-ring', label: 'C ring', description: 'C: shared-memory ring, sleeping on an eventfd (bench/shm-ring.c)', color: '#16a34a' },
@@ -202,6 +208,7 @@ export function computeTargets(results: Pick<BenchResults, 'throughput' | 'laten
   const mib = (value: number | null) => (value === null ? 'not measured' : `${value.toFixed(0)} MiB/s`);
   const us = (value: number | null) => (value === null ? 'not measured' : `${value.toFixed(1)} µs`);
   const vchan = throughput('vchan', TARGET_RING);
+  const zeroCopy = throughput('vchan-views', TARGET_RING);
   return [
     target(
       'throughput-vs-unix',
@@ -217,6 +224,22 @@ export function computeTargets(results: Pick<BenchResults, 'throughput' | 'laten
       vchan,
       throughput('c-ring', TARGET_RING),
       { text: '>= 0.6x', met: (ratio) => ratio >= 0.6 },
+      mib,
+    ),
+    target(
+      'zero-copy-vs-unix',
+      'vchan zero-copy reads, 64 KiB writes over 1 MiB rings, vs Node over a Unix socket',
+      zeroCopy,
+      throughput('unix', null),
+      { text: '>= 3x', met: (ratio) => ratio >= 3 },
+      mib,
+    ),
+    target(
+      'zero-copy-vs-c-ring',
+      'vchan zero-copy reads, 64 KiB writes over 1 MiB rings, vs the C ring',
+      zeroCopy,
+      throughput('c-ring', TARGET_RING),
+      { text: '>= 0.9x', met: (ratio) => ratio >= 0.9 },
       mib,
     ),
     target(

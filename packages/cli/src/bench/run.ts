@@ -123,7 +123,7 @@ function aboutTheRun(
       ...(cRing ? { cCompiler: `${cRing.compiler} -O2 (${cRing.built ? 'built now' : 'cached'}: ${cRing.binary})` } : {}),
       ...(cRingLeftOut ? { cRingLeftOut } : {}),
     },
-    transports: ['vchan', 'unix', 'tcp', ...(plan.cRing ? (['c-ring', 'c-ring-spin'] as const) : [])],
+    transports: ['vchan', 'vchan-views', 'unix', 'tcp', ...(plan.cRing ? (['c-ring', 'c-ring-spin'] as const) : [])],
   };
 }
 
