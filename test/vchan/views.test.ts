@@ -2,7 +2,7 @@
 // moves only when a view is released. Both ends live in this process; the "peer" that misbehaves
 // is someone writing into the shared control page, as in hostile.test.ts.
 import { afterEach, describe, expect, it } from 'vitest';
-import { Vchan, type VchanView } from '@xen-vchan/vchan';
+import { Vchan, type VchanOptions, type VchanView } from '@xen-vchan/vchan';
 import { connectClientLink, createServerLink, type VchanLink } from '@xen-vchan/vchan/internal';
 import { backend, PEER, PROMPT_MS, SELF, SETTLE_MS, sleep } from '../support/domains.js';
 
@@ -17,10 +17,10 @@ afterEach(() => {
   opened = [];
 });
 
-function pair(): { server: Vchan; client: Vchan; page: ArrayBuffer; clientLink: VchanLink } {
+function pair(options: VchanOptions = {}): { server: Vchan; client: Vchan; page: ArrayBuffer; clientLink: VchanLink } {
   const shared = createServerLink({ clientDomid: PEER, leftMin: RING, rightMin: RING, devices: devices(SELF) });
   const clientLink = connectClientLink({ serverDomid: SELF, ringRef: shared.ringRef, port: shared.port, devices: devices(PEER) });
-  const server = new Vchan(shared.link);
+  const server = new Vchan(shared.link, options);
   const client = new Vchan(clientLink);
   // Some tests end with an error on purpose; the assertions look at it where it matters.
   server.on('error', () => {});
@@ -83,6 +83,7 @@ describe('Vchan.views(): zero-copy reads', () => {
     expect(views).toBeGreaterThan(total / RING);
     expect(ends.size).toBeGreaterThan(1);
     await until(() => server.destroyed, 'the server to close after the peer did');
+    expect(server.errored).toBeNull();
   });
 
   it('holds the writer back while a view is held: the index moves only on release', async () => {
@@ -161,6 +162,27 @@ describe('Vchan.views(): zero-copy reads', () => {
     await sleep(10);
     server.destroy();
     await expect(waiting).rejects.toMatchObject({ code: 'ERR_STREAM_PREMATURE_CLOSE' });
+  });
+
+  it('ends a waiting loop when this side ends the channel', async () => {
+    const { server, client } = pair();
+    client.write(pattern(0, 50));
+    let seen = 0;
+    const looping = (async () => {
+      for await (const view of server.views()) seen += view.bytes.length;
+    })();
+    await until(() => seen === 50, 'the bytes');
+    server.end();
+    await looping;
+    await until(() => server.destroyed, 'the close');
+    expect(server.errored).toBeNull();
+  });
+
+  it('counts a loop waiting on a quiet peer as a stalled reader (stallTimeout)', async () => {
+    const { server } = pair({ stallTimeout: PROMPT_MS });
+    const started = performance.now();
+    await expect(server.views().next()).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+    expect(performance.now() - started).toBeGreaterThanOrEqual(PROMPT_MS * 0.9);
   });
 
   it('cannot be mixed with reading the stream', async () => {

@@ -605,7 +605,7 @@ export class Vchan extends Duplex {
       this.tellConsumed(link);
       if (this.vanished && !closedByPeer) throw this.vanished;
       if (closedByPeer) {
-        this.endViews();
+        this.endReadable();
         return null;
       }
       // The loop asked for more after its own reaction to the last view: a peer that answers
@@ -633,14 +633,15 @@ export class Vchan extends Duplex {
     });
   }
 
-  /** The peer closed and everything was viewed: the readable side ends, and the channel closes as a drained stream does. */
-  private endViews(): void {
+  /** Ends the readable side (once): after what the peer wrote, or at our own close. */
+  private endReadable(): void {
     if (this.ended) return;
     this.ended = true;
     this.push(null);
-    // Nobody reads the (empty) Readable: resume() lets it emit 'end', which ends the writable
-    // side (no half-close) and so closes the link. read() on an ended stream never calls _read().
-    this.resume();
+    // views() reads the ring, never the (empty) Readable: resume() lets it emit 'end' all the
+    // same, which ends the writable side (no half-close) and then 'close' follows, as it does for
+    // a drained stream. read() on an ended stream never calls _read(), so this is no stream read.
+    if (this.readMode === 'views') this.resume();
   }
 
   private wakeViewer(): void {
@@ -728,10 +729,7 @@ export class Vchan extends Duplex {
       callback(vanished);
       return;
     }
-    if (!this.ended) {
-      this.ended = true;
-      this.push(null);
-    }
+    this.endReadable();
     callback();
   }
 
@@ -863,8 +861,7 @@ export class Vchan extends Duplex {
           return;
         }
         if (closedByPeer) {
-          this.ended = true;
-          this.push(null);
+          this.endReadable();
           return;
         }
         if (!this.wantsData) return;
