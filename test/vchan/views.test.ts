@@ -185,6 +185,20 @@ describe('Vchan.views(): zero-copy reads', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(PROMPT_MS * 0.9);
   });
 
+  it('keeps its own consumer index while a view is held, whatever the peer writes there', async () => {
+    const { server, client, page } = pair();
+    client.write(pattern(0, 1000));
+    const loop = server.views();
+    const first = (await loop.next()).value as VchanView;
+    expect(first.bytes.length).toBe(1000);
+    Atomics.store(new Int32Array(page), 0 /* left.cons, our word */, 3000); // the "peer" rewrites it
+    first.release();
+    client.write(pattern(1000, 500));
+    const next = (await loop.next()).value as VchanView;
+    expect(Buffer.from(next.bytes)).toEqual(pattern(1000, 500));
+    await loop.return();
+  });
+
   it('cannot be mixed with reading the stream', async () => {
     const streamRead = pair();
     streamRead.server.on('data', () => {});
