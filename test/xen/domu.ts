@@ -53,8 +53,25 @@ export interface GuestOptions {
   vcpus?: number;
   /** More kernel command-line options for the guest (e.g. xen_privcmd.unrestricted=1). */
   kernelArgs?: string;
+  /**
+   * The Xen modules the guest's init loads (default: xen-evtchn, xen-gntdev, xen-gntalloc and
+   * xenfs); `[]` boots it without any, for tests that load them as a user would. XenStore
+   * (/dev/xen/xenbus) is built into the kernel, so the agent runs either way.
+   */
+  modules?: string[];
   /** How long to wait for the guest's agent to report ready (ms). */
   bootTimeout?: number;
+}
+
+/** The guest kernel's command line: the console, init.sh's module choice, then the caller's extras. */
+function kernelCommandLine(options: GuestOptions): string {
+  const args = ['console=hvc0', 'quiet', 'loglevel=3'];
+  if (options.modules) {
+    if (options.modules.some((name) => !/^[a-z0-9_-]+$/.test(name))) throw new Error(`not module names: ${options.modules.join(' ')}`);
+    args.push(`xen_vchan_domu_modules=${options.modules.length > 0 ? options.modules.join(',') : 'none'}`);
+  }
+  if (options.kernelArgs) args.push(options.kernelArgs);
+  return args.join(' ');
 }
 
 export class Guest {
@@ -79,7 +96,7 @@ export class Guest {
         'type = "pv"',
         `kernel = "${join(cache(), 'images/vmlinux')}"`,
         `ramdisk = "${image}"`,
-        `extra = "console=hvc0 quiet loglevel=3${options.kernelArgs ? ` ${options.kernelArgs}` : ''}"`,
+        `extra = "${kernelCommandLine(options)}"`,
         `memory = ${options.memoryMiB ?? 768}`,
         `vcpus = ${options.vcpus ?? 2}`,
         'on_poweroff = "destroy"',

@@ -41,7 +41,7 @@ cd "$root"
     [ -n "$found" ] || xen_die "runtime dependency $dep is not installed: run pnpm install"
     find "$found/" -type f
   done
-  for dir in test/xen/domu test/xen/domains test/interop test/support examples; do
+  for dir in test/xen/domu test/xen/domains test/interop test/support examples examples/two-guests; do
     [ -d "$dir" ] && find "$dir" -maxdepth 1 -name '*.mjs'
   done
   true

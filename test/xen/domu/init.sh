@@ -17,11 +17,22 @@ mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 # /tmp (a CI clone may), since the project was unpacked at its own path.
 chmod 1777 /tmp /var/tmp
 ip link set lo up
-for m in xen-evtchn xen-gntdev xen-gntalloc xenfs; do
+# Which Xen modules to load: all four, unless dom0 chose (Guest.start's `modules`, passed as
+# xen_vchan_domu_modules=a,b or =none on the kernel command line) so that a test can load the
+# rest itself, as a user would. /dev/xen/xenbus is built into the kernel: the agent needs none.
+modules="xen-evtchn xen-gntdev xen-gntalloc xenfs"
+for arg in $(cat /proc/cmdline); do
+  case $arg in
+    xen_vchan_domu_modules=none) modules= ;;
+    xen_vchan_domu_modules=*) modules=$(echo "${arg#*=}" | tr , ' ') ;;
+  esac
+done
+for m in $modules; do
   modprobe "$m" || say "modprobe $m failed"
 done
-mkdir -p /proc/xen
-mount -t xenfs xenfs /proc/xen || say "cannot mount xenfs"
+case " $modules " in
+  *" xenfs "*) mkdir -p /proc/xen && { mount -t xenfs xenfs /proc/xen || say "cannot mount xenfs"; } ;;
+esac
 . /etc/xen-vchan-domu
 say "drivers up at uptime $(uptime_s) s: $(ls /dev/xen | tr '\n' ' ')"
 
