@@ -16,6 +16,9 @@ mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 # The root is already a RAM filesystem; a tmpfs over /tmp would hide a project that lives under
 # /tmp (a CI clone may), since the project was unpacked at its own path.
 chmod 1777 /tmp /var/tmp
+# setup.sh stages the initramfs in a mktemp folder (0700), which becomes /: tests that run as a
+# user other than root must reach /bin and the project.
+chmod 755 /
 ip link set lo up
 # Which Xen modules to load: all four, unless dom0 chose (Guest.start's `modules`, passed as
 # xen_vchan_domu_modules=a,b or =none on the kernel command line) so that a test can load the
