@@ -1,5 +1,12 @@
 import { errorCode, explainError, MAX_GUEST_DOMID } from '@xen-vchan/native';
 
+/** What to tell a user when /dev/xen/evtchn does not open. */
+export function evtchnOpenAdvice(code: string): string | undefined {
+  if (code === 'EACCES' || code === 'EPERM')
+    return 'Opening /dev/xen/evtchn needs root, or a group and udev rule giving you the device (docs/real-xen.md).';
+  return evtchnAdvice(code);
+}
+
 /** What to tell a user for each errno the event-channel device gives. */
 export function evtchnAdvice(code: string): string | undefined {
   switch (code) {

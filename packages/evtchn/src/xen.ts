@@ -1,6 +1,6 @@
 import { EventEmitter } from 'eventemitter3';
 import { explained, FdFinalizer } from '@xen-vchan/native';
-import { evtchnAdvice, existenceFromBind, restrictAdvice } from './advice.js';
+import { evtchnAdvice, evtchnOpenAdvice, existenceFromBind, restrictAdvice } from './advice.js';
 import { EVTCHN_DEVICE, type EventChannel, type EventChannelEvents } from './interface.js';
 import { addon } from './native.js';
 import { BoundPorts } from './ports.js';
@@ -16,7 +16,7 @@ export class XenEventChannel extends EventEmitter<EventChannelEvents> implements
 
   constructor() {
     super();
-    this.fd = explained('open /dev/xen/evtchn', () => addon.open(EVTCHN_DEVICE), evtchnAdvice);
+    this.fd = explained('open /dev/xen/evtchn', () => addon.open(EVTCHN_DEVICE), evtchnOpenAdvice);
     fds.register(this, this.fd);
     this.bound = new BoundPorts(this, this.fd, () => explained('evtchn read', () => addon.readPorts(this.fd), evtchnAdvice));
   }

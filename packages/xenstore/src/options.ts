@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
 import { chooseBackend, invalidArgument } from '@xen-vchan/native';
 
 export type TransportKind = 'socket' | 'xenbus' | 'sim';
@@ -7,8 +7,8 @@ export type TransportChoice = 'auto' | TransportKind;
 export interface XenStoreOptions {
   /**
    * 'auto' (default): the simulation when the backend choice is 'sim' (XEN_VCHAN_BACKEND, else
-   * whether /dev/xen/xenbus exists); otherwise xenstored's Unix socket if it exists (dom0), else
-   * /dev/xen/xenbus (any domain).
+   * whether /dev/xen exists); otherwise xenstored's Unix socket if it exists and this process may
+   * use it (dom0, as root), else /dev/xen/xenbus (any domain).
    */
   transport?: TransportChoice;
   /** Socket transport: xenstored's socket (default $XENSTORED_PATH, else /var/run/xenstored/socket). */
@@ -34,5 +34,19 @@ export function chooseTransport(options: XenStoreOptions): TransportKind {
     throw invalidArgument(`Unknown XenStore transport "${String(choice)}": use "auto", "socket", "xenbus" or "sim".`);
   }
   if (chooseBackend() === 'sim') return 'sim';
-  return existsSync(xenstoredSocketPath(options.socketPath)) ? 'socket' : 'xenbus';
+  return mayUseSocket(xenstoredSocketPath(options.socketPath)) ? 'socket' : 'xenbus';
+}
+
+/**
+ * Whether this process may connect to xenstored's socket. Both transports reach the same
+ * xenstored, and libxenstore too takes the kernel's device when the socket will not do: a user who
+ * is not root in dom0 usually may open /dev/xen/xenbus (a udev rule) but not the root-only socket.
+ */
+function mayUseSocket(socketPath: string): boolean {
+  try {
+    accessSync(socketPath, constants.R_OK | constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }
