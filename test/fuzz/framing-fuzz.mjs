@@ -29,6 +29,7 @@ import { isDeepStrictEqual, parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import { MessageChannel, RpcPeer, jsonCodec, structuredCloneCodec } from '@xen-vchan/vchan';
 import { random } from '../support/stream-data.mjs';
+import { startReport } from './part-report.mjs';
 
 /** @typedef {ReturnType<typeof chooseSetup>} Setup */
 /**
@@ -371,19 +372,7 @@ function boundFor(ours, setup, largestFromPeer) {
 export async function fuzzFraming({ seconds, seed, log = () => {} }) {
   const master = random(seed);
   /** @type {FramingReport} */
-  const report = {
-    part: 'framing',
-    seed,
-    seconds,
-    iterations: 0,
-    violations: 0,
-    closedByViolation: 0,
-    errors: {},
-    failures: [],
-    slowestCloseMs: 0,
-    backpressureReached: 0,
-    mostHeldRatio: 0,
-  };
+  const report = startReport('framing', seed, seconds, { backpressureReached: 0, mostHeldRatio: 0 });
   const fail = (/** @type {string} */ what) => {
     if (report.failures.length < 200) report.failures.push(`iteration ${report.iterations}: ${what}`);
   };

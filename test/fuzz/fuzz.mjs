@@ -26,6 +26,7 @@ import { random } from '../support/stream-data.mjs';
 import { fuzzDaemon } from './daemon-fuzz.mjs';
 import { fuzzFraming } from './framing-fuzz.mjs';
 import { fuzzMux } from './mux-fuzz.mjs';
+import { startReport } from './part-report.mjs';
 
 /** @typedef {import('@xen-vchan/vchan').Vchan} Vchan */
 /** @typedef {import('@xen-vchan/vchan').VchanServer} VchanServer */
@@ -347,7 +348,7 @@ async function hostilePart({ part, seconds, seed, log = () => {} }, counters, it
   const sim = SimConnection.open();
   const baseline = simResources(sim);
   /** @type {PartReport & { violations: number } & C} */
-  const report = { part, seed, seconds, iterations: 0, violations: 0, ...counters, slowestCloseMs: 0, errors: {}, failures: [] };
+  const report = startReport(part, seed, seconds, counters);
   const fail = (/** @type {string} */ what) => report.failures.push(`${part} iteration ${report.iterations}: ${what}`);
   let peer = await Peer.start(HOSTILE, 'hostile');
   const deadline = Date.now() + seconds * 1000;

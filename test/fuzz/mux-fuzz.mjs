@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { encodeHeader, Flag, FrameType, INITIAL_WINDOW, Session } from '@xen-vchan/mux';
 import { random } from '../support/stream-data.mjs';
+import { startReport } from './part-report.mjs';
 
 /** @typedef {import('./fuzz.mjs').PartReport & { violations: number; closedByViolation: number; framesSent: number; mostHeld: number }} MuxReport */
 
@@ -76,19 +77,7 @@ const VIOLATIONS = [
 export async function fuzzMux({ seconds, seed, log = () => {} }) {
   const next = random(seed);
   /** @type {MuxReport} */
-  const report = {
-    part: 'mux',
-    seed,
-    seconds,
-    iterations: 0,
-    violations: 0,
-    closedByViolation: 0,
-    framesSent: 0,
-    mostHeld: 0,
-    slowestCloseMs: 0,
-    errors: {},
-    failures: [],
-  };
+  const report = startReport('mux', seed, seconds, { framesSent: 0, mostHeld: 0 });
   const fail = (/** @type {string} */ what) => report.failures.push(`mux iteration ${report.iterations}: ${what}`);
   const escaped = (/** @type {unknown} */ error) => fail(`escaped: ${error instanceof Error ? error.stack : String(error)}`);
   process.on('uncaughtException', escaped);

@@ -2,28 +2,17 @@
 // turn the nonsense into an EPROTO error and a clean close, never a crash, a hang or an access
 // outside the rings. Here the "peer" is simply someone writing into the shared control page.
 import { afterEach, describe, expect, it } from 'vitest';
-import { Vchan } from '@xen-vchan/vchan';
-import { connectClientLink, createServerLink, type VchanLink } from '@xen-vchan/vchan/internal';
-import { backend, PEER, PROMPT_MS, SELF } from '../support/domains.js';
+import type { Vchan } from '@xen-vchan/vchan';
+import { connectClientLink, createServerLink } from '@xen-vchan/vchan/internal';
+import { PEER, PROMPT_MS, SELF } from '../support/domains.js';
+import { destroyLinkPairs, devices, linkPair } from '../support/link-pair.js';
 
-const devices = (domid: number) => (backend === 'sim' ? { domid } : {});
 const LEFT_PROD = 1;
 const LEFT_CONS = 0;
 
-let opened: Vchan[] = [];
-afterEach(() => {
-  for (const channel of opened) channel.destroy();
-  opened = [];
-});
+afterEach(destroyLinkPairs);
 
-function pair(readMin = 4096, writeMin = 4096): { server: Vchan; client: Vchan; page: ArrayBuffer; clientLink: VchanLink } {
-  const shared = createServerLink({ clientDomid: PEER, leftMin: readMin, rightMin: writeMin, devices: devices(SELF) });
-  const clientLink = connectClientLink({ serverDomid: SELF, ringRef: shared.ringRef, port: shared.port, devices: devices(PEER) });
-  const server = new Vchan(shared.link);
-  const client = new Vchan(clientLink);
-  opened.push(server, client);
-  return { server, client, page: shared.link.control.buffer, clientLink };
-}
+const pair = (readMin = 4096, writeMin = 4096) => linkPair({ readMin, writeMin });
 
 function failure(channel: Vchan): Promise<{ error: Error & { code?: string }; closedAfter: number }> {
   const started = performance.now();

@@ -2,31 +2,22 @@
 // moves only when a view is released. Both ends live in this process; the "peer" that misbehaves
 // is someone writing into the shared control page, as in hostile.test.ts.
 import { afterEach, describe, expect, it } from 'vitest';
-import { Vchan, type VchanOptions, type VchanView } from '@xen-vchan/vchan';
-import { connectClientLink, createServerLink, type VchanLink } from '@xen-vchan/vchan/internal';
-import { backend, PEER, PROMPT_MS, SELF, SETTLE_MS, sleep } from '../support/domains.js';
+import type { Vchan, VchanOptions, VchanView } from '@xen-vchan/vchan';
+import { PROMPT_MS, SETTLE_MS, sleep } from '../support/domains.js';
+import { destroyLinkPairs, type LinkPair, linkPair } from '../support/link-pair.js';
 
-const devices = (domid: number) => (backend === 'sim' ? { domid } : {});
 const LEFT_PROD = 1;
 /** The ring the server reads (left, the client writes it): 4 KiB, so a few KiB already wrap. */
 const RING = 4096;
 
-let opened: Vchan[] = [];
-afterEach(() => {
-  for (const channel of opened) channel.destroy();
-  opened = [];
-});
+afterEach(destroyLinkPairs);
 
-function pair(options: VchanOptions = {}): { server: Vchan; client: Vchan; page: ArrayBuffer; clientLink: VchanLink } {
-  const shared = createServerLink({ clientDomid: PEER, leftMin: RING, rightMin: RING, devices: devices(SELF) });
-  const clientLink = connectClientLink({ serverDomid: SELF, ringRef: shared.ringRef, port: shared.port, devices: devices(PEER) });
-  const server = new Vchan(shared.link, options);
-  const client = new Vchan(clientLink);
+function pair(options: VchanOptions = {}): LinkPair {
+  const made = linkPair({ readMin: RING, writeMin: RING, server: options });
   // Some tests end with an error on purpose; the assertions look at it where it matters.
-  server.on('error', () => {});
-  client.on('error', () => {});
-  opened.push(server, client);
-  return { server, client, page: shared.link.control.buffer, clientLink };
+  made.server.on('error', () => {});
+  made.client.on('error', () => {});
+  return made;
 }
 
 /** Byte `index` of the test stream: a pattern whose period (251) is prime to every ring size. */

@@ -8,7 +8,6 @@ import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { openXenStore } from '@xen-vchan/xenstore';
 import { openGntdev } from '@xen-vchan/gntdev';
 import { openEventChannel } from '@xen-vchan/evtchn';
 import { connect, createServer, type Vchan } from '@xen-vchan/vchan';
@@ -16,6 +15,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest'
 import { requireDom0 } from './dom0.js';
 import { domainExists, Guest, projectRoot, type JobResult } from './domu.js';
 import { onCleanup, xenstoreRemove } from './cleanup.js';
+import { readOrNull, until } from './polling.js';
 import { resultOf } from '../support/script-results.js';
 
 const MiB = 2 ** 20;
@@ -53,17 +53,6 @@ function dom0Node(script: string, args: string[]): string[] {
   return [process.execPath, join(projectRoot, script), ...args];
 }
 
-async function readOrNull(path: string): Promise<string | null> {
-  const xenstore = await openXenStore();
-  try {
-    return await xenstore.read(path);
-  } catch {
-    return null;
-  } finally {
-    xenstore.close();
-  }
-}
-
 /**
  * Waits for `promise`, but at most `ms`: then rejects with what the guest's console and `more`
  * say, so that a hang fails the test with its evidence instead of running into the harness's limit.
@@ -80,15 +69,6 @@ async function within<T>(promise: Promise<T>, ms: number, what: string, more: ()
     return await Promise.race([promise, late]);
   } finally {
     clearTimeout(timer);
-  }
-}
-
-/** Polls `check` every 100 ms until it holds; rejects after `timeout` ms. */
-async function until(what: string, check: () => boolean | Promise<boolean>, timeout = 60_000): Promise<void> {
-  const deadline = Date.now() + timeout;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
 

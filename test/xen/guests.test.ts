@@ -11,6 +11,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest'
 import { openXenStore } from '@xen-vchan/xenstore';
 import { inDom0, requireDom0 } from './dom0.js';
 import { domainExists, Guest, waitUntilGone } from './domu.js';
+import { until, xenstoreHas } from './polling.js';
 import { resultOf, type BothWays, type Survived } from '../support/script-results.js';
 
 const MiB = 2 ** 20;
@@ -47,26 +48,6 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
     return await Promise.race([promise, late]);
   } finally {
     clearTimeout(timer);
-  }
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeout: number): Promise<void> {
-  const deadline = Date.now() + timeout;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  const xenstore = await openXenStore();
-  try {
-    await xenstore.read(path);
-    return true;
-  } catch {
-    return false;
-  } finally {
-    xenstore.close();
   }
 }
 
@@ -109,7 +90,7 @@ async function destroyMidStream(survivor: Guest, victim: Guest, survivorRole: 's
   const surviving = survivor.spawn(survivor.node('test/xen/domains/survivor.mjs', survivorArgs), { timeout: 300_000 });
   await surviving.started;
   victim.spawn(victim.node('test/xen/domains/stream.mjs', victimArgs), { timeout: 300_000 });
-  await until('the stream to run', () => exists(`/local/domain/${survivor.domid}/data/survivor/${name}`), 120_000);
+  await until('the stream to run', () => xenstoreHas(`/local/domain/${survivor.domid}/data/survivor/${name}`), 120_000);
 
   // The victim's home going is libxl's first visible act of `xl destroy`, just before it asks Xen to
   // kill the domain; before it, the xl process starts and takes the devices down, which under TCG
@@ -178,7 +159,7 @@ describe('two unprivileged guests', () => {
     expect(fromA.received).toEqual(fromB.sent);
     expect(fromA.sent.sha256).not.toBe(fromB.sent.sha256); // two different patterns, really both ways
     // Each guest's own domain home: the server removed its keys when it closed.
-    expect(await exists(`/local/domain/${a!.domid}/data/vchan/${b!.domid}/${name}/ring-ref`)).toBe(false);
+    expect(await xenstoreHas(`/local/domain/${a!.domid}/data/vchan/${b!.domid}/${name}/ring-ref`)).toBe(false);
     report.push(
       `both ways: ${BOTH_WAYS_BYTES / MiB} MiB each way, 1 MiB rings, guest ${a!.domid} <-> guest ${b!.domid}: ${fromA.mibps.toFixed(2)} MiB/s (both directions), sha256 ok (${((performance.now() - started) / 1000).toFixed(1)} s wall)`,
     );
@@ -211,7 +192,7 @@ describe('two unprivileged guests', () => {
     expect(outcome.mappingsAfter).toBe(0);
     expect(noticedMs).toBeLessThan(NOTICE_WITHIN_MS);
     // The server removed what it had published for the dead client.
-    expect(await exists(`/local/domain/${b!.domid}/data/vchan/${victim}/kill-client/ring-ref`)).toBe(false);
+    expect(await xenstoreHas(`/local/domain/${b!.domid}/data/vchan/${victim}/kill-client/ring-ref`)).toBe(false);
     expect(domainExists(victim)).toBe(false);
     report.push(
       `destroy the client's guest: the server noticed ${noticedMs} ms after the toolstack removed the domain's home (${sinceCommandMs} ms after xl destroy started, which removed the home at ${homeRemovedMs} ms, returned at ${destroyMs} ms; domain gone at ${goneMs} ms), ${(outcome.received / MiB).toFixed(0)} MiB in, mappings ${outcome.mappingsWhileOpen} -> ${outcome.mappingsAfter}`,

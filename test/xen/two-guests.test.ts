@@ -8,9 +8,9 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { openXenStore } from '@xen-vchan/xenstore';
 import { inDom0, requireDom0 } from './dom0.js';
 import { Guest, projectRoot, type JobResult } from './domu.js';
+import { xenstoreHas } from './polling.js';
 
 /** Two guests beside dom0 in the harness's QEMU, as in guests.test.ts. */
 const GUEST_MIB = 448;
@@ -75,18 +75,6 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
 async function devicesOf(guest: Guest): Promise<string[]> {
   const job = await guest.run(['ls', '/dev/xen']);
   return job.output.split(/\s+/).filter(Boolean).sort();
-}
-
-async function xenstoreHas(path: string): Promise<boolean> {
-  const xenstore = await openXenStore();
-  try {
-    await xenstore.read(path);
-    return true;
-  } catch {
-    return false;
-  } finally {
-    xenstore.close();
-  }
 }
 
 describe('docs/real-xen.md, checked in dom0 and two guests', () => {

@@ -101,14 +101,43 @@ export async function send(stream: Duplex, pattern: Pattern, chunk: number, seco
   return { sent, writes };
 }
 
+/**
+ * Checks the pieces a receiver gets against the pattern and times them. The clock starts at the
+ * first piece, which is not counted: the rate covers the bytes that came while it ran.
+ */
+class CheckedReceipt {
+  readonly verifier: Verifier;
+  private first = 0;
+  private last = 0;
+  private firstPiece = 0;
+  private pieces = 0;
+
+  constructor(pattern: Pattern) {
+    this.verifier = new Verifier(pattern);
+  }
+
+  /** Notes one piece; false when it differs from the pattern (verifier.failure says where). */
+  take(piece: Buffer): boolean {
+    const now = performance.now();
+    if (this.pieces === 0) {
+      this.first = now;
+      this.firstPiece = piece.length;
+    }
+    this.last = now;
+    this.pieces++;
+    return this.verifier.check(piece);
+  }
+
+  result(): ReceiveResult {
+    const verified = this.verifier.verified;
+    return { bytes: verified, measuredBytes: verified - this.firstPiece, seconds: (this.last - this.first) / 1000, pieces: this.pieces };
+  }
+}
+
 /** Reads until the end, checking every byte against the pattern. */
 export function receive(stream: Duplex, pattern: Pattern): Promise<ReceiveResult> {
   return new Promise((resolve, reject) => {
-    const verifier = new Verifier(pattern);
-    let first = 0;
-    let last = 0;
-    let firstPiece = 0;
-    let pieces = 0;
+    const receipt = new CheckedReceipt(pattern);
     let settled = false;
     const fail = (error: Error) => {
       if (settled) return;
@@ -116,15 +145,8 @@ export function receive(stream: Duplex, pattern: Pattern): Promise<ReceiveResult
       reject(error);
     };
     stream.on('data', (piece: Buffer) => {
-      const now = performance.now();
-      if (pieces === 0) {
-        first = now;
-        firstPiece = piece.length;
-      }
-      last = now;
-      pieces++;
-      if (!verifier.check(piece)) {
-        const error = corrupted(verifier.failure!);
+      if (!receipt.take(piece)) {
+        const error = corrupted(receipt.verifier.failure!);
         fail(error);
         stream.destroy(error);
       }
@@ -132,10 +154,10 @@ export function receive(stream: Duplex, pattern: Pattern): Promise<ReceiveResult
     stream.once('end', () => {
       if (settled) return;
       settled = true;
-      resolve({ bytes: verifier.verified, measuredBytes: verifier.verified - firstPiece, seconds: (last - first) / 1000, pieces });
+      resolve(receipt.result());
     });
     stream.once('error', fail);
-    stream.once('close', () => fail(prematureClose(`the stream closed after ${verifier.verified} bytes, before its end`)));
+    stream.once('close', () => fail(prematureClose(`the stream closed after ${receipt.verifier.verified} bytes, before its end`)));
   });
 }
 
@@ -144,27 +166,16 @@ export function receive(stream: Duplex, pattern: Pattern): Promise<ReceiveResult
  * ring (a memcmp, no copy), then released by the loop moving on.
  */
 export async function receiveViews(vchan: Vchan, pattern: Pattern): Promise<ReceiveResult> {
-  const verifier = new Verifier(pattern);
-  let first = 0;
-  let last = 0;
-  let firstPiece = 0;
-  let pieces = 0;
+  const receipt = new CheckedReceipt(pattern);
   for await (const view of vchan.views()) {
     const bytes = view.bytes;
-    const now = performance.now();
-    if (pieces === 0) {
-      first = now;
-      firstPiece = bytes.length;
-    }
-    last = now;
-    pieces++;
-    if (!verifier.check(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length))) {
-      const error = corrupted(verifier.failure!);
+    if (!receipt.take(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length))) {
+      const error = corrupted(receipt.verifier.failure!);
       vchan.destroy(error);
       throw error;
     }
   }
-  return { bytes: verifier.verified, measuredBytes: verifier.verified - firstPiece, seconds: (last - first) / 1000, pieces };
+  return receipt.result();
 }
 
 function summarize(samples: Float64Array, count: number): { p50Us: number; p99Us: number; meanUs: number; minUs: number } {
