@@ -1,5 +1,6 @@
 export { Session, type SessionEvents, type SessionStats } from './session.js';
 export { MuxStream } from './stream.js';
+export { openSession, type OpenSessionOptions, type SidedDuplex } from './open.js';
 export type { SessionOptions } from './options.js';
 export {
   encodeHeader,
