@@ -1,4 +1,4 @@
-// The guest's half of the CLI proxy test: runs the real `vchan proxy --role client --listen --once`
+// The guest's half of the CLI proxy test: runs the real `vchan proxy --no-mux --role client --listen --once`
 // (a Unix socket here, a vchan to --domain there), connects to its socket, sends --bytes of
 // seeded data and expects the same bytes back (dom0 echoes them at the other end), then closes
 // and waits for the proxy to exit. Prints `RESULT {"bytes":..,"echoed":..,"same":..,"proxyExit":..}`.
@@ -23,7 +23,21 @@ const socketPath = `/tmp/vchan-proxy-${process.pid}.sock`;
 const vchanBin = join(import.meta.dirname, '../../../packages/cli/bin/vchan.js');
 const proxy = spawn(
   process.execPath,
-  [vchanBin, 'proxy', '--role', 'client', '--domain', values.domain, '--path', values.path, '--unix', socketPath, '--listen', '--once'],
+  [
+    vchanBin,
+    'proxy',
+    '--no-mux',
+    '--role',
+    'client',
+    '--domain',
+    values.domain,
+    '--path',
+    values.path,
+    '--unix',
+    socketPath,
+    '--listen',
+    '--once',
+  ],
   {
     stdio: ['ignore', 'inherit', 'inherit'],
   },
