@@ -28,6 +28,8 @@ interface Results {
   throughput: { transport: string; chunk: number; ring: number | null; mibPerSecond: number | null; bytes: number; verified: boolean }[];
   latency: { transport: string; roundTrips: number; p50Us: number; p99Us: number }[];
   rpc: { transport: string; sequential: { calls: number }; concurrent: { calls: number } }[];
+  concurrency: { transport: string; streams: number; bytes: number; mibPerSecond: number | null }[];
+  busyLatency: { transport: string; bulkStreams: number; roundTrips: number; p50Us: number }[];
   targets: { id: string; pass: boolean | null; ratio: number | null }[];
 }
 
@@ -65,6 +67,13 @@ describe('vchan bench', () => {
     }
     expect(results.rpc.map((row) => row.transport).sort()).toEqual(['unix', 'vchan']);
     for (const row of results.rpc) expect(row.sequential.calls).toBeGreaterThan(0);
+    // Many streams over one vchan (yamux) against as many Unix sockets, each stream verified.
+    expect(results.concurrency.map((row) => `${row.transport} ${row.streams}`)).toEqual(
+      [1, 8, 64].flatMap((streams) => [`vchan ${streams}`, `unix ${streams}`]),
+    );
+    for (const row of results.concurrency) expect(row.bytes).toBeGreaterThan(0);
+    expect(results.busyLatency.map((row) => `${row.transport} ${row.bulkStreams}`)).toEqual(['vchan 8', 'unix 8']);
+    for (const row of results.busyLatency) expect(row.roundTrips).toBeGreaterThan(0);
     // The targets are computed and shown, whatever they say on this machine.
     expect(results.targets.map((target) => target.id)).toEqual([
       'throughput-vs-unix',
@@ -84,6 +93,8 @@ describe('vchan bench', () => {
     expect(stdout).toMatch(/Throughput/);
     expect(stdout).toMatch(/Round trip/);
     expect(stdout).toMatch(/RPC/);
+    expect(stdout).toMatch(/Concurrency/);
+    expect(stdout).toMatch(/beside bulk streams/);
     expect(stdout).toMatch(/(PASS|MISS) +vchan, 64 KiB writes/);
     expect(stdout).toMatch(/wall time/);
   });

@@ -8,6 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
+import { openSession, type Session } from '@xen-vchan/mux';
 import { connect, createServer, type Vchan, type VchanServer, type VchanStats } from '@xen-vchan/vchan';
 import { Pattern } from './pattern.js';
 import { checkRequest, MAX_LISTENING, protocolError, type Serving } from './requests.js';
@@ -50,6 +51,16 @@ export interface ListenRequest {
   maxChunk?: number;
   /** The pattern's seed: the same at both ends of a run. */
   seed?: number;
+  /**
+   * Lanes: play the role on `streams` streams at once (send and receive only), and with `busy`
+   * (ping and pong only) that many more streams carry bulk data beside it: the pinging side
+   * sends 64 KiB writes for its seconds, the ponging side receives. Over a vchan the lanes are
+   * yamux streams of one session on one vchan (the vchan's server side is the yamux server);
+   * otherwise each lane is a connection of its own, made one after the other. Either field
+   * makes the outcome's result a `LanesResult`.
+   */
+  streams?: number;
+  busy?: number;
 }
 
 export interface ConnectRequest {
@@ -63,6 +74,15 @@ export interface ConnectRequest {
   simDomid?: number;
   maxChunk?: number;
   seed?: number;
+  /** As in ListenRequest. */
+  streams?: number;
+  busy?: number;
+}
+
+/** What a role played on lanes gives: each lane's result, in order, and the wall time they took together. */
+export interface LanesResult {
+  lanes: unknown[];
+  seconds: number;
 }
 
 export interface RoleOutcome {
@@ -118,9 +138,9 @@ export class Endpoint {
   }
 
   /** The pattern a role sends or checks, if it is one that does; maxChunk is at most MAX_CHUNK (requests.ts). */
-  private patternFor(request: { role: Role; maxChunk?: number; seed?: number }): Pattern | null {
+  private patternFor(request: { role: Role; maxChunk?: number; seed?: number; busy?: number }): Pattern | null {
     const { role, seed = 1 } = request;
-    if (role.role !== 'send' && role.role !== 'receive' && role.role !== 'receive-views') return null;
+    if (role.role !== 'send' && role.role !== 'receive' && role.role !== 'receive-views' && !request.busy) return null;
     const extra = Math.max(PATTERN_MINIMUM, request.maxChunk ?? 0, role.role === 'send' ? role.chunk : 0);
     if (!this.pattern || this.pattern.extra < extra || this.pattern.seed !== seed) this.pattern = new Pattern(extra, seed);
     return this.pattern;
@@ -144,7 +164,8 @@ export class Endpoint {
 
   private async open(request: ListenRequest, opening: { closed: boolean }): Promise<Address> {
     const pattern = this.patternFor(request);
-    let accepted: Promise<Duplex>;
+    const lanes = laneCount(request);
+    let accepted: Promise<Duplex[]>;
     let address: Address;
     let closeServer: () => Promise<void>;
     if (request.transport === 'vchan') {
@@ -163,7 +184,7 @@ export class Endpoint {
         ...(simDomid !== undefined ? { simDomid } : {}),
       });
       accepted = new Promise((resolve, reject) => {
-        server.once('channel', resolve);
+        server.once('channel', (channel: Vchan) => resolve([channel]));
         server.once('error', reject);
       });
       // A listen that fails rejects this too, with nobody waiting on it yet: not a crash.
@@ -173,8 +194,15 @@ export class Endpoint {
       closeServer = () => server.close();
     } else {
       const server = net.createServer();
+      // One connection, or one per lane (each made after the one before: they come in order).
+      const wanted = lanes ?? 1;
       accepted = new Promise((resolve, reject) => {
-        server.once('connection', resolve);
+        const connections: net.Socket[] = [];
+        server.on('connection', (socket: net.Socket) => {
+          if (connections.length === wanted) return void socket.destroy();
+          connections.push(socket);
+          if (connections.length === wanted) resolve(connections);
+        });
         server.once('error', reject);
       });
       accepted.catch(() => {});
@@ -194,16 +222,18 @@ export class Endpoint {
       await closeServer();
       throw protocolError(`the measurement ${request.key} was closed before it was listening`);
     }
-    let stream: Duplex | null = null;
+    let streams: Duplex[] = [];
     const outcome = accepted.then((accepted) => {
-      stream = accepted;
-      return play(accepted, request.transport, request.role, pattern);
+      streams = accepted;
+      return lanes === null
+        ? play(accepted[0]!, request.transport, request.role, pattern)
+        : playLanes(accepted, request, pattern, 'server');
     });
     outcome.catch(() => {}); // reported through result()
     this.listening.set(request.key, {
       outcome,
       close: async () => {
-        (stream as Duplex | null)?.destroy();
+        for (const stream of streams) stream.destroy();
         await closeServer();
       },
     });
@@ -212,30 +242,41 @@ export class Endpoint {
 
   private async connect(request: ConnectRequest): Promise<RoleOutcome> {
     const pattern = this.patternFor(request);
-    let stream: Duplex;
+    const lanes = laneCount(request);
+    const streams: Duplex[] = [];
     if (request.transport === 'vchan') {
-      stream = await connect({
+      const stream = await connect({
         domid: request.serverDomid ?? 0,
         name: request.address.name!,
         timeout: 20_000,
         ...(request.backend ? { backend: request.backend } : {}),
         ...(request.simDomid !== undefined ? { simDomid: request.simDomid } : {}),
       });
+      streams.push(stream);
     } else {
-      const socket =
-        request.transport === 'unix'
-          ? net.connect({ path: request.address.path! })
-          : net.connect({ port: request.address.port!, host: '127.0.0.1' });
-      await new Promise<void>((resolve, reject) => {
-        socket.once('connect', resolve);
-        socket.once('error', reject);
-      });
-      stream = socket;
+      try {
+        for (let lane = 0; lane < (lanes ?? 1); lane++) {
+          const socket =
+            request.transport === 'unix'
+              ? net.connect({ path: request.address.path! })
+              : net.connect({ port: request.address.port!, host: '127.0.0.1' });
+          streams.push(socket);
+          await new Promise<void>((resolve, reject) => {
+            socket.once('connect', resolve);
+            socket.once('error', reject);
+          });
+        }
+      } catch (error) {
+        for (const stream of streams) stream.destroy();
+        throw error;
+      }
     }
     try {
-      return await play(stream, request.transport, request.role, pattern);
+      return lanes === null
+        ? await play(streams[0]!, request.transport, request.role, pattern)
+        : await playLanes(streams, request, pattern, 'client');
     } finally {
-      stream.destroy();
+      for (const stream of streams) stream.destroy();
     }
   }
 
@@ -255,7 +296,7 @@ export class Endpoint {
   }
 }
 
-async function play(stream: Duplex, transport: StreamTransport, role: Role, pattern: Pattern | null): Promise<RoleOutcome> {
+async function play(stream: Duplex, transport: StreamTransport | 'mux', role: Role, pattern: Pattern | null): Promise<RoleOutcome> {
   if (transport === 'tcp' && (role.role === 'ping' || role.role === 'pong' || role.role.startsWith('rpc')))
     (stream as net.Socket).setNoDelay(true);
   const vchan = transport === 'vchan' ? (stream as Vchan) : null;
@@ -286,4 +327,77 @@ async function play(stream: Duplex, transport: StreamTransport, role: Role, patt
       break;
   }
   return vchan ? { result, stats: vchan.stats(), rings: rings! } : { result };
+}
+
+/** How many lanes a request plays on; null for the one stream of a plain measurement. */
+function laneCount(request: { streams?: number; busy?: number }): number | null {
+  if (request.streams === undefined && request.busy === undefined) return null;
+  return (request.streams ?? 1) + (request.busy ?? 0);
+}
+
+/** The role of each lane: the request's on its `streams`, then bulk data on its `busy` ones. */
+function laneRoles(request: { role: Role; streams?: number; busy?: number }): Role[] {
+  const { role } = request;
+  const bulk: Role = role.role === 'ping' ? { role: 'send', chunk: 65536, seconds: role.seconds } : { role: 'receive' };
+  return [...Array<Role>(request.streams ?? 1).fill(role), ...Array<Role>(request.busy ?? 0).fill(bulk)];
+}
+
+/**
+ * Plays the request's lanes at once. `connections` are the lanes themselves (sockets), or the one
+ * vchan that carries them as the streams of a yamux session, in which `side` (the vchan's) opens
+ * them (client) or accepts them in the order they were opened (server). Each lane ends its side
+ * once the peer ended its own, so every lane closes; the client then closes the session, which
+ * ends the vchan once both sides of every stream have ended, and the server waits for that.
+ */
+async function playLanes(
+  connections: Duplex[],
+  request: { transport: StreamTransport; role: Role; streams?: number; busy?: number },
+  pattern: Pattern | null,
+  side: 'server' | 'client',
+): Promise<RoleOutcome> {
+  const roles = laneRoles(request);
+  const vchan = request.transport === 'vchan' ? (connections[0] as Vchan) : null;
+  let session: Session | null = null;
+  let sessionClosed: Promise<unknown> = Promise.resolve();
+  let lanes: Duplex[];
+  if (vchan) {
+    session = openSession(vchan, { maxStreamWindow: 1 << 20 });
+    session.on('error', () => {}); // each lane fails with it
+    const closing = session;
+    sessionClosed = new Promise<void>((resolve) => closing.once('close', () => resolve()));
+    lanes = [];
+    for (let lane = 0; lane < roles.length; lane++) lanes.push(side === 'client' ? session.open() : await session.accept());
+  } else lanes = connections;
+  for (const lane of lanes) lane.once('end', () => lane.end());
+  const started = performance.now();
+  try {
+    const results = await Promise.all(
+      lanes.map(async (lane, index) => {
+        const outcome = await play(lane, request.transport === 'vchan' ? 'mux' : request.transport, roles[index]!, pattern);
+        lane.resume(); // a role that stopped reading (ping) still reads to the peer's end, so the lane closes
+        return outcome;
+      }),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    const result: LanesResult = { lanes: results.map((outcome) => outcome.result), seconds };
+    // What this side wrote may still be on its way: the client closes the session once every
+    // stream has ended on both sides, and the server waits for that, so nothing is cut short.
+    if (session) await withDeadline(side === 'client' ? session.close() : sessionClosed, 10_000);
+    return vchan ? { result, stats: vchan.stats(), rings: { write: vchan.writeRingSize, read: vchan.readRingSize } } : { result };
+  } catch (error) {
+    session?.destroy();
+    throw error;
+  }
+}
+
+/** `promise`, or nothing after `ms`: a peer that never finishes closing does not hold us. */
+function withDeadline(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise.then(
+      () => {},
+      () => {},
+    ),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))),
+  ]).finally(() => clearTimeout(timer));
 }

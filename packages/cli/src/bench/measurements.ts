@@ -7,7 +7,7 @@
 import { XenVchanError } from '@xen-vchan/native';
 import type { VchanStats } from '@xen-vchan/vchan';
 import { cLatency, cThroughput } from './cring.js';
-import type { Address, ConnectRequest, ListenRequest, Role, RoleOutcome, StreamTransport } from './endpoint.js';
+import type { Address, ConnectRequest, LanesResult, ListenRequest, Role, RoleOutcome, StreamTransport } from './endpoint.js';
 import type { EndpointClient } from './endpoint-clients.js';
 import { formatSize, MiB, transportLabel, type LatencyRow, type MeasuredThroughput, type RowCollector, type Transport } from './results.js';
 import type { LatencyResult, ReceiveResult, RpcResult, SendResult } from './roles.js';
@@ -138,6 +138,74 @@ export class Measurements {
     return `${result.sequential.callsPerSecond.toFixed(0)} calls/s one at a time (median ${result.sequential.p50Us.toFixed(0)} µs), ${result.concurrent.callsPerSecond.toFixed(0)} calls/s with ${rpcInFlight} in flight`;
   }
 
+  /**
+   * `streams` streams at once, 64 KiB writes on each for `seconds`: yamux streams over one vchan
+   * (1 MiB rings) or as many Unix-socket connections. Every stream's bytes are verified.
+   */
+  async concurrentThroughput(transport: 'vchan' | 'unix', streams: number, seconds: number): Promise<string> {
+    const [sender, receiver] = await this.measure(
+      transport,
+      { role: 'send', chunk: 65536, seconds },
+      { role: 'receive' },
+      transport === 'vchan' ? MiB : undefined,
+      { streams },
+    );
+    const sent = (sender.result as LanesResult).lanes as SendResult[];
+    const { lanes, seconds: wall } = receiver.result as LanesResult;
+    const received = lanes as ReceiveResult[];
+    const what = `${streams} streams over ${transport === 'vchan' ? 'one vchan' : 'Unix sockets'}`;
+    if (received.length !== streams || sent.length !== streams)
+      throw new XenVchanError('EBADMSG', `${what}: ${received.length} streams came back`);
+    received.forEach((lane, index) => {
+      if (lane.bytes !== sent[index]!.sent)
+        throw new XenVchanError('EBADMSG', `${what}: stream ${index} verified ${lane.bytes} bytes of the ${sent[index]!.sent} sent`);
+    });
+    const bytes = received.reduce((sum, lane) => sum + lane.bytes, 0);
+    const shares = received.map((lane) => (bytes > 0 ? lane.bytes / bytes : 0));
+    const mibPerSecond = wall > 0 ? bytes / MiB / wall : null;
+    this.rows.addConcurrency({
+      transport,
+      streams,
+      mibPerSecond,
+      bytes,
+      seconds: wall,
+      leastShare: Math.min(...shares),
+      mostShare: Math.max(...shares),
+    });
+    return mibPerSecond === null ? 'too short to time' : `${mibPerSecond.toFixed(0)} MiB/s together`;
+  }
+
+  /** Round trips of the latency size on one stream while `bulk` others carry 64 KiB writes. */
+  async busyLatency(transport: 'vchan' | 'unix', bulk: number, seconds: number): Promise<string> {
+    const { latencySize } = this.plan;
+    const [ponger, pinger] = await this.measure(
+      transport,
+      { role: 'pong' },
+      { role: 'ping', size: latencySize, seconds },
+      transport === 'vchan' ? MiB : undefined,
+      { busy: bulk },
+    );
+    const [latency, ...sent] = (pinger.result as LanesResult).lanes as [LatencyResult, ...SendResult[]];
+    const [, ...received] = (ponger.result as LanesResult).lanes as [unknown, ...ReceiveResult[]];
+    received.forEach((lane, index) => {
+      if (lane.bytes !== sent[index]!.sent)
+        throw new XenVchanError(
+          'EBADMSG',
+          `bulk stream ${index} beside the round trips verified ${lane.bytes} of ${sent[index]!.sent} bytes`,
+        );
+    });
+    const bulkBytes = received.reduce((sum, lane) => sum + lane.bytes, 0);
+    const wall = (ponger.result as LanesResult).seconds;
+    this.rows.addBusyLatency({
+      transport,
+      size: latencySize,
+      bulkStreams: bulk,
+      ...latency,
+      bulkMiBPerSecond: wall > 0 ? bulkBytes / MiB / wall : null,
+    });
+    return `median ${latency.p50Us.toFixed(1)} µs, p99 ${latency.p99Us.toFixed(1)} µs beside ${bulk} bulk streams`;
+  }
+
   private throughputRow(row: MeasuredThroughput): string {
     this.rows.addThroughput(row);
     return row.mibPerSecond === null ? 'too short to time' : `${row.mibPerSecond.toFixed(0)} MiB/s`;
@@ -154,6 +222,7 @@ export class Measurements {
     listenRole: Role,
     connectRole: Role,
     ring?: number,
+    lanes: { streams?: number; busy?: number } = {},
   ): Promise<[RoleOutcome, RoleOutcome]> {
     const { first, second, remote } = this.ends;
     const { backend, serverDomid, clientDomid, listenerDomid, connectorDomid } = this.placement;
@@ -168,6 +237,7 @@ export class Measurements {
       role: listenRole,
       maxChunk,
       seed,
+      ...lanes,
       ...(transport === 'vchan'
         ? {
             ring: ring ?? 65536,
@@ -186,6 +256,7 @@ export class Measurements {
         address,
         maxChunk,
         seed,
+        ...lanes,
         ...(transport === 'vchan' ? { serverDomid, backend, ...(connectorDomid !== undefined ? { simDomid: connectorDomid } : {}) } : {}),
       };
       return await withTimeout(

@@ -46,7 +46,36 @@ export function planTasks(plan: BenchPlan, measurements: Measurements): Task[] {
     ...targetCells(plan, measurements),
     ...roundTrips(plan, measurements),
     ...rpcCalls(plan, measurements),
+    ...concurrency(plan, measurements),
   ];
+}
+
+/** Stream counts of the concurrency rows: one vchan carrying them against as many Unix sockets. */
+export const CONCURRENT_STREAMS = [1, 8, 64] as const;
+/** Bulk streams beside the round trips of the busy-latency rows. */
+export const BUSY_STREAMS = 8;
+
+/** Short windows: these rows add a few seconds to the run, not a sweep. */
+function concurrency(plan: BenchPlan, measurements: Measurements): Task[] {
+  const seconds = Math.min(plan.seconds, 0.5);
+  const tasks: Task[] = [];
+  for (const streams of CONCURRENT_STREAMS) {
+    for (const transport of ['vchan', 'unix'] as const) {
+      tasks.push({
+        label: `${streams} stream${streams > 1 ? 's' : ''} over ${transport === 'vchan' ? 'one vchan' : 'unix sockets'}`,
+        weight: seconds + NODE_OVERHEAD,
+        run: () => measurements.concurrentThroughput(transport, streams, seconds),
+      });
+    }
+  }
+  for (const transport of ['vchan', 'unix'] as const) {
+    tasks.push({
+      label: `${plan.latencySize}-byte round trips beside ${BUSY_STREAMS} bulk streams over ${transport === 'vchan' ? 'one vchan' : 'unix sockets'}`,
+      weight: seconds + NODE_OVERHEAD,
+      run: () => measurements.busyLatency(transport, BUSY_STREAMS, seconds),
+    });
+  }
+  return tasks;
 }
 
 function warmUps(plan: BenchPlan, measurements: Measurements): Task[] {

@@ -116,6 +116,45 @@ export function renderTable(results: BenchResults): string {
     out.push('');
   }
 
+  const concurrency = results.concurrency ?? [];
+  if (concurrency.length > 0) {
+    out.push('Concurrency: streams at once, 64 KiB writes each; one vchan (1 MiB rings) carrying yamux streams vs as many Unix sockets');
+    out.push(
+      table(
+        ['transport', 'streams', 'MiB/s together', 'vs unix', 'least share', 'most share'],
+        concurrency.map((row) => [
+          row.transport === 'vchan' ? 'vchan (mux)' : 'unix sockets',
+          String(row.streams),
+          number(row.mibPerSecond),
+          row.transport === 'vchan' ? ratio(row.vsUnix) : '',
+          `${(row.leastShare * 100).toFixed(1)}%`,
+          `${(row.mostShare * 100).toFixed(1)}%`,
+        ]),
+        (column) => column >= 1,
+      ),
+    );
+    out.push('');
+  }
+  const busy = results.busyLatency ?? [];
+  if (busy.length > 0) {
+    out.push(`Round trips on an idle stream beside bulk streams (${busy[0]!.size}-byte messages)`);
+    out.push(
+      table(
+        ['transport', 'bulk streams', 'median µs', 'p99 µs', 'round trips', 'bulk MiB/s'],
+        busy.map((row) => [
+          row.transport === 'vchan' ? 'vchan (mux)' : 'unix sockets',
+          String(row.bulkStreams),
+          micro(row.p50Us),
+          micro(row.p99Us),
+          String(row.roundTrips),
+          number(row.bulkMiBPerSecond),
+        ]),
+        (column) => column >= 1,
+      ),
+    );
+    out.push('');
+  }
+
   out.push('Targets (this run only)');
   for (const target of results.targets) {
     out.push(`  ${targetMark(target)}  ${target.description}: ${ratio(target.ratio)} (goal ${target.goal}; ${target.detail})`);

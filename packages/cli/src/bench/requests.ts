@@ -24,6 +24,8 @@ export const MAX_SECONDS = 1200;
 export const MAX_PING = 2 ** 20;
 /** RPC calls in flight at once: one async lane each (the bench uses 64). */
 export const MAX_IN_FLIGHT = 1024;
+/** Lanes of one measurement (streams plus busy ones): each holds a stream window or a socket; the bench uses 64 at most. */
+export const MAX_LANES = 128;
 /** Measurements listening at once: the bench has one at a time; each holds pages and a port. */
 export const MAX_LISTENING = 8;
 /** Control messages are a few hundred bytes; no reason to buffer MessageChannel's default 64 MiB. */
@@ -152,10 +154,20 @@ function common(fields: Fields, serving: Serving | undefined) {
     throw protocolError(`only vchan measurements are served to domain ${serving.client}, not ${show(transport)}`);
   const maxChunk = fields.maxChunk === undefined ? undefined : integer(fields.maxChunk, 'maxChunk', 1, MAX_CHUNK);
   const backend = fields.backend === undefined ? undefined : oneOf(fields.backend, 'backend', BACKENDS);
+  const checkedRole = role(fields.role, maxChunk);
+  const streams = fields.streams === undefined ? undefined : integer(fields.streams, 'streams', 1, MAX_LANES);
+  const busy = fields.busy === undefined ? undefined : integer(fields.busy, 'busy', 0, MAX_LANES);
+  if (streams !== undefined && checkedRole.role !== 'send' && checkedRole.role !== 'receive')
+    throw protocolError(`streams is for the send and receive roles, not ${show(checkedRole.role)}`);
+  if (busy !== undefined && checkedRole.role !== 'ping' && checkedRole.role !== 'pong')
+    throw protocolError(`busy is for the ping and pong roles, not ${show(checkedRole.role)}`);
+  if ((streams ?? 1) + (busy ?? 0) > MAX_LANES) throw protocolError(`at most ${MAX_LANES} lanes (streams plus busy) at once`);
   return {
     transport,
     key: matching(fields.key, 'key', KEY),
-    role: role(fields.role, maxChunk),
+    role: checkedRole,
+    ...(streams !== undefined ? { streams } : {}),
+    ...(busy !== undefined ? { busy } : {}),
     ...(maxChunk !== undefined ? { maxChunk } : {}),
     ...(fields.seed !== undefined ? { seed: integer(fields.seed, 'seed', 0, 0xffffffff) } : {}),
     // Checked either way, but a served endpoint uses its own backend whatever the client runs on.
@@ -176,6 +188,8 @@ function checkListen(args: unknown, serving: Serving | undefined): ListenRequest
     'simDomid',
     'maxChunk',
     'seed',
+    'streams',
+    'busy',
   ]);
   // The listener publishes under its own vchan area for the client, at a name it picks itself
   // (endpoint.ts): never where a request says, which could be any XenStore subtree.
@@ -236,6 +250,8 @@ function checkConnect(args: unknown, serving: Serving | undefined): ConnectReque
     'simDomid',
     'maxChunk',
     'seed',
+    'streams',
+    'busy',
   ]);
   const shared = common(fields, serving);
   return {

@@ -72,6 +72,39 @@ export interface RpcRow {
   concurrent: { inFlight: number; calls: number; seconds: number; callsPerSecond: number; p50Us: number; p99Us: number };
 }
 
+/**
+ * Aggregate throughput of `streams` streams at once, each sending 64 KiB writes: over one vchan
+ * (transport 'vchan': yamux streams of one session, @xen-vchan/mux) or over as many Unix-socket
+ * connections ('unix').
+ */
+export interface ConcurrencyRow {
+  transport: 'vchan' | 'unix';
+  streams: number;
+  /** All streams' bytes received and verified, over the receiver's wall clock for them all. */
+  mibPerSecond: number | null;
+  bytes: number;
+  seconds: number;
+  /** The slowest and fastest stream's share of the bytes (1 / streams when fair). */
+  leastShare: number;
+  mostShare: number;
+  /** mibPerSecond over the Unix sockets' with as many streams. */
+  vsUnix: number | null;
+}
+
+/** Round trips of `size` bytes on an idle stream while `bulkStreams` others carry 64 KiB writes. */
+export interface BusyLatencyRow {
+  transport: 'vchan' | 'unix';
+  size: number;
+  bulkStreams: number;
+  roundTrips: number;
+  p50Us: number;
+  p99Us: number;
+  meanUs: number;
+  minUs: number;
+  /** What the bulk streams moved together meanwhile, in MiB/s. */
+  bulkMiBPerSecond: number | null;
+}
+
 export interface Target {
   id: string;
   description: string;
@@ -108,6 +141,9 @@ export interface BenchResults {
   throughput: ThroughputRow[];
   latency: LatencyRow[];
   rpc: RpcRow[];
+  /** Many streams over one vchan against as many Unix sockets (absent in results from before them). */
+  concurrency?: ConcurrencyRow[];
+  busyLatency?: BusyLatencyRow[];
   targets: Target[];
 }
 
@@ -128,6 +164,8 @@ export class RowCollector {
   private readonly cells = new Map<string, ThroughputRow[]>();
   readonly latency: LatencyRow[] = [];
   readonly rpc: RpcRow[] = [];
+  readonly concurrency: ConcurrencyRow[] = [];
+  readonly busyLatency: BusyLatencyRow[] = [];
 
   addThroughput(row: MeasuredThroughput): void {
     const key = `${row.transport} ${row.chunk} ${row.ring}`;
@@ -143,6 +181,14 @@ export class RowCollector {
     this.rpc.push(row);
   }
 
+  addConcurrency(row: Omit<ConcurrencyRow, 'vsUnix'>): void {
+    this.concurrency.push({ ...row, vsUnix: null });
+  }
+
+  addBusyLatency(row: BusyLatencyRow): void {
+    this.busyLatency.push(row);
+  }
+
   /** One row per cell: the median repeat, carrying every repeat's MiB/s when there were several. */
   throughput(): ThroughputRow[] {
     return [...this.cells.values()].map((repeats) => {
@@ -155,14 +201,22 @@ export class RowCollector {
 
 /** The run's results: its description and the collected rows, with the ratios and the targets filled in. */
 export function assembleResults(run: Omit<BenchResults, 'throughput' | 'latency' | 'rpc' | 'targets'>, rows: RowCollector): BenchResults {
-  const results: BenchResults = { ...run, throughput: rows.throughput(), latency: rows.latency, rpc: rows.rpc, targets: [] };
+  const results: BenchResults = {
+    ...run,
+    throughput: rows.throughput(),
+    latency: rows.latency,
+    rpc: rows.rpc,
+    concurrency: rows.concurrency,
+    busyLatency: rows.busyLatency,
+    targets: [],
+  };
   addRatios(results);
   results.targets = computeTargets(results);
   return results;
 }
 
 /** Fills vsUnix / vsCRing once every row is in. */
-export function addRatios(results: Pick<BenchResults, 'throughput' | 'latency' | 'setup'>): void {
+export function addRatios(results: Pick<BenchResults, 'throughput' | 'latency' | 'setup' | 'concurrency'>): void {
   const find = (transport: Transport, chunk: number, ring: number | null) =>
     results.throughput.find((row) => row.transport === transport && row.chunk === chunk && row.ring === ring && row.mibPerSecond !== null);
   const largestRing = Math.max(...results.setup.rings);
@@ -171,6 +225,12 @@ export function addRatios(results: Pick<BenchResults, 'throughput' | 'latency' |
     const cRing = find('c-ring', row.chunk, row.ring ?? largestRing);
     row.vsUnix = unix && row.mibPerSecond !== null ? row.mibPerSecond / unix.mibPerSecond! : null;
     row.vsCRing = cRing && row.mibPerSecond !== null ? row.mibPerSecond / cRing.mibPerSecond! : null;
+  }
+  for (const row of results.concurrency ?? []) {
+    const unix = results.concurrency!.find(
+      (other) => other.transport === 'unix' && other.streams === row.streams && other.mibPerSecond !== null,
+    );
+    row.vsUnix = unix && row.mibPerSecond !== null ? row.mibPerSecond / unix.mibPerSecond! : null;
   }
   const unixLatency = results.latency.find((row) => row.transport === 'unix');
   for (const row of results.latency) row.vsUnix = unixLatency ? row.p50Us / unixLatency.p50Us : null;
