@@ -38,10 +38,11 @@ async function freePort(): Promise<number> {
 
 /**
  * Two `vchan proxy` processes over one vchan `name`: domain 1 serves it and connects each stream to
- * the TCP port `target` (`--once`: it exits when the vchan closes); domain 2 listens on a TCP port
- * and carries each connection as a stream. Resolves once the first serves and the second listens.
+ * the TCP port `target` (`--once`: it exits when the vchan closes; `servingMode` --no-mux plays a
+ * peer that knows nothing of yamux); domain 2 listens on a TCP port and carries each connection
+ * as a stream. Resolves once the first serves and the second listens.
  */
-async function proxies(name: string, target: number) {
+async function proxies(name: string, target: number, servingMode = '--mux') {
   const listenPort = await freePort();
   const children: ReturnType<typeof spawn>[] = [];
   const exits: Promise<number | string>[] = [];
@@ -60,7 +61,7 @@ async function proxies(name: string, target: number) {
       }),
     );
   };
-  await start(['--role', 'server', '-d', '2', '-n', name, '--sim-domid', '1', '--tcp', String(target), '--once'], /serving/);
+  await start([servingMode, '--role', 'server', '-d', '2', '-n', name, '--sim-domid', '1', '--tcp', String(target), '--once'], /serving/);
   await start(['--role', 'client', '-d', '1', '-n', name, '--sim-domid', '2', '--tcp', String(listenPort), '--listen'], /listening/);
   cleanups.push(async () => {
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
@@ -187,5 +188,18 @@ describe('vchan proxy --mux', () => {
     }
     expect(stderr.join('')).toMatch(/ECONNREFUSED/);
     expect((await stop())[0]).toBe(0);
+  });
+
+  it('a --mux side facing a peer that does not speak yamux fails with EPROTO and says to use --no-mux', async () => {
+    const { port } = await echoService();
+    const { listenPort, stop, stderr } = await proxies('mismatch', port, '--no-mux');
+    const client = net.connect({ port: listenPort, host: '127.0.0.1' });
+    client.on('error', () => {});
+    const closed = new Promise((resolve) => client.on('close', resolve));
+    client.write('hello');
+    await closed; // reset: the session failed with it
+    await expect.poll(() => stderr.join(''), { timeout: 10_000 }).toMatch(/EPROTO|protocol violation/);
+    expect(stderr.join('')).toMatch(/--no-mux/);
+    await stop();
   });
 });
