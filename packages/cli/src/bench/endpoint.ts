@@ -33,18 +33,12 @@ export interface Address {
   port?: number;
 }
 
-export interface ListenRequest {
+/** What listening and connecting requests share: which measurement, which role, how. */
+interface RoleRequest {
   transport: StreamTransport;
   /** Names this measurement in the endpoint: result/close use it. */
   key: string;
   role: Role;
-  /** vchan: ring size each way (readMin and writeMin). */
-  ring?: number;
-  /**
-   * vchan: the client domain. Where the server publishes is not the request's to say: always
-   * under its own vchan area for that client, at a name the listener picks (see listen()).
-   */
-  peerDomid?: number;
   backend?: 'auto' | 'xen' | 'sim';
   simDomid?: number;
   /** Largest chunk of the run, so the pattern is sized once. */
@@ -63,20 +57,20 @@ export interface ListenRequest {
   busy?: number;
 }
 
-export interface ConnectRequest {
-  transport: StreamTransport;
-  key: string;
-  role: Role;
+export interface ListenRequest extends RoleRequest {
+  /** vchan: ring size each way (readMin and writeMin). */
+  ring?: number;
+  /**
+   * vchan: the client domain. Where the server publishes is not the request's to say: always
+   * under its own vchan area for that client, at a name the listener picks (see listen()).
+   */
+  peerDomid?: number;
+}
+
+export interface ConnectRequest extends RoleRequest {
   address: Address;
   /** vchan: the server's domain. */
   serverDomid?: number;
-  backend?: 'auto' | 'xen' | 'sim';
-  simDomid?: number;
-  maxChunk?: number;
-  seed?: number;
-  /** As in ListenRequest. */
-  streams?: number;
-  busy?: number;
 }
 
 /** What a role played on lanes gives: each lane's result, in order, and the wall time they took together. */

@@ -13,6 +13,27 @@ function table(header: string[], rows: string[][], rightAligned: (column: number
   return [line(header), ...rows.map((row) => (row.length === 0 ? '' : line(row)))].join('\n');
 }
 
+/** A section whose rows compare one vchan's yamux streams with as many Unix sockets; nothing when there are no rows. */
+function muxSection<Row extends { transport: string }>(
+  out: string[],
+  title: string,
+  header: string[],
+  rows: readonly Row[],
+  cells: (row: Row) => string[],
+): void {
+  if (rows.length === 0) return;
+  out.push(title);
+  const label = (row: Row) => (row.transport === 'vchan' ? 'vchan (mux)' : 'unix sockets');
+  out.push(
+    table(
+      header,
+      rows.map((row) => [label(row), ...cells(row)]),
+      (column) => column >= 1,
+    ),
+  );
+  out.push('');
+}
+
 const ratio = (value: number | null) => (value === null ? '-' : `${value.toFixed(2)}x`);
 const number = (value: number | null | undefined, digits = 0) =>
   value === null || value === undefined || !Number.isFinite(value) ? '-' : value.toFixed(digits);
@@ -116,44 +137,27 @@ export function renderTable(results: BenchResults): string {
     out.push('');
   }
 
-  const concurrency = results.concurrency ?? [];
-  if (concurrency.length > 0) {
-    out.push('Concurrency: streams at once, 64 KiB writes each; one vchan (1 MiB rings) carrying yamux streams vs as many Unix sockets');
-    out.push(
-      table(
-        ['transport', 'streams', 'MiB/s together', 'vs unix', 'least share', 'most share'],
-        concurrency.map((row) => [
-          row.transport === 'vchan' ? 'vchan (mux)' : 'unix sockets',
-          String(row.streams),
-          number(row.mibPerSecond),
-          row.transport === 'vchan' ? ratio(row.vsUnix) : '',
-          `${(row.leastShare * 100).toFixed(1)}%`,
-          `${(row.mostShare * 100).toFixed(1)}%`,
-        ]),
-        (column) => column >= 1,
-      ),
-    );
-    out.push('');
-  }
+  muxSection(
+    out,
+    'Concurrency: streams at once, 64 KiB writes each; one vchan (1 MiB rings) carrying yamux streams vs as many Unix sockets',
+    ['transport', 'streams', 'MiB/s together', 'vs unix', 'least share', 'most share'],
+    results.concurrency ?? [],
+    (row) => [
+      String(row.streams),
+      number(row.mibPerSecond),
+      row.transport === 'vchan' ? ratio(row.vsUnix) : '',
+      `${(row.leastShare * 100).toFixed(1)}%`,
+      `${(row.mostShare * 100).toFixed(1)}%`,
+    ],
+  );
   const busy = results.busyLatency ?? [];
-  if (busy.length > 0) {
-    out.push(`Round trips on an idle stream beside bulk streams (${busy[0]!.size}-byte messages)`);
-    out.push(
-      table(
-        ['transport', 'bulk streams', 'median µs', 'p99 µs', 'round trips', 'bulk MiB/s'],
-        busy.map((row) => [
-          row.transport === 'vchan' ? 'vchan (mux)' : 'unix sockets',
-          String(row.bulkStreams),
-          micro(row.p50Us),
-          micro(row.p99Us),
-          String(row.roundTrips),
-          number(row.bulkMiBPerSecond),
-        ]),
-        (column) => column >= 1,
-      ),
-    );
-    out.push('');
-  }
+  muxSection(
+    out,
+    `Round trips on an idle stream beside bulk streams (${busy[0]?.size}-byte messages)`,
+    ['transport', 'bulk streams', 'median µs', 'p99 µs', 'round trips', 'bulk MiB/s'],
+    busy,
+    (row) => [String(row.bulkStreams), micro(row.p50Us), micro(row.p99Us), String(row.roundTrips), number(row.bulkMiBPerSecond)],
+  );
 
   out.push('Targets (this run only)');
   for (const target of results.targets) {

@@ -146,6 +146,9 @@ function role(value: unknown, maxChunk: number | undefined): Role {
   }
 }
 
+/** The fields listen and connect requests share; common() checks them. */
+const COMMON_FIELDS = ['transport', 'key', 'role', 'backend', 'simDomid', 'maxChunk', 'seed', 'streams', 'busy'];
+
 /** The fields listen and connect share. */
 function common(fields: Fields, serving: Serving | undefined) {
   const transport = oneOf<StreamTransport>(fields.transport, 'transport', TRANSPORTS);
@@ -176,21 +179,7 @@ function common(fields: Fields, serving: Serving | undefined) {
 }
 
 function checkListen(args: unknown, serving: Serving | undefined): ListenRequest {
-  const fields = object(args, 'the listen request', [
-    'transport',
-    'key',
-    'role',
-    'ring',
-    'peerDomid',
-    'name',
-    'path',
-    'backend',
-    'simDomid',
-    'maxChunk',
-    'seed',
-    'streams',
-    'busy',
-  ]);
+  const fields = object(args, 'the listen request', [...COMMON_FIELDS, 'ring', 'peerDomid', 'name', 'path']);
   // The listener publishes under its own vchan area for the client, at a name it picks itself
   // (endpoint.ts): never where a request says, which could be any XenStore subtree.
   if (fields.path !== undefined) {
@@ -240,19 +229,7 @@ function checkAddress(value: unknown, transport: StreamTransport): Address {
 }
 
 function checkConnect(args: unknown, serving: Serving | undefined): ConnectRequest {
-  const fields = object(args, 'the connect request', [
-    'transport',
-    'key',
-    'role',
-    'address',
-    'serverDomid',
-    'backend',
-    'simDomid',
-    'maxChunk',
-    'seed',
-    'streams',
-    'busy',
-  ]);
+  const fields = object(args, 'the connect request', [...COMMON_FIELDS, 'address', 'serverDomid']);
   const shared = common(fields, serving);
   return {
     ...shared,
