@@ -1,12 +1,13 @@
 // `vchan proxy --mux` (the default): many socket connections over one vchan, as yamux streams,
 // run as real binaries on the simulation.
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SimConnection } from '@xen-vchan/sim';
+import { echoMany, echoService } from '../support/echo.mjs';
 import { afterEach, describe, expect, it } from 'vitest';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -16,15 +17,11 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-/** A TCP echo service on 127.0.0.1 that half-closes: it ends its side after the client's end. */
-async function echoService(): Promise<{ service: net.Server; port: number }> {
-  const service = net.createServer({ allowHalfOpen: true }, (socket) => {
-    socket.on('error', () => {});
-    socket.pipe(socket);
-  });
-  await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
-  cleanups.push(() => new Promise((resolve) => service.close(resolve)));
-  return { service, port: (service.address() as net.AddressInfo).port };
+/** The echo service, closed after the test. */
+async function echo(): Promise<{ service: net.Server; port: number }> {
+  const made = await echoService();
+  cleanups.push(() => new Promise((resolve) => made.service.close(resolve)));
+  return made;
 }
 
 /** A TCP port free at the moment. */
@@ -75,42 +72,6 @@ async function proxies(name: string, target: number, servingMode = '--mux') {
   return { listenPort, stop, stderr };
 }
 
-/**
- * Sends `bytes` of random data on a new connection to `port`, ends, and reads the echo to the end.
- * The first byte goes alone: once its echo is back, `arrived()` is called, and the rest waits for
- * `together`, so every connection of a batch is carried at once before any moves its megabyte.
- */
-async function echoOnce(port: number, bytes: number, arrived = () => {}, together = Promise.resolve()) {
-  const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-  await once(socket, 'connect');
-  const sent = createHash('sha256');
-  const received = createHash('sha256');
-  let echoed = 0;
-  const reading = new Promise<void>((resolve, reject) => {
-    socket.on('data', (chunk: Buffer) => {
-      received.update(chunk);
-      echoed += chunk.length;
-    });
-    socket.on('end', () => resolve());
-    socket.on('error', reject);
-  });
-  const first = randomBytes(1);
-  sent.update(first);
-  socket.write(first);
-  while (echoed < 1) await Promise.race([once(socket, 'data'), reading]);
-  arrived();
-  await together;
-  for (let written = 1; written < bytes; written += 64 * 1024) {
-    const chunk = randomBytes(Math.min(64 * 1024, bytes - written));
-    sent.update(chunk);
-    if (!socket.write(chunk)) await once(socket, 'drain');
-  }
-  socket.end(); // half-close: the echo still comes back
-  await reading;
-  socket.destroy();
-  return { echoed, same: sent.digest('hex') === received.digest('hex') };
-}
-
 const simStatus = () => {
   const connection = SimConnection.open(process.env.XEN_VCHAN_SIM_DIR!);
   try {
@@ -122,7 +83,7 @@ const simStatus = () => {
 
 describe('vchan proxy --mux', () => {
   it('carries 200 concurrent TCP connections, 1 MiB each way with half-close, over one vchan', { timeout: 120_000 }, async () => {
-    const { port } = await echoService();
+    const { port } = await echo();
     const { listenPort, stop } = await proxies('many', port);
     // One vchan's pages: what the serving side shared for it, before any connection.
     const oneVchan = simStatus().grants.length;
@@ -137,11 +98,7 @@ describe('vchan proxy --mux', () => {
     })();
     // All 200 are through to the echo service at once (the proxy does not serve them in turn),
     // then each moves its megabyte.
-    let waiting = 200;
-    let allArrived: () => void = () => {};
-    const together = new Promise<void>((resolve) => (allArrived = resolve));
-    const arrived = () => --waiting === 0 && allArrived();
-    const outcomes = await Promise.all(Array.from({ length: 200 }, () => echoOnce(listenPort, 1024 * 1024, arrived, together)));
+    const outcomes = await echoMany(listenPort, 200, 1024 * 1024);
     sampling = false;
     await sampler;
     for (const outcome of outcomes) expect(outcome).toEqual({ echoed: 1024 * 1024, same: true });
@@ -153,7 +110,7 @@ describe('vchan proxy --mux', () => {
   });
 
   it('a connection the far side cannot make resets that stream only; the others go on', async () => {
-    const { service, port } = await echoService();
+    const { service, port } = await echo();
     const { listenPort, stop, stderr } = await proxies('refused', port);
     // Three connections open and half-way through their data ...
     const open = await Promise.all(
@@ -191,7 +148,7 @@ describe('vchan proxy --mux', () => {
   });
 
   it('a --mux side facing a peer that does not speak yamux fails with EPROTO and says to use --no-mux', async () => {
-    const { port } = await echoService();
+    const { port } = await echo();
     const { listenPort, stop, stderr } = await proxies('mismatch', port, '--no-mux');
     const client = net.connect({ port: listenPort, host: '127.0.0.1' });
     client.on('error', () => {});

@@ -16,6 +16,7 @@ import { requireDom0 } from './dom0.js';
 import { domainExists, Guest, projectRoot, type JobResult } from './domu.js';
 import { onCleanup, xenstoreRemove } from './cleanup.js';
 import { readOrNull, until } from './polling.js';
+import { echoService } from '../support/echo.mjs';
 import { resultOf } from '../support/script-results.js';
 
 const MiB = 2 ** 20;
@@ -287,6 +288,41 @@ describe('two domains: dom0 and a PV guest', () => {
       `proxy: vchan proxy (guest, client) <-> vchan-socket-proxy (dom0, server): ${outcome.bytes} bytes echoed intact, the proxy exited 0`,
     );
   }, 180_000);
+
+  test('vchan proxy --mux carries 50 concurrent TCP connections between the domains over one vchan, 1 MiB each way with half-close', async () => {
+    // guest connections -> `vchan proxy --role client --listen` (guest) -> one vchan, a yamux
+    // stream per connection -> `vchan proxy --role server` (dom0) -> an echo service here.
+    const { service, port } = await echoService();
+    onCleanup(() => new Promise((resolve) => service.close(resolve)));
+    const name = `many-${process.pid}`;
+    const serving = spawnHere(
+      dom0Node('packages/cli/bin/vchan.js', [
+        'proxy',
+        '--role',
+        'server',
+        '--domain',
+        String(guest.domid),
+        '--name',
+        name,
+        '--tcp',
+        String(port),
+        '--once',
+      ]),
+    );
+    onCleanup(() => serving.kill());
+    onCleanup(() => xenstoreRemove(`/local/domain/0/data/vchan/${guest.domid}/${name}`));
+    await until('the serving proxy', () => /serving/.test(serving.output()), 30_000);
+    const job = guest.spawn(guest.node('test/xen/domains/proxy-many.mjs', ['--domain', '0', '--name', name, '--connections', '50']));
+    const outcome = resultOf<{ connections: number; intact: number; proxyExit: number | string }>(
+      await within(job.done, 240_000, 'the 50 proxied connections', serving.output),
+      'vchan proxy --mux in the guest',
+    );
+    expect(outcome).toEqual({ connections: 50, intact: 50, proxyExit: 'SIGTERM' });
+    // The vchan closed with the guest's proxy, and the --once side here left cleanly.
+    const served = await within(serving.done, 30_000, 'the serving proxy to exit', serving.output);
+    expect(served.code, served.output).toBe(0);
+    report.push('proxy --mux: 50 concurrent TCP connections, guest -> dom0 echo over one vchan, 1 MiB each way intact');
+  }, 300_000);
 
   test('vchan bench between the domains, with libxenvchan C peers as the reference in the same boot', async () => {
     const rings = [4096, MiB];
