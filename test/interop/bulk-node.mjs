@@ -9,15 +9,16 @@
 //   { id, op: 'send', domid, name, ring, bytes, seed, writeChunk }
 //       serves `name` with both rings of `ring` bytes; answers { id, listening: { path, address } }
 //       once published, then, once the client has read everything and closed, { id, result }.
-//   { id, op: 'recv', domid, name, bytes, seed, timeout }
-//       connects, reads and checks `bytes` bytes, closes, answers the result.
+//   { id, op: 'recv', domid, name, bytes, seed, timeout, views }
+//       connects, reads and checks `bytes` bytes, closes, answers the result; with `views`
+//       through Vchan.views(), each view compared where it lies in the ring (zero-copy).
 //   { id, op: 'exit' }
 import { performance } from 'node:perf_hooks';
 import { connect, createServer } from '@xen-vchan/vchan';
 
 /** @typedef {import('@xen-vchan/vchan').Vchan} Vchan */
 /** @typedef {{ domid: number; name: string; ring: number; bytes: number; seed: number; writeChunk: number }} SendRequest */
-/** @typedef {{ domid: number; name: string; bytes: number; seed: number; timeout?: number }} RecvRequest */
+/** @typedef {{ domid: number; name: string; bytes: number; seed: number; timeout?: number; views?: boolean }} RecvRequest */
 /** @typedef {{ id: number } & (({ op: 'send' } & SendRequest) | ({ op: 'recv' } & RecvRequest) | { op: 'exit' })} Request */
 
 export const PATTERN_SIZE = 1048573;
@@ -139,7 +140,7 @@ async function send({ domid, name, ring, bytes, seed, writeChunk }, listening) {
  * Connects, reads `bytes` bytes and checks them against the pattern, then closes.
  * @param {RecvRequest} request
  */
-async function recv({ domid, name, bytes, seed, timeout = 30_000 }) {
+async function recv({ domid, name, bytes, seed, timeout = 30_000, views = false }) {
   const pattern = patternFor(seed);
   const channel = await connect({ domid, name, timeout });
   const connectedAt = performance.now();
@@ -150,39 +151,49 @@ async function recv({ domid, name, bytes, seed, timeout = 30_000 }) {
   let firstRead = 0;
   let firstAt = 0;
   let lastAt = 0;
-  /** @type {'complete' | 'ended early'} */
-  const outcome = await new Promise((resolve, reject) => {
-    const onData = (/** @type {Buffer} */ chunk) => {
-      const now = performance.now();
-      if (reads++ === 0) {
-        firstAt = now;
-        firstRead = chunk.length;
-      }
-      if (firstMismatch < 0) {
-        // Chunks are at most 64 KiB, far below the pattern's length, and never overshoot: the
-        // sender writes exactly `bytes`. Compare with memcmp, then find the byte if it differs.
-        const offset = received % PATTERN_SIZE;
-        const length = Math.min(chunk.length, PATTERN_SIZE);
-        if (!chunk.subarray(0, length).equals(pattern.subarray(offset, offset + length)) || length < chunk.length) {
-          for (let i = 0; i < chunk.length; i++) {
-            if (chunk[i] !== pattern[(received + i) % PATTERN_SIZE]) {
-              firstMismatch = received + i;
-              break;
-            }
+  /** Takes one piece (a copy, or a view of the ring); true once all `bytes` arrived. */
+  const take = (/** @type {Uint8Array} */ chunk) => {
+    const now = performance.now();
+    if (reads++ === 0) {
+      firstAt = now;
+      firstRead = chunk.length;
+    }
+    if (firstMismatch < 0) {
+      // Pieces are at most a ring (1 MiB), below the pattern's length, and never overshoot: the
+      // sender writes exactly `bytes`. Compare with memcmp, then find the byte if it differs.
+      const offset = received % PATTERN_SIZE;
+      const length = Math.min(chunk.length, PATTERN_SIZE);
+      const piece = Buffer.from(chunk.buffer, chunk.byteOffset, length);
+      if (!piece.equals(pattern.subarray(offset, offset + length)) || length < chunk.length) {
+        for (let i = 0; i < chunk.length; i++) {
+          if (chunk[i] !== pattern[(received + i) % PATTERN_SIZE]) {
+            firstMismatch = received + i;
+            break;
           }
         }
       }
-      received += chunk.length;
-      if (received >= bytes) {
-        lastAt = now;
-        channel.off('data', onData);
-        resolve('complete');
-      }
-    };
-    channel.on('data', onData);
-    channel.once('end', () => resolve('ended early'));
-    channel.once('error', reject);
-  });
+    }
+    received += chunk.length;
+    if (received < bytes) return false;
+    lastAt = now;
+    return true;
+  };
+  /** @type {'complete' | 'ended early'} */
+  const outcome = views
+    ? await (async () => {
+        for await (const view of channel.views()) if (take(view.bytes)) return 'complete';
+        return 'ended early';
+      })()
+    : await new Promise((resolve, reject) => {
+        const onData = (/** @type {Buffer} */ chunk) => {
+          if (!take(chunk)) return;
+          channel.off('data', onData);
+          resolve('complete');
+        };
+        channel.on('data', onData);
+        channel.once('end', () => resolve('ended early'));
+        channel.once('error', reject);
+      });
   const stats = channel.stats();
   const closed = new Promise((resolve) => channel.once('close', resolve));
   channel.destroy(); // all read: closing loses nothing, and lets the sender go

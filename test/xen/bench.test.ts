@@ -14,7 +14,7 @@
 // XEN_VCHAN_BENCH_JSON names a file (relative to the project root), writes all samples there.
 // Needs the harness (bash test/xen/run.sh test/xen/bench.test.ts): it fails, not skips, elsewhere.
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { arch, cpus, release } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -212,11 +212,36 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+// ---- system calls, counted by strace ----------------------------------------------------------
+
+/** `argv` run under `strace -f -c`, which writes its table of calls per system call to `file` at exit. */
+function underStrace(file: string, argv: string[]): string[] {
+  return ['strace', '-f', '-c', '-o', file, ...argv];
+}
+
+/** The calls per system call in a `strace -c` table, and their total. */
+function straceCounts(file: string): { total: number; calls: Record<string, number> } {
+  const calls: Record<string, number> = {};
+  let total = 0;
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    // "% time  seconds  usecs/call  calls  [errors]  syscall": calls is the fourth field.
+    const fields = line.trim().split(/\s+/);
+    if (fields.length < 5 || !/^\d+(\.\d+)?$/.test(fields[0]!)) continue;
+    const name = fields.at(-1)!;
+    const count = Number(fields[3]);
+    if (name === 'total') total = count;
+    else calls[name] = count;
+  }
+  return { total, calls };
+}
+
 // ---- (a) two libxenvchan peers --------------------------------------------------------------
 
 /** Runs vchan-peer in bulk mode; resolves with its RESULT once it exited 0. */
-function startPeer(args: string[], what: string) {
-  const child = spawn(peerPath, [`--timeout=${Math.round(TRANSFER_MS / 1000) + 10}`, ...args], {
+function startPeer(args: string[], what: string, traceTo?: string) {
+  const argv = [peerPath, `--timeout=${Math.round(TRANSFER_MS / 1000) + 10}`, ...args];
+  const [command, ...rest] = traceTo ? underStrace(traceTo, argv) : argv;
+  const child = spawn(command!, rest, {
     env: { ...process.env, LD_LIBRARY_PATH: xenLibraries },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -255,17 +280,19 @@ function startPeer(args: string[], what: string) {
   return { child, listening: listeningOrDead, result };
 }
 
-async function runC(ring: number, bytes: number, seed: number) {
+async function runC(ring: number, bytes: number, seed: number, trace?: { sender: string; receiver: string }) {
   const path = conventionalPath(DOM0, DOM0, `bc-${ring}`);
   onCleanup(() => xenstoreRemove(path));
   const server = startPeer(
     [`--bulk-send=${bytes}`, `--bulk-seed=${seed}`, `--write-chunk=${CHUNK}`, 'server', String(DOM0), path, String(ring), String(ring)],
     'vchan-peer server',
+    trace?.sender,
   );
   await within(server.listening, 30_000, 'the libxenvchan server to listen');
   const client = startPeer(
     [`--bulk-recv=${bytes}`, `--bulk-seed=${seed}`, `--read-chunk=${CHUNK}`, 'client', String(DOM0), path],
     'vchan-peer client',
+    trace?.receiver,
   );
   const [receiver, sender] = await within(Promise.all([client.result, server.result]), TRANSFER_MS, 'the libxenvchan transfer');
   return { receiver: receiver as CReceiverResult, sender: sender as CSenderResult };
@@ -275,12 +302,20 @@ async function runC(ring: number, bytes: number, seed: number) {
 
 interface Helper {
   call<T>(request: Record<string, unknown>, onListening?: (info: unknown) => void): Promise<T>;
+  /** Asks the helper to exit and waits for it (a traced helper's strace then writes its counts). */
+  finish(): Promise<void>;
   stop(): Promise<void>;
 }
 
-function startHelper(what: string): Promise<Helper> {
-  // execArgv: [] so that none of vitest's worker flags reach the helper.
-  const child: ChildProcess = fork(helperPath, [], { execArgv: [], env: { ...process.env }, stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
+function startHelper(what: string, traceTo?: string): Promise<Helper> {
+  // execArgv: [] so that none of vitest's worker flags reach the helper. Traced, strace runs node
+  // (fork starts execPath with execArgv before the script); the IPC channel's fd passes through.
+  const traced = traceTo ? underStrace(traceTo, [process.execPath]) : null;
+  const child: ChildProcess = fork(helperPath, [], {
+    ...(traced ? { execPath: traced[0], execArgv: traced.slice(1) } : { execArgv: [] }),
+    env: { ...process.env },
+    stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+  });
   let stderr = '';
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (text: string) => (stderr += text));
@@ -307,6 +342,10 @@ function startHelper(what: string): Promise<Helper> {
                 waiting.set(id, { resolve: resolve as (value: unknown) => void, reject, listening: onListening });
                 child.send({ id, ...request });
               }),
+            finish: async () => {
+              child.send({ id: nextId++, op: 'exit' });
+              await exited;
+            },
             stop: async () => {
               if (child.exitCode === null && child.signalCode === null) {
                 child.kill('SIGKILL');
@@ -330,7 +369,12 @@ function startHelper(what: string): Promise<Helper> {
   });
 }
 
-let helpers: { sender: Helper; receiver: Helper; stop(): Promise<void> } | null = null;
+interface NodeHelpers {
+  sender: Helper;
+  receiver: Helper;
+  stop(): Promise<void>;
+}
+let helpers: NodeHelpers | null = null;
 
 async function nodeHelpers() {
   if (!helpers) {
@@ -344,8 +388,13 @@ async function nodeHelpers() {
   return helpers;
 }
 
-async function runNode(ring: number, bytes: number, seed: number) {
-  const { sender, receiver } = await nodeHelpers();
+async function runNode(
+  ring: number,
+  bytes: number,
+  seed: number,
+  options: { views?: boolean; helpers?: NodeHelpers; transferMs?: number } = {},
+) {
+  const { sender, receiver } = options.helpers ?? (await nodeHelpers());
   const name = `bn-${ring}`;
   onCleanup(() => xenstoreRemove(conventionalPath(DOM0, DOM0, name)));
   let onListening!: () => void;
@@ -357,9 +406,13 @@ async function runNode(ring: number, bytes: number, seed: number) {
     30_000,
     'the Node server to listen',
   );
-  const received = receiver.call<NodeReceiverResult>({ op: 'recv', domid: DOM0, name, bytes, seed, timeout: 30_000 });
+  const received = receiver.call<NodeReceiverResult>({ op: 'recv', domid: DOM0, name, bytes, seed, timeout: 30_000, views: options.views });
   try {
-    const [receiverResult, senderResult] = await within(Promise.all([received, sent]), TRANSFER_MS, 'the Node transfer');
+    const [receiverResult, senderResult] = await within(
+      Promise.all([received, sent]),
+      options.transferMs ?? TRANSFER_MS,
+      'the Node transfer',
+    );
     return { receiver: receiverResult, sender: senderResult };
   } catch (error) {
     // A helper may be stuck mid-transfer: the next ring starts with fresh ones.
@@ -418,5 +471,110 @@ describe('throughput on real Xen: our vchan and libxenvchan, same boot, same rin
       }
     },
     REPS * 2 * TRANSFER_MS,
+  );
+});
+
+// ---- system calls and notifications per MiB ---------------------------------------------------
+// What a transfer costs the guest in traps into Xen, which the emulation's slowness does not
+// change: each system call of a PV guest is one, and so is each event-channel notification. Every
+// process runs under `strace -f -c` (its start-up included, small beside this many MiB); the MiB/s
+// printed are traced and only say that the bytes moved. libxenvchan notifies with one ioctl
+// (IOCTL_EVTCHN_NOTIFY) and so do we; our own counters give the events we sent as well.
+
+/** MiB per traced transfer: enough that the C pair runs for about a second untraced (~600 MiB/s). */
+const TRACED_MIB = Number(process.env.XEN_VCHAN_TRACE_MIB ?? '') || 640;
+const TRACED_TRANSFER_MS = 300_000;
+
+interface TracedRun {
+  label: string;
+  mibps: number;
+  sender: { total: number; calls: Record<string, number> };
+  receiver: { total: number; calls: Record<string, number> };
+  eventsSent: number | null;
+}
+
+function tracedLine(run: TracedRun, mib: number): string {
+  const perMiB = (count: number) => (count / mib).toFixed(1);
+  const both = run.sender.total + run.receiver.total;
+  const ioctls = (run.sender.calls.ioctl ?? 0) + (run.receiver.calls.ioctl ?? 0);
+  const merged: Record<string, number> = { ...run.sender.calls };
+  for (const [name, count] of Object.entries(run.receiver.calls)) merged[name] = (merged[name] ?? 0) + count;
+  const top = Object.entries(merged)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 4)
+    .map(([name, count]) => `${name} ${perMiB(count)}`)
+    .join(', ');
+  return (
+    `xen-syscalls: ${run.label.padEnd(15)} ${run.mibps.toFixed(1).padStart(7)} MiB/s traced  ` +
+    `calls/MiB ${perMiB(both).padStart(7)} (sender ${perMiB(run.sender.total)}, receiver ${perMiB(run.receiver.total)})  ` +
+    `ioctl/MiB ${perMiB(ioctls)}` +
+    (run.eventsSent !== null ? `  events sent/MiB ${perMiB(run.eventsSent)}` : '') +
+    `  most: ${top}`
+  );
+}
+
+describe('system calls and event notifications per MiB on real Xen, same boot, 1 MiB rings', () => {
+  beforeEach(() => {
+    requireDom0WithPeer('test/xen/bench.test.ts');
+  });
+
+  it(
+    'libxenvchan, our copying stream and our zero-copy views move the same bytes intact; counted with strace',
+    async () => {
+      const ring = MiB;
+      const bytes = TRACED_MIB * MiB;
+      const seed = 0x5eed5eed;
+      const folder = mkdtempSync('/tmp/xen-syscalls-');
+      onCleanup(() => rmSync(folder, { recursive: true, force: true }));
+      const runs: TracedRun[] = [];
+
+      const cFiles = { sender: `${folder}/c-sender`, receiver: `${folder}/c-receiver` };
+      const c = await runC(ring, bytes, seed, cFiles);
+      expect(c.receiver).toMatchObject({ ok: true, received: bytes, firstMismatch: -1 });
+      expect(c.sender).toMatchObject({ ok: true, sent: bytes });
+      runs.push({
+        label: 'libxenvchan',
+        mibps: c.receiver.mibps,
+        sender: straceCounts(cFiles.sender),
+        receiver: straceCounts(cFiles.receiver),
+        eventsSent: null,
+      });
+
+      for (const views of [false, true]) {
+        const files = { sender: `${folder}/node-${views}-sender`, receiver: `${folder}/node-${views}-receiver` };
+        const [sender, receiver] = await within(
+          Promise.all([startHelper('the traced Node sender', files.sender), startHelper('the traced Node receiver', files.receiver)]),
+          60_000,
+          'the traced Node helpers to start',
+        );
+        const pair: NodeHelpers = { sender, receiver, stop: async () => void (await Promise.all([sender.stop(), receiver.stop()])) };
+        onCleanup(() => pair.stop());
+        const node = await runNode(ring, bytes, seed + 1, { views, helpers: pair, transferMs: TRACED_TRANSFER_MS });
+        await within(Promise.all([sender.finish(), receiver.finish()]), 30_000, 'the traced Node helpers to exit');
+        expect(node.receiver).toMatchObject({ ok: true, outcome: 'complete', received: bytes, firstMismatch: -1 });
+        expect(node.sender).toMatchObject({ ok: true, sent: bytes });
+        runs.push({
+          label: views ? 'Node zero-copy' : 'Node copying',
+          mibps: node.receiver.mibps,
+          sender: straceCounts(files.sender),
+          receiver: straceCounts(files.receiver),
+          eventsSent: (node.sender.stats.eventsSent ?? 0) + (node.receiver.stats.eventsSent ?? 0),
+        });
+      }
+
+      for (const run of runs) {
+        // strace saw the processes: a transfer this size makes at least a few calls per MiB.
+        expect(run.sender.total, run.label).toBeGreaterThan(TRACED_MIB);
+        expect(run.receiver.total, run.label).toBeGreaterThan(TRACED_MIB);
+      }
+      console.log(
+        [
+          `xen-syscalls: ${TRACED_MIB} MiB one way over 1 MiB rings, dom0 to dom0, each process under strace -f -c (start-up included);`,
+          'xen-syscalls: each call is a trap into Xen in a PV guest; ioctl includes every event-channel notify',
+          ...runs.map((run) => tracedLine(run, TRACED_MIB)),
+        ].join('\n'),
+      );
+    },
+    3 * TRACED_TRANSFER_MS,
   );
 });

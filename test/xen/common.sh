@@ -41,8 +41,8 @@ XEN_UNPACKED_PACKAGES=(
   busybox-static
 )
 # Host tools that really are installed (they do not touch /boot or the host's services).
-XEN_HOST_PACKAGES=(qemu-system-x86 cpio kmod xz-utils gcc libc6-dev file)
-XEN_HOST_COMMANDS=(qemu-system-x86_64 cpio depmod modprobe xz gcc file ldd gzip flock timeout)
+XEN_HOST_PACKAGES=(qemu-system-x86 cpio kmod xz-utils gcc libc6-dev file strace)
+XEN_HOST_COMMANDS=(qemu-system-x86_64 cpio depmod modprobe xz gcc file ldd gzip flock timeout strace)
 
 # Modules dom0 needs: the three devices under test plus xenfs/privcmd for xenstored, and the
 # virtio-9p stack that carries the host's /usr, /etc and the project into dom0.
