@@ -563,9 +563,9 @@ describe('system calls and event notifications per MiB on real Xen, same boot, 1
       }
 
       for (const run of runs) {
-        // strace saw the processes: a transfer this size makes at least a few calls per MiB.
-        expect(run.sender.total, run.label).toBeGreaterThan(TRACED_MIB);
-        expect(run.receiver.total, run.label).toBeGreaterThan(TRACED_MIB);
+        // strace saw each process and wrote its table (start-up alone makes dozens of calls).
+        expect(run.sender.total, run.label).toBeGreaterThan(20);
+        expect(run.receiver.total, run.label).toBeGreaterThan(20);
       }
       console.log(
         [
