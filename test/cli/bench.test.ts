@@ -30,6 +30,7 @@ interface Results {
   rpc: { transport: string; sequential: { calls: number }; concurrent: { calls: number } }[];
   concurrency: { transport: string; streams: number; bytes: number; mibPerSecond: number | null }[];
   busyLatency: { transport: string; bulkStreams: number; roundTrips: number; p50Us: number }[];
+  pipeline: { transport: string; bytes: number; mibPerSecond: number; samples: number[]; verified: boolean }[];
   targets: { id: string; pass: boolean | null; ratio: number | null }[];
 }
 
@@ -81,8 +82,19 @@ describe('vchan bench', () => {
       'zero-copy-vs-unix',
       'zero-copy-vs-c-ring',
       'round-trip-vs-unix',
+      'cli-pipeline-vs-unix',
     ]);
     for (const target of results.targets) expect(target.ratio).toBeGreaterThan(0);
+    // The CLI pipeline: vchan listen | vchan connect and the Node scripts over a Unix socket (socat
+    // too where it is installed), each verified through a file first, then three rounds.
+    const pipelines = results.pipeline.map((row) => row.transport);
+    expect(pipelines.slice(0, 2)).toEqual(['vchan', 'unix']);
+    for (const row of results.pipeline) {
+      expect(row.verified).toBe(true);
+      expect(row.bytes).toBe(16 << 20);
+      expect(row.samples).toHaveLength(3);
+    }
+    if (!pipelines.includes('socat')) expect(stdout).toMatch(/left out: socat was not found/);
 
     expect(existsSync(chart)).toBe(true);
     expect(statSync(chart).size).toBeGreaterThan(0);
@@ -95,6 +107,7 @@ describe('vchan bench', () => {
     expect(stdout).toMatch(/RPC/);
     expect(stdout).toMatch(/Concurrency/);
     expect(stdout).toMatch(/beside bulk streams/);
+    expect(stdout).toMatch(/CLI pipeline/);
     expect(stdout).toMatch(/(PASS|MISS) +vchan, 64 KiB writes/);
     expect(stdout).toMatch(/wall time/);
   });
@@ -135,6 +148,9 @@ describe('vchan bench', () => {
       expect(results.setup.mode).toBe('remote');
       expect(results.transports.sort()).toEqual(['tcp', 'unix', 'vchan', 'vchan-views']);
       expect(results.throughput.find((row) => row.transport === 'vchan')?.bytes).toBeGreaterThan(0);
+      // Both of the CLI pipeline's processes would run here: left out, saying so.
+      expect(results.pipeline).toEqual([]);
+      expect((results.setup as { pipelineLeftOut?: string[] }).pipelineLeftOut?.[0]).toMatch(/left out with --domain/);
       expect(results.throughput.find((row) => row.transport === 'vchan-views')?.bytes).toBeGreaterThan(0);
       expect(await served).toBe(0);
     } finally {
@@ -148,7 +164,7 @@ describe('vchan bench', () => {
     // A compiler name found nowhere: a binary cached by an earlier run is keyed by the compiler's
     // name too, so this one has to be built, and cannot be.
     const { code, stdout, stderr } = await vchan(
-      ['bench', '--quick', '--chunks', '64KiB', '--rings', '1MiB', '--json', json, '--chart', chart],
+      ['bench', '--quick', '--chunks', '64KiB', '--rings', '1MiB', '--pipeline', '0', '--json', json, '--chart', chart],
       25_000,
       { CC: 'xen-vchan-test-no-such-cc' },
     );
@@ -180,6 +196,8 @@ describe('vchan bench', () => {
       ['--rings', '2MiB'],
       ['--seconds', 'soon'],
       ['--repeat', '0'],
+      ['--pipeline', '12x'],
+      ['--pipeline', '1KiB'],
       ['--frobnicate'],
       ['--once'],
       ['--serve'],

@@ -7,10 +7,11 @@ import { backendOptions, channelOptions, channelOptionsHelp, EXIT, parseDomid, p
 import { renderChart } from './chart.js';
 import { CRingError } from './cring.js';
 import { Endpoint } from './endpoint.js';
+import { pipelineSizes } from './pipeline.js';
 import { renderTable } from './report.js';
 import { controlCodec, MAX_CHUNK, MAX_CONTROL_MESSAGE, MAX_RING } from './requests.js';
 import type { BenchPlan } from './plan.js';
-import type { BenchResults } from './results.js';
+import { MiB, type BenchResults } from './results.js';
 import { runBench } from './run.js';
 
 const DEFAULT_CHUNKS = '64,4KiB,64KiB,1MiB';
@@ -41,6 +42,9 @@ options:
       --json PATH      results as JSON (default bench-results/bench.json)
       --chart PATH     the chart, a self-contained HTML page (default bench-results/bench.html)
       --no-c-ring      leave out the C ring (no C compiler needed)
+      --pipeline SIZE  the file the CLI pipeline rows send (vchan listen < file | vchan connect
+                       > /dev/null, against a Unix socket); default 512MiB (--quick: 16MiB); 0
+                       leaves those rows out
 
 between real domains (the vchan rows; the sockets and the C ring still run here):
       --domain ID      the domain running \`vchan bench --serve --domain <this domain>\`
@@ -97,6 +101,7 @@ export const benchCommand: Command = {
         json: { type: 'string', default: path.join('bench-results', 'bench.json') },
         chart: { type: 'string', default: path.join('bench-results', 'bench.html') },
         'no-c-ring': { type: 'boolean' },
+        pipeline: { type: 'string' },
         domain: { type: 'string' },
         serve: { type: 'boolean' },
         once: { type: 'boolean' },
@@ -116,6 +121,14 @@ export const benchCommand: Command = {
     const rings = parseList(values.rings ?? (values.quick ? QUICK_RINGS : DEFAULT_RINGS), '--rings', (value) =>
       value >= 4096 && value <= MAX_RING && (value & (value - 1)) === 0 ? null : `a ring is a power of two from 4KiB to 1MiB, got ${value}`,
     );
+    const sizes = pipelineSizes(Boolean(values.quick));
+    if (values.pipeline !== undefined) {
+      const bytes = values.pipeline === '0' ? 0 : parseSize(values.pipeline, '--pipeline');
+      if (bytes !== 0 && (bytes < MiB || bytes > 64 * 1024 * MiB))
+        throw new UsageError(`--pipeline: a file of 1 MiB to 64 GiB, or 0, got ${bytes}`);
+      sizes.bytes = bytes;
+      sizes.verifyBytes = Math.min(sizes.verifyBytes, bytes);
+    }
     const seconds = values.seconds !== undefined ? parseSeconds(values.seconds) : values.quick ? 0.1 : 1;
     let mode: BenchPlan['mode'];
     if (values.domain !== undefined) {
@@ -141,6 +154,8 @@ export const benchCommand: Command = {
       latencyRing: 65536,
       rpcInFlight: 64,
       repeat: values.repeat !== undefined ? parseRepeat(values.repeat) : 1,
+      pipelineBytes: sizes.bytes,
+      pipelineVerifyBytes: sizes.verifyBytes,
     };
 
     let results: BenchResults;

@@ -5,7 +5,8 @@
  * round trips and RPC.
  */
 import type { Measurements } from './measurements.js';
-import { formatSize, TARGET_CHUNK, TARGET_RING, transportLabel, type Transport } from './results.js';
+import type { PipelineBench } from './pipeline.js';
+import { formatSize, MiB, pipelineLabel, TARGET_CHUNK, TARGET_RING, transportLabel, type Transport } from './results.js';
 
 export interface BenchPlan {
   chunks: number[];
@@ -20,6 +21,9 @@ export interface BenchPlan {
   latencySize: number;
   latencyRing: number;
   rpcInFlight: number;
+  /** The CLI pipeline's file size in bytes (0: no pipeline rows), and its verified round's. */
+  pipelineBytes: number;
+  pipelineVerifyBytes: number;
   /** Throughput measurements are repeated this many times (whole sweeps, one after the other); rows show the median. */
   repeat: number;
 }
@@ -39,7 +43,7 @@ const NODE_OVERHEAD = 0.15;
 /** The same for the C ring, which forks itself. */
 const C_OVERHEAD = 0.02;
 
-export function planTasks(plan: BenchPlan, measurements: Measurements): Task[] {
+export function planTasks(plan: BenchPlan, measurements: Measurements, pipeline: PipelineBench | null = null): Task[] {
   return [
     ...warmUps(plan, measurements),
     ...throughputSweep(plan, measurements),
@@ -47,7 +51,35 @@ export function planTasks(plan: BenchPlan, measurements: Measurements): Task[] {
     ...roundTrips(plan, measurements),
     ...rpcCalls(plan, measurements),
     ...concurrency(plan, measurements),
+    ...(pipeline ? pipelineTasks(pipeline) : []),
   ];
+}
+
+/** Rounds of each CLI pipeline; the row is the median. */
+export const PIPELINE_ROUNDS = 3;
+/** What starting two processes of a pipeline costs, in seconds, and a guess at its rate for the progress bar. */
+const PIPELINE_OVERHEAD = 0.4;
+const PIPELINE_GUESS_MIB_PER_SECOND = 300;
+
+/** A verified round of each transport first, then the measured rounds taking turns. */
+function pipelineTasks(pipeline: PipelineBench): Task[] {
+  const { transports } = pipeline;
+  const weight = (bytes: number) => bytes / MiB / PIPELINE_GUESS_MIB_PER_SECOND + PIPELINE_OVERHEAD;
+  const tasks: Task[] = transports.map((transport) => ({
+    label: `CLI pipeline ${pipelineLabel(transport)}, ${formatSize(pipeline.verifyBytes)} into a file (verified)`,
+    weight: weight(pipeline.verifyBytes),
+    run: () => pipeline.verify(transport),
+  }));
+  for (let round = 1; round <= PIPELINE_ROUNDS; round++) {
+    for (const transport of transports) {
+      tasks.push({
+        label: `CLI pipeline ${pipelineLabel(transport)}, ${formatSize(pipeline.bytes)} into /dev/null (${round}/${PIPELINE_ROUNDS})`,
+        weight: weight(pipeline.bytes),
+        run: () => pipeline.measure(transport),
+      });
+    }
+  }
+  return tasks;
 }
 
 /** Stream counts of the concurrency rows: one vchan carrying them against as many Unix sockets. */

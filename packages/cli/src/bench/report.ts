@@ -1,5 +1,5 @@
 /** The table `vchan bench` prints at the end. */
-import { formatSize, transportLabel, type BenchResults, type Target, type Transport } from './results.js';
+import { formatSize, pipelineLabel, transportLabel, type BenchResults, type Target, type Transport } from './results.js';
 
 const ORDER: Transport[] = ['vchan', 'vchan-views', 'c-ring', 'c-ring-spin', 'unix', 'tcp'];
 
@@ -158,6 +158,32 @@ export function renderTable(results: BenchResults): string {
     busy,
     (row) => [String(row.bulkStreams), micro(row.p50Us), micro(row.p99Us), String(row.roundTrips), number(row.bulkMiBPerSecond)],
   );
+
+  const pipeline = results.pipeline ?? [];
+  if (pipeline.length > 0 || setup.pipelineLeftOut) {
+    out.push(
+      `CLI pipeline: a ${formatSize(setup.pipelineBytes ?? 0)} file from one process's stdin to the other's stdout (/dev/null); MiB/s = bytes / wall time from the first spawn until both exited (median of ${pipeline[0]?.samples.length ?? 0})`,
+    );
+    if (setup.pipelineVerifyBytes)
+      out.push(`  each first sent ${formatSize(setup.pipelineVerifyBytes)} into a file, compared with the input (size and SHA-256)`);
+    for (const note of setup.pipelineLeftOut ?? []) out.push(`  left out: ${note}`);
+    if (pipeline.length > 0) {
+      out.push(
+        table(
+          ['pipeline', 'MiB/s', 'seconds', 'vs unix', 'rounds (MiB/s)'],
+          pipeline.map((row) => [
+            pipelineLabel(row.transport),
+            number(row.mibPerSecond),
+            row.seconds.toFixed(2),
+            row.transport === 'unix' ? '' : ratio(row.vsUnix),
+            row.samples.map((sample) => sample.toFixed(0)).join(' '),
+          ]),
+          (column) => column >= 1 && column <= 3,
+        ),
+      );
+    }
+    out.push('');
+  }
 
   out.push('Targets (this run only)');
   for (const target of results.targets) {

@@ -105,6 +105,29 @@ export interface BusyLatencyRow {
   bulkMiBPerSecond: number | null;
 }
 
+/** The CLI pipeline rows: a file from one process to another through a transport, into /dev/null. */
+export type PipelineTransport = 'vchan' | 'unix' | 'socat';
+
+export function pipelineLabel(transport: PipelineTransport): string {
+  return { vchan: 'vchan listen | vchan connect', unix: 'node | unix socket | node', socat: 'socat | unix socket | socat' }[transport];
+}
+
+export interface PipelineRow {
+  transport: PipelineTransport;
+  /** The file's size. */
+  bytes: number;
+  /** bytes over the wall time from the first spawn until both processes exited, in MiB/s (the median round). */
+  mibPerSecond: number;
+  /** That round's wall time. */
+  seconds: number;
+  /** MiB/s of every round, in order. */
+  samples: number[];
+  /** A round into a file was compared with the input (size and SHA-256) before the measured ones. */
+  verified: true;
+  /** mibPerSecond over the Node-over-a-Unix-socket pipeline's. */
+  vsUnix: number | null;
+}
+
 export interface Target {
   id: string;
   description: string;
@@ -136,6 +159,11 @@ export interface BenchResults {
     cCompiler?: string;
     /** Why the C ring rows are missing although the command line asked for them (no C compiler). */
     cRingLeftOut?: string;
+    /** The CLI pipeline's file size (0: not measured) and the verified round's. */
+    pipelineBytes?: number;
+    pipelineVerifyBytes?: number;
+    /** Pipeline rows left out, and why (socat not installed, a remote run). */
+    pipelineLeftOut?: string[];
   };
   transports: Transport[];
   throughput: ThroughputRow[];
@@ -144,6 +172,8 @@ export interface BenchResults {
   /** Many streams over one vchan against as many Unix sockets (absent in results from before them). */
   concurrency?: ConcurrencyRow[];
   busyLatency?: BusyLatencyRow[];
+  /** The CLI pipeline (absent in results from before it). */
+  pipeline?: PipelineRow[];
   targets: Target[];
 }
 
@@ -166,6 +196,8 @@ export class RowCollector {
   readonly rpc: RpcRow[] = [];
   readonly concurrency: ConcurrencyRow[] = [];
   readonly busyLatency: BusyLatencyRow[] = [];
+  /** Every round of each pipeline transport. */
+  private readonly pipelineRounds = new Map<PipelineTransport, { bytes: number; seconds: number }[]>();
 
   addThroughput(row: MeasuredThroughput): void {
     const key = `${row.transport} ${row.chunk} ${row.ring}`;
@@ -189,6 +221,28 @@ export class RowCollector {
     this.busyLatency.push(row);
   }
 
+  addPipeline(round: { transport: PipelineTransport; bytes: number; seconds: number }): void {
+    if (!this.pipelineRounds.has(round.transport)) this.pipelineRounds.set(round.transport, []);
+    this.pipelineRounds.get(round.transport)!.push(round);
+  }
+
+  /** One row per pipeline transport: the median round. */
+  pipeline(): PipelineRow[] {
+    return [...this.pipelineRounds.entries()].map(([transport, rounds]) => {
+      const rate = (round: { bytes: number; seconds: number }) => round.bytes / MiB / round.seconds;
+      const median = [...rounds].sort((a, b) => rate(a) - rate(b))[Math.floor((rounds.length - 1) / 2)]!;
+      return {
+        transport,
+        bytes: median.bytes,
+        mibPerSecond: rate(median),
+        seconds: median.seconds,
+        samples: rounds.map(rate),
+        verified: true,
+        vsUnix: null,
+      };
+    });
+  }
+
   /** One row per cell: the median repeat, carrying every repeat's MiB/s when there were several. */
   throughput(): ThroughputRow[] {
     return [...this.cells.values()].map((repeats) => {
@@ -208,6 +262,7 @@ export function assembleResults(run: Omit<BenchResults, 'throughput' | 'latency'
     rpc: rows.rpc,
     concurrency: rows.concurrency,
     busyLatency: rows.busyLatency,
+    pipeline: rows.pipeline(),
     targets: [],
   };
   addRatios(results);
@@ -216,7 +271,7 @@ export function assembleResults(run: Omit<BenchResults, 'throughput' | 'latency'
 }
 
 /** Fills vsUnix / vsCRing once every row is in. */
-export function addRatios(results: Pick<BenchResults, 'throughput' | 'latency' | 'setup' | 'concurrency'>): void {
+export function addRatios(results: Pick<BenchResults, 'throughput' | 'latency' | 'setup' | 'concurrency' | 'pipeline'>): void {
   const find = (transport: Transport, chunk: number, ring: number | null) =>
     results.throughput.find((row) => row.transport === transport && row.chunk === chunk && row.ring === ring && row.mibPerSecond !== null);
   const largestRing = Math.max(...results.setup.rings);
@@ -232,6 +287,8 @@ export function addRatios(results: Pick<BenchResults, 'throughput' | 'latency' |
     );
     row.vsUnix = unix && row.mibPerSecond !== null ? row.mibPerSecond / unix.mibPerSecond! : null;
   }
+  const unixPipeline = results.pipeline?.find((row) => row.transport === 'unix');
+  for (const row of results.pipeline ?? []) row.vsUnix = unixPipeline ? row.mibPerSecond / unixPipeline.mibPerSecond : null;
   const unixLatency = results.latency.find((row) => row.transport === 'unix');
   for (const row of results.latency) row.vsUnix = unixLatency ? row.p50Us / unixLatency.p50Us : null;
 }
@@ -261,12 +318,13 @@ function target(
 }
 
 /** The design's targets, from this run's rows alone. */
-export function computeTargets(results: Pick<BenchResults, 'throughput' | 'latency'>): Target[] {
+export function computeTargets(results: Pick<BenchResults, 'throughput' | 'latency' | 'pipeline'>): Target[] {
   const throughput = (transport: Transport, ring: number | null) =>
     results.throughput.find((row) => row.transport === transport && row.chunk === TARGET_CHUNK && row.ring === ring)?.mibPerSecond ?? null;
   const roundTrip = (transport: Transport) => results.latency.find((row) => row.transport === transport)?.p50Us ?? null;
   const mib = (value: number | null) => (value === null ? 'not measured' : `${value.toFixed(0)} MiB/s`);
   const us = (value: number | null) => (value === null ? 'not measured' : `${value.toFixed(1)} µs`);
+  const pipeline = (transport: PipelineTransport) => results.pipeline?.find((row) => row.transport === transport)?.mibPerSecond ?? null;
   const vchan = throughput('vchan', TARGET_RING);
   const zeroCopy = throughput('vchan-views', TARGET_RING);
   return [
@@ -309,6 +367,14 @@ export function computeTargets(results: Pick<BenchResults, 'throughput' | 'laten
       roundTrip('unix'),
       { text: '<= 0.5x', met: (ratio) => ratio <= 0.5 },
       us,
+    ),
+    target(
+      'cli-pipeline-vs-unix',
+      'CLI pipeline (vchan listen < file | vchan connect > /dev/null) vs the same pipeline through a Unix socket (Node)',
+      pipeline('vchan'),
+      pipeline('unix'),
+      { text: '>= 2x', met: (ratio) => ratio >= 2 },
+      mib,
     ),
   ];
 }

@@ -12,6 +12,7 @@ import { EXIT } from '../command.js';
 import { buildCRing, CRingError } from './cring.js';
 import { ForkedEndpoint, RemoteEndpoint } from './endpoint-clients.js';
 import { Measurements, withTimeout, type Placement } from './measurements.js';
+import { findSocat, PipelineBench } from './pipeline.js';
 import { planTasks, type BenchPlan, type Task } from './plan.js';
 import { Progress } from './progress.js';
 import { controlCodec } from './requests.js';
@@ -44,6 +45,7 @@ export async function runBench(asked: BenchPlan, log: (text: string) => void): P
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   const rows = new RowCollector();
+  const { pipeline, pipelineLeftOut } = preparePipeline(plan, placement, privateSim, rows, log);
   let description: string;
   try {
     await Promise.all(forked.map((endpoint) => withTimeout(endpoint.call('hello', {}), 30, 'starting a measurement process')));
@@ -53,7 +55,7 @@ export async function runBench(asked: BenchPlan, log: (text: string) => void): P
     }
     description = describe(plan, placement);
     const measurements = new Measurements(plan, placement, { first, second, remote }, cRing?.binary ?? null, rows);
-    const tasks = planTasks(plan, measurements);
+    const tasks = planTasks(plan, measurements, pipeline);
     log(`vchan bench: ${description}; ${tasks.length} measurements of ${plan.seconds} s`);
     progress = new Progress(
       tasks.length,
@@ -67,15 +69,63 @@ export async function runBench(asked: BenchPlan, log: (text: string) => void): P
     progress?.stop();
     await remote?.close().catch(() => {});
     await Promise.all(forked.map((endpoint) => endpoint.close().catch(() => endpoint.kill())));
+    pipeline?.close();
     if (privateSim && succeeded) await removePrivateSim(privateSim);
     else if (privateSim) log(`vchan bench: the simulation's state folder and daemon.log are left in ${privateSim}`);
   }
-  const results = assembleResults(aboutTheRun(plan, placement, description, cRing, leftOut, startedAt), rows);
+  const about = aboutTheRun(plan, placement, description, cRing, leftOut, startedAt);
+  if (pipeline) {
+    about.setup.pipelineBytes = pipeline.bytes;
+    about.setup.pipelineVerifyBytes = pipeline.verifyBytes;
+  }
+  if (pipelineLeftOut.length > 0) about.setup.pipelineLeftOut = pipelineLeftOut;
+  const results = assembleResults(about, rows);
   results.wallSeconds = (performance.now() - started) / 1000;
   return results;
 }
 
 type BuiltCRing = Awaited<ReturnType<typeof buildCRing>>;
+
+/**
+ * The CLI pipeline rows, unless the plan has none: `vchan listen` and `vchan connect` as the two
+ * domains the measurement processes play (this domain to itself on Xen). A remote run leaves them
+ * out (both commands would have to run here), and so does a machine without socat its row, each
+ * with a note.
+ */
+function preparePipeline(
+  plan: BenchPlan,
+  placement: Placement,
+  privateSim: string | null,
+  rows: RowCollector,
+  log: (text: string) => void,
+): { pipeline: PipelineBench | null; pipelineLeftOut: string[] } {
+  if (plan.pipelineBytes === 0) return { pipeline: null, pipelineLeftOut: [] };
+  if (plan.mode.kind === 'remote') {
+    const note =
+      'the CLI pipeline rows are left out with --domain: both of its processes run in this domain (run the bench without --domain for them)';
+    log(`vchan bench: ${note}`);
+    return { pipeline: null, pipelineLeftOut: [note] };
+  }
+  const sim = placement.backend === 'sim';
+  const listenerDomid = sim ? (placement.listenerDomid ?? placement.serverDomid) : placement.serverDomid;
+  const connectorDomid = sim ? (placement.connectorDomid ?? placement.clientDomid!) : placement.serverDomid;
+  const socat = findSocat();
+  const pipelineLeftOut: string[] = [];
+  if (!socat) {
+    const note = 'socat was not found on PATH, so its CLI pipeline row is left out (install socat to measure it)';
+    log(`vchan bench: ${note}`);
+    pipelineLeftOut.push(note);
+  }
+  const env = { ...endpointEnv(privateSim, placement.backend, undefined) };
+  const pipeline = new PipelineBench(
+    { env, listenerDomid, connectorDomid, sim },
+    plan.pipelineBytes,
+    plan.pipelineVerifyBytes,
+    socat,
+    rows,
+  );
+  return { pipeline, pipelineLeftOut };
+}
 
 /**
  * Builds the C ring if the plan has it. A machine without a C compiler (a minimal guest, an app's
