@@ -7,6 +7,7 @@ export {
   type WaitOptions,
   type VchanView,
   type ViewOptions,
+  type ReserveOptions,
 } from './stream.js';
 export { createServer, VchanServer, type ServerOptions, type ServerEvents } from './server.js';
 export { connect, type ConnectOptions } from './connect.js';

@@ -15,6 +15,8 @@ import { NOTIFY_READ, NOTIFY_WRITE } from './layout.js';
  *   RingReader.view() + consume() do_recv in two halves, for zero-copy reads: the bytes are read
  *                                 in place, and cons moves only when the consumer is done
  *   RingWriter.writeFrom()        do_send (without its send_notify)
+ *   RingWriter.reserve() + commit()  do_send in two halves, for zero-copy writes: the producer
+ *                                 fills free bytes in place, and prod moves only on commit
  *   tellPeer()                    send_notify (READ after consuming, WRITE after producing)
  *   tellIfDue()                   the batching rule below, then send_notify
  *
@@ -40,8 +42,8 @@ import { NOTIFY_READ, NOTIFY_WRITE } from './layout.js';
  * sequentially consistent: a load is an acquire (on arm64 ldar; on x86 a plain load, ordered by
  * TSO), a store a release that is also ordered before later loads (stlr; xchg on x86), an or/and
  * a full-barrier read-modify-write (ldaxr/stlxr loops; lock-prefixed on x86); (2) the ring copies
- * (TypedArray.prototype.set, or the consumer's reads through a view) are calls the compiler cannot
- * move across an Atomics operation. Under those, each barrier io.c writes out (xen_mb, xen_rmb,
+ * (TypedArray.prototype.set, the consumer's reads through a view, or the producer's writes into a
+ * reservation) are accesses the compiler cannot move across an Atomics operation. Under those, each barrier io.c writes out (xen_mb, xen_rmb,
  * xen_wmb) is one of ours, and the comment at each Atomics call says which and why.
  */
 
@@ -127,8 +129,8 @@ abstract class RingEnd {
     this.own = (this.own + count) >>> 0;
     this.untold += count;
     // Seq-cst store (xen_mb before cons += n, xen_wmb before prod += n): the reader's copy out,
-    // or the writer's copy in, is complete before the peer can see the index that hands those
-    // bytes over.
+    // or the writer's copy in (or the producer's fill of a reservation), is complete before the
+    // peer can see the index that hands those bytes over.
     Atomics.store(this.indices, this.ownWord, this.own | 0);
   }
 
@@ -220,6 +222,24 @@ export class RingWriter extends RingEnd {
     if (first < count) this.data.set(source.subarray(first, count), 0);
     this.advance(count);
     return count;
+  }
+
+  /**
+   * The first half of do_send, for zero-copy writes: the free bytes at our index, up to `free` (a
+   * count from space()), `wanted` and the ring's end, to be filled in place. Nothing is published:
+   * the peer cannot see them, and space() does not count them as used, until commit().
+   */
+  reserve(free: number, wanted: number): Uint8Array {
+    const start = this.own & this.mask;
+    return this.data.subarray(start, start + Math.min(free, wanted, this.size - start));
+  }
+
+  /**
+   * The second half: publishes the first `count` bytes filled through reserve() (at most that
+   * view's length; the caller checks). advance()'s store is what orders the fill before the index.
+   */
+  commit(count: number): void {
+    if (count > 0) this.advance(count);
   }
 
   /**

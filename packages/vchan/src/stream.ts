@@ -61,6 +61,12 @@ export interface WaitOptions {
   timeout?: number;
 }
 
+/** Options of `Vchan.reserve()`. */
+export interface ReserveOptions {
+  /** Gives up the wait for room with ABORT_ERR (`cause`: the signal's reason); nothing is reserved. */
+  signal?: AbortSignal;
+}
+
 /** Options of `Vchan.views()`. */
 export interface ViewOptions {
   /** Ends the loop with ABORT_ERR (`cause`: the signal's reason) when it aborts while waiting for bytes. */
@@ -117,6 +123,13 @@ class RingView implements VchanView {
     this.#bytes = null;
     this.onRelease(bytes.length);
   }
+}
+
+function writeModeError(doing: string): XenVchanError {
+  return new XenVchanError(
+    'ERR_VCHAN_WRITE_MODE',
+    `${doing}: a vchan has one reservation at a time; commit() the one you hold (commit(0) drops it) before reserving again.`,
+  );
 }
 
 function readModeError(doing: string): XenVchanError {
@@ -255,18 +268,36 @@ class SpinPolicy {
 }
 
 /**
- * A message queued by send(). It goes into the ring in one piece, once the ring has room for all
- * of it (one writeFrom, so it is never half in), or, cancelled by its signal or timeout before
- * that, not at all: the Writable's buffer cannot drop an entry, so flush() skips it instead.
+ * A message queued by send(). It takes its turn in the Writable's buffer as an empty marker chunk
+ * (so the caller's bytes are not copied into a Buffer first) and goes into the ring in one piece,
+ * once the ring has room for all of it (one writeFrom, straight from the caller's bytes, so it is
+ * never half in), or, cancelled by its signal or timeout before that, not at all: the Writable's
+ * buffer cannot drop an entry, so flush() skips it instead.
  */
 interface QueuedMessage {
   state: 'queued' | 'written' | 'cancelled';
+  bytes: Uint8Array;
   /** Called once all of it is in the ring. */
   written(): void;
 }
 
-/** Chunks queued by send(), with their state. */
+/** Marker chunks queued by send(), with their message. */
 const wholeMessages = new WeakMap<Uint8Array, QueuedMessage>();
+
+/**
+ * A reserve() waiting its turn. Like a send(), it is an empty marker chunk in the Writable's
+ * buffer, so it comes after everything written before it and before everything written after it.
+ * When flush() reaches it and the ring has a byte free, the reservation is granted, and flush()
+ * stops there (what was written after it waits) until commit().
+ */
+interface QueuedReservation {
+  state: 'queued' | 'granted' | 'cancelled';
+  wanted: number;
+  granted(view: Uint8Array): void;
+}
+
+/** Marker chunks queued by reserve(), with their reservation. */
+const reservations = new WeakMap<Uint8Array, QueuedReservation>();
 
 /**
  * A connected vchan as a Node Duplex stream. Writes go into the ring this side writes; reads come
@@ -310,6 +341,12 @@ export class Vchan extends Duplex {
   private viewing = false;
   /** Wakes a views() loop waiting for bytes, the peer, an abort or the end. */
   private viewWaiter: (() => void) | null = null;
+  /** A reserve() was called and its commit() has not come yet (one at a time). */
+  private reserving = false;
+  /** The reservation granted and not yet committed: flush() is stopped at its marker. */
+  private held: Uint8Array | null = null;
+  /** Bytes of send() messages queued and not yet in the ring (their markers are empty chunks). */
+  private queuedMessageBytes = 0;
 
   constructor(link: VchanLink, options: VchanOptions = {}) {
     const { closeTimeout, stallTimeout, ...duplexOptions } = options;
@@ -375,6 +412,9 @@ export class Vchan extends Duplex {
    * rejects with ABORT_ERR or ETIMEDOUT and nothing of the message goes into the ring, so the peer
    * never sees half of it, and what is written after it follows as if it had never been sent.
    * Once the message is in the ring it stands, and the send resolves.
+   *
+   * The bytes go into the ring straight from `message` when its turn comes (no copy is made
+   * first): leave them unchanged until the send settles.
    */
   send(message: Uint8Array, options: WaitOptions = {}): Promise<void> {
     if (!this.link || this.writableEnded) {
@@ -399,7 +439,9 @@ export class Vchan extends Duplex {
     const what = `The send of a ${message.length}-byte message`;
     const notSent = 'Nothing of it went into the ring; the stream goes on.';
     if (signal?.aborted) return Promise.reject(abortError(signal.reason, what, notSent));
-    const whole = Buffer.from(message);
+    // The message takes its turn as an empty marker; its bytes go into the ring straight from
+    // `message` when the turn comes (no copy into a Buffer of our own first).
+    const marker = Buffer.alloc(0);
     return new Promise((resolve, reject) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
@@ -408,17 +450,19 @@ export class Vchan extends Duplex {
         settled = true;
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
+        if (queued.state === 'queued' && error) {
+          // Given up, or failed with the stream: it will never go in.
+          queued.state = 'cancelled';
+          this.queuedMessageBytes -= message.length;
+        }
         if (error) reject(error);
         else resolve();
       };
-      const queued: QueuedMessage = { state: 'queued', written: () => settle() };
+      const queued: QueuedMessage = { state: 'queued', bytes: message, written: () => settle() };
       const cancel = (error: Error) => {
         if (queued.state !== 'queued') return; // in the ring already: it stands
-        queued.state = 'cancelled';
         settle(error);
-        // If it is the write waiting for room, skip it now, so that what follows it can go.
-        const pending = this.pending;
-        if (pending && pending.chunks[pending.chunk] === whole) this.guard(() => this.flush());
+        this.skipIfWaiting(marker);
       };
       const onAbort = () => cancel(abortError(signal!.reason, what, notSent));
       if (timeout > 0) {
@@ -434,8 +478,112 @@ export class Vchan extends Duplex {
         );
       }
       signal?.addEventListener('abort', onAbort, { once: true });
-      wholeMessages.set(whole, queued);
-      this.write(whole, settle);
+      wholeMessages.set(marker, queued);
+      this.queuedMessageBytes += message.length;
+      this.write(marker, settle);
+    });
+  }
+
+  /** A marker given up: if it is the write waiting for room, skip it now, so what follows can go. */
+  private skipIfWaiting(marker: Uint8Array): void {
+    const pending = this.pending;
+    if (pending && pending.chunks[pending.chunk] === marker) this.guard(() => this.flush());
+  }
+
+  /**
+   * Zero-copy writes, first half: free bytes of the write ring, in place, for the caller to fill
+   * and then publish with commit(count). Resolves with a view of at least 1 and at most `wanted`
+   * bytes, and at most up to the ring's end (call again for what lies past the wrap). The peer
+   * sees nothing of it until commit(), which moves the producer index.
+   *
+   * Order: a reservation takes its turn after everything written (write(), send(), pipe) before
+   * the call, and whatever is written while it waits or is held goes in after the committed bytes:
+   * the stream's writes wait for the commit, as they wait for room. So a write() and a
+   * reservation never interleave by accident. One reservation at a time: reserve() again before
+   * commit() throws ERR_VCHAN_WRITE_MODE. A corked stream grants nothing until uncork().
+   *
+   * Backpressure: it waits while the ring is full (the peer is told what is in it, and asked to
+   * say when it takes some). `signal` gives up the wait with ABORT_ERR, reserving nothing. Rejects
+   * with EPIPE when the peer closed (or this side ended), with what destroys the channel
+   * (EPROTO, ...) and with ERR_STREAM_DESTROYED if it is destroyed while the reserve waits.
+   */
+  reserve(wanted: number, options: ReserveOptions = {}): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(wanted) || wanted < 1) {
+      return Promise.reject(
+        new XenVchanError('ERR_INVALID_ARG_VALUE', `reserve() takes a byte count of at least 1, got ${String(wanted)}.`),
+      );
+    }
+    if (this.reserving) return Promise.reject(writeModeError('reserve() was called while a reservation is pending or held'));
+    if (!this.link || this.writableEnded || this.destroyed) {
+      return Promise.reject(
+        new XenVchanError('EPIPE', 'The vchan is closed (or its writable side ended); nothing more can be written to it.'),
+      );
+    }
+    const { signal } = options;
+    const what = `The reservation of ${wanted} bytes`;
+    const nothing = 'Nothing was reserved; the stream goes on.';
+    if (signal?.aborted) return Promise.reject(abortError(signal.reason, what, nothing));
+    this.reserving = true;
+    const marker = Buffer.alloc(0);
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const settle = (error: Error | null, view?: Uint8Array) => {
+        if (settled) return;
+        settled = true;
+        signal?.removeEventListener('abort', onAbort);
+        if (error) {
+          this.reserving = false;
+          reject(error);
+        } else resolve(view!);
+      };
+      const queued: QueuedReservation = { state: 'queued', wanted, granted: (view) => settle(null, view) };
+      const onAbort = () => {
+        if (queued.state !== 'queued') return;
+        queued.state = 'cancelled';
+        settle(abortError(signal!.reason, what, nothing));
+        this.skipIfWaiting(marker);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      reservations.set(marker, queued);
+      this.write(marker, (error) => settle(error ?? null));
+    });
+  }
+
+  /**
+   * Zero-copy writes, second half: publishes the first `count` bytes of the view reserve() gave
+   * (0 to its length; 0 drops the reservation), and lets what was written after it go on. The
+   * peer is told as for any write (at once if it waits and half a ring has moved, else before
+   * this side next waits or stops). Throws ERR_VCHAN_NO_RESERVATION without a granted reservation,
+   * ERR_INVALID_ARG_VALUE for a count past the view (the reservation then stands), and EPIPE once
+   * the channel closed (the reserved bytes were not sent).
+   */
+  commit(count: number): void {
+    const view = this.held;
+    if (!view) {
+      throw new XenVchanError(
+        'ERR_VCHAN_NO_RESERVATION',
+        'commit() without a reservation: await reserve() first, and commit each reservation once.',
+      );
+    }
+    if (!Number.isSafeInteger(count) || count < 0 || count > view.length) {
+      throw new XenVchanError(
+        'ERR_INVALID_ARG_VALUE',
+        `commit() takes 0 to ${view.length} bytes (the reservation's length), got ${String(count)}; nothing was committed and the reservation stands.`,
+      );
+    }
+    this.held = null;
+    this.reserving = false;
+    const link = this.link;
+    const pending = this.pending;
+    if (!link || !pending) {
+      throw new XenVchanError('EPIPE', 'The vchan closed while the reservation was held: the reserved bytes were not sent.');
+    }
+    this.guard(() => {
+      link.writer.commit(count);
+      this.counters.bytesWritten += count;
+      if (link.writer.tellIfDue()) this.notifyPeer(link);
+      pending.chunk++; // past the reservation's marker: the writes after it go on
+      this.flush();
     });
   }
 
@@ -708,7 +856,7 @@ export class Vchan extends Duplex {
       for (let index = 0; index < pending.chunk; index++) inRing += pending.chunks[index]!.length;
       inRing += pending.offset;
     }
-    return this.writableLength - inRing;
+    return this.writableLength - inRing + this.queuedMessageBytes;
   }
 
   /**
@@ -920,7 +1068,7 @@ export class Vchan extends Duplex {
    * the stream starts to wait (about to sleep, off the data path) and looks at this.
    */
   private waitingOnPeer(): 'room' | 'data' | null {
-    if (this.pending !== null) return 'room';
+    if (this.pending !== null && this.held === null) return 'room';
     if ((this.wantsData || this.viewWaiter !== null) && !this.ended) return 'data';
     return null;
   }
@@ -951,11 +1099,14 @@ export class Vchan extends Duplex {
       }
       const chunk = pending.chunks[pending.chunk]!;
       const message = pending.offset === 0 ? wholeMessages.get(chunk) : undefined;
-      if (message?.state === 'cancelled') {
-        pending.chunk++; // its send() gave up before it went in: none of it goes
+      const reservation = pending.offset === 0 ? reservations.get(chunk) : undefined;
+      if (message?.state === 'cancelled' || reservation?.state === 'cancelled') {
+        pending.chunk++; // its send() or reserve() gave up before its turn: nothing of it goes
         continue;
       }
-      const needed = message ? chunk.length : 1;
+      // Held by the producer: what follows waits for its commit().
+      if (reservation?.state === 'granted') return;
+      const needed = message ? message.bytes.length : 1;
       let free = link.writer.space();
       if (free < needed) {
         // The reader must know about what is in the ring before we wait for it to make room.
@@ -971,6 +1122,25 @@ export class Vchan extends Duplex {
           }
         }
       }
+      if (reservation) {
+        reservation.state = 'granted';
+        this.held = link.writer.reserve(free, reservation.wanted);
+        // The producer may take its time to fill it: the reader hears now of what went in before.
+        this.tellProduced(link);
+        reservation.granted(this.held);
+        return;
+      }
+      if (message) {
+        // free >= its length, so all of it goes in at once.
+        const count = link.writer.writeFrom(message.bytes, free);
+        this.counters.bytesWritten += count;
+        this.queuedMessageBytes -= count;
+        if (link.writer.tellIfDue()) this.notifyPeer(link);
+        pending.chunk++;
+        message.state = 'written';
+        message.written();
+        continue;
+      }
       const count = link.writer.writeFrom(chunk.subarray(pending.offset), free);
       this.counters.bytesWritten += count;
       if (link.writer.tellIfDue()) this.notifyPeer(link);
@@ -978,10 +1148,6 @@ export class Vchan extends Duplex {
       if (pending.offset === chunk.length) {
         pending.chunk++;
         pending.offset = 0;
-        if (message) {
-          message.state = 'written';
-          message.written();
-        }
       }
     }
     this.tellProduced(link);
