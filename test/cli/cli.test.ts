@@ -102,6 +102,21 @@ describe('vchan CLI', () => {
     expect(sha256(output)).toBe(sha256(input));
   });
 
+  it('moves data from a socket on stdin to a socket on stdout (the stream paths of listen and connect)', async () => {
+    // Node's 'pipe' stdio is a socket pair: stdin is read through a stream, and stdout written
+    // from views through one (see pipeFdToVchan's table in the vchan README).
+    const env = { ...process.env, XEN_VCHAN_BACKEND: 'sim' };
+    const payload = randomBytes(3 << 20);
+    const sender = spawn(process.execPath, [bin, 'listen', '-d', '2', '-n', 'sockets', '--sim-domid', '1', '-s'], { env });
+    const receiver = spawn(process.execPath, [bin, 'connect', '-d', '1', '-n', 'sockets', '--sim-domid', '2', '-r'], { env });
+    const exits = [sender, receiver].map((child) => new Promise((resolve) => child.on('exit', resolve)));
+    const chunks: Buffer[] = [];
+    receiver.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
+    sender.stdin.end(payload);
+    expect(await Promise.all(exits)).toEqual([0, 0]);
+    expect(Buffer.concat(chunks).equals(payload)).toBe(true);
+  });
+
   it.each(['--mux', '--no-mux'])('proxies (%s): a TCP service reached through a vchan from a Unix socket', async (mode) => {
     const { service: echo, socketPath, exits } = await proxiedService(`echo${mode.slice(2)}`, (socket) => socket.pipe(socket), mode);
     try {

@@ -1,7 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { errorCode } from '@xen-vchan/native';
-import { connect, createServer, type Vchan } from '@xen-vchan/vchan';
+import { connect, createServer, pipeFdToVchan, pipeVchanToFd, type Vchan } from '@xen-vchan/vchan';
 import { backendOptions, channelOptions, channelOptionsHelp, EXIT, parseDomid, parseSize, type Command } from './command.js';
 
 const directionOptions = {
@@ -15,16 +15,39 @@ By default both: stdin goes to the peer and what the peer sends goes to stdout. 
 half-close, so at the end of stdin the channel closes (after everything was put into the ring;
 the peer still reads all of it). Use -r on a side that only receives.`;
 
-/** Shuttles stdin/stdout over a connected channel; resolves when both directions are done. */
+/** What a direction ends with when the channel closed under it: not a failure of ours. */
+const CUT_SHORT: ReadonlySet<string | undefined> = new Set(['ERR_STREAM_PREMATURE_CLOSE', 'ERR_STREAM_DESTROYED']);
+
+/**
+ * Shuttles stdin/stdout over a connected channel; resolves when both directions are done.
+ *
+ * Both go between the rings and the kernel with no copy where the fd allows (pipeFdToVchan,
+ * pipeVchanToFd: files, devices and pipes; see their table in the vchan README). Stdout is written
+ * from views() only with -r: without it, the end of stdin ends the channel, and the bytes the
+ * peer had put in the ring by then are still owed to stdout, which only the stream's buffer keeps
+ * (views have none), so the two-way case writes stdout through the stream.
+ */
 async function shuttle(channel: Vchan, values: { 'recv-only'?: boolean; 'send-only'?: boolean }): Promise<number> {
+  // What destroys the channel reaches the directions too (a wait on the ring rejects with it).
+  channel.on('error', () => {});
   const jobs: Promise<unknown>[] = [];
-  if (!values['recv-only']) jobs.push(pipeline(process.stdin, channel));
+  let input: Promise<unknown> | null = null;
+  if (!values['recv-only']) input = pipeFdToVchan(0, channel);
   else process.stdin.destroy();
-  if (!values['send-only']) jobs.push(pipeline(channel, process.stdout));
-  else channel.resume();
+  if (values['send-only']) channel.resume();
+  else if (values['recv-only']) jobs.push(pipeVchanToFd(channel, 1));
+  else jobs.push(pipeline(channel, process.stdout));
+  if (input) {
+    // A pipe on stdin is read with blocking reads in libuv's threadpool, which nothing can call
+    // off: once the channel is closed nothing more can go, so the command is done without waiting
+    // for that read. The process itself exits only once the read returns (the writer writes again,
+    // or closes), as `cat` would.
+    const closed = new Promise((resolve) => channel.once('close', resolve));
+    jobs.push(Promise.race([input, closed]));
+  }
   const results = await Promise.allSettled(jobs);
   const failed = results.find((result) => result.status === 'rejected') as PromiseRejectedResult | undefined;
-  if (failed && errorCode(failed.reason) !== 'ERR_STREAM_PREMATURE_CLOSE') throw failed.reason;
+  if (failed && !CUT_SHORT.has(errorCode(failed.reason))) throw failed.reason;
   return EXIT.ok;
 }
 

@@ -15,6 +15,7 @@ export type { BackendOptions } from './options.js';
 export { conventionalPath } from './keys.js';
 export { presencePath } from './presence.js';
 export type { PeerDomainOptions } from './peer-domain.js';
+export { pipeFdToVchan, pipeVchanToFd, fdKind, type FdKind, type FdPipeOptions, type FdPipeResult } from './fd-pipe.js';
 export { MessageChannel, type MessageChannelOptions, type MessageSendOptions } from './framing.js';
 export {
   RpcPeer,

@@ -1163,7 +1163,34 @@ export class Vchan extends Duplex {
     this.wakeViewer();
     link.events.off('event', this.onEvent);
     link.events.off('error', this.onEventsFailed);
-    link.close(this.vanished !== null || link.control.peerLive === LIVE_GONE);
+    const peerGone = this.vanished !== null || link.control.peerLive === LIVE_GONE;
+    if (this.ringHolds > 0) this.closeWhenLetGo = () => link.close(peerGone);
+    else link.close(peerGone);
+  }
+
+  /** Holds on the ring memory (see holdRings()); the link is closed (and unmapped) when the last goes. */
+  private ringHolds = 0;
+  private closeWhenLetGo: (() => void) | null = null;
+
+  /**
+   * @internal Keeps the rings mapped until the returned function is called, even if the channel
+   * closes meanwhile: for a system call that reads or writes a view or a reservation outside the
+   * JavaScript thread (fs.read or fs.write in libuv's threadpool, a socket write that libuv
+   * finishes later). Unmapped under such a call, the kernel would fail it with EFAULT at best, and
+   * at worst read or write whatever memory was mapped there next. The peer hears of the close
+   * only once the last hold goes.
+   */
+  holdRings(): () => void {
+    this.ringHolds++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      if (--this.ringHolds > 0) return;
+      const close = this.closeWhenLetGo;
+      this.closeWhenLetGo = null;
+      close?.();
+    };
   }
 }
 
