@@ -161,4 +161,26 @@ describe('pipeFdToVchan and pipeVchanToFd', () => {
     await expect(pipeVchanToFd(client, writeFd)).rejects.toMatchObject({ code: 'EPIPE' });
     expect(client.destroyed).toBe(false);
   });
+
+  it('keeps the rings mapped under a read in the threadpool when the channel is destroyed; the peer hears of it once the read returns', async () => {
+    const { server, client } = pair();
+    client.resume();
+    let clientClosed = false;
+    client.on('close', () => (clientClosed = true));
+    const file = await fifo('slow');
+    // The writer opens the FIFO at once but writes only when told: our read waits in the threadpool.
+    const writer = spawn('sh', ['-c', `exec 3> '${file}'; read go; printf late >&3`], { stdio: ['pipe', 'ignore', 'ignore'] });
+    const readFd = await openFifo(file, 'r');
+    const piping = pipeFdToVchan(readFd, server);
+    await sleep(SETTLE_MS);
+    server.destroy();
+    await sleep(SETTLE_MS);
+    // Unmapping now would leave the kernel writing into memory that may be mapped again for something else.
+    expect(clientClosed).toBe(false);
+    writer.stdin.end('go\n');
+    await expect(piping).rejects.toMatchObject({ code: 'EPIPE' });
+    const deadline = performance.now() + 5000;
+    while (!clientClosed && performance.now() < deadline) await sleep(5);
+    expect(clientClosed).toBe(true);
+  });
 });

@@ -565,6 +565,14 @@ export class Vchan extends Duplex {
         'commit() without a reservation: await reserve() first, and commit each reservation once.',
       );
     }
+    const link = this.link;
+    const pending = this.pending;
+    // Closed first: once the rings are unmapped the view is empty, and any count would look wrong.
+    if (!link || !pending) {
+      this.held = null;
+      this.reserving = false;
+      throw new XenVchanError('EPIPE', 'The vchan closed while the reservation was held: the reserved bytes were not sent.');
+    }
     if (!Number.isSafeInteger(count) || count < 0 || count > view.length) {
       throw new XenVchanError(
         'ERR_INVALID_ARG_VALUE',
@@ -573,11 +581,6 @@ export class Vchan extends Duplex {
     }
     this.held = null;
     this.reserving = false;
-    const link = this.link;
-    const pending = this.pending;
-    if (!link || !pending) {
-      throw new XenVchanError('EPIPE', 'The vchan closed while the reservation was held: the reserved bytes were not sent.');
-    }
     this.guard(() => {
       link.writer.commit(count);
       this.counters.bytesWritten += count;
