@@ -30,3 +30,24 @@ export function linkPair({ readMin = 4096, writeMin = 4096, server: serverOption
 export function destroyLinkPairs(): void {
   for (const channel of opened.splice(0)) channel.destroy();
 }
+
+/**
+ * A pair with `ring`-byte rings both ways whose errors are only looked at where a test asserts
+ * them (some tests end a channel with an error on purpose).
+ */
+export function quietLinkPair(ring: number, serverOptions: VchanOptions = {}): LinkPair {
+  const made = linkPair({ readMin: ring, writeMin: ring, server: serverOptions });
+  made.server.on('error', () => {});
+  made.client.on('error', () => {});
+  return made;
+}
+
+/** Byte `index` of the test stream: a pattern whose period (251) is prime to every ring size. */
+export const patternByte = (index: number) => (index * 7 + (index >>> 8)) % 251;
+
+/** Bytes `from` to `from + length` of the test stream. */
+export function pattern(from: number, length: number): Buffer {
+  const bytes = Buffer.allocUnsafe(length);
+  for (let index = 0; index < length; index++) bytes[index] = patternByte(from + index);
+  return bytes;
+}

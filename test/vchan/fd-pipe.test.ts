@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { pipeFdToVchan, pipeVchanToFd } from '@xen-vchan/vchan';
 import { SETTLE_MS, sleep } from '../support/domains.js';
-import { destroyLinkPairs, type LinkPair, linkPair } from '../support/link-pair.js';
+import { destroyLinkPairs, quietLinkPair } from '../support/link-pair.js';
 
 const RING = 16384;
 let scratch: string;
@@ -24,12 +24,7 @@ afterEach(() => {
   for (const fd of fds.splice(0)) fs.closeSync(fd);
 });
 
-function pair(): LinkPair {
-  const made = linkPair({ readMin: RING, writeMin: RING });
-  made.server.on('error', () => {});
-  made.client.on('error', () => {});
-  return made;
-}
+const pair = () => quietLinkPair(RING);
 
 function open(file: string, flags: string): number {
   const fd = fs.openSync(file, flags);

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { MessageChannel, type Vchan, type VchanOptions } from '@xen-vchan/vchan';
 import { PROMPT_MS, SETTLE_MS, sleep } from '../support/domains.js';
-import { destroyLinkPairs, type LinkPair, linkPair } from '../support/link-pair.js';
+import { destroyLinkPairs, pattern, quietLinkPair } from '../support/link-pair.js';
 
 /** The ring the server writes (right, the client reads it): 4 KiB, so a few KiB already wrap. */
 const RING = 4096;
@@ -13,22 +13,7 @@ const RIGHT_CONS = 2;
 
 afterEach(destroyLinkPairs);
 
-function pair(options: VchanOptions = {}): LinkPair {
-  const made = linkPair({ readMin: RING, writeMin: RING, server: options });
-  // Some tests end with an error on purpose; the assertions look at it where it matters.
-  made.server.on('error', () => {});
-  made.client.on('error', () => {});
-  return made;
-}
-
-/** Byte `index` of the test stream: a pattern whose period (251) is prime to every ring size. */
-const patternByte = (index: number) => (index * 7 + (index >>> 8)) % 251;
-
-function pattern(from: number, length: number): Buffer {
-  const bytes = Buffer.allocUnsafe(length);
-  for (let index = 0; index < length; index++) bytes[index] = patternByte(from + index);
-  return bytes;
-}
+const pair = (options: VchanOptions = {}) => quietLinkPair(RING, options);
 
 /** Everything `channel` reads until it ends (or `count` bytes). */
 async function readAll(channel: Vchan, count = Number.POSITIVE_INFINITY): Promise<Buffer> {

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Vchan, VchanOptions, VchanView } from '@xen-vchan/vchan';
 import { PROMPT_MS, SETTLE_MS, sleep } from '../support/domains.js';
-import { destroyLinkPairs, type LinkPair, linkPair } from '../support/link-pair.js';
+import { destroyLinkPairs, pattern, patternByte, quietLinkPair } from '../support/link-pair.js';
 
 const LEFT_PROD = 1;
 /** The ring the server reads (left, the client writes it): 4 KiB, so a few KiB already wrap. */
@@ -12,22 +12,7 @@ const RING = 4096;
 
 afterEach(destroyLinkPairs);
 
-function pair(options: VchanOptions = {}): LinkPair {
-  const made = linkPair({ readMin: RING, writeMin: RING, server: options });
-  // Some tests end with an error on purpose; the assertions look at it where it matters.
-  made.server.on('error', () => {});
-  made.client.on('error', () => {});
-  return made;
-}
-
-/** Byte `index` of the test stream: a pattern whose period (251) is prime to every ring size. */
-const patternByte = (index: number) => (index * 7 + (index >>> 8)) % 251;
-
-function pattern(from: number, length: number): Buffer {
-  const bytes = Buffer.allocUnsafe(length);
-  for (let index = 0; index < length; index++) bytes[index] = patternByte(from + index);
-  return bytes;
-}
+const pair = (options: VchanOptions = {}) => quietLinkPair(RING, options);
 
 /** Writes `total` pattern bytes in chunks of `chunk`, waiting for the stream's backpressure. */
 async function writePattern(channel: Vchan, total: number, chunk: number): Promise<void> {

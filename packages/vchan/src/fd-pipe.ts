@@ -97,7 +97,7 @@ export async function pipeFdToVchan(fd: number, vchan: Vchan, options: FdPipeOpt
     const space = await vchan.reserve(READ_CHUNK, signal ? { signal } : {});
     let count: number;
     try {
-      count = kind === 'pipe' ? await readHeld(vchan, fd, space) : fs.readSync(fd, space, 0, space.length, null);
+      count = kind === 'pipe' ? await withRingsHeld(vchan, () => read(fd, space)) : fs.readSync(fd, space, 0, space.length, null);
     } catch (error) {
       commitIfOpen(vchan, 0);
       if (errorCode(error) !== 'EAGAIN') throw error;
@@ -116,11 +116,14 @@ export async function pipeFdToVchan(fd: number, vchan: Vchan, options: FdPipeOpt
   }
 }
 
-/** fs.read into a reservation, holding the rings mapped while the threadpool reads into them. */
-async function readHeld(vchan: Vchan, fd: number, space: Uint8Array): Promise<number> {
+/**
+ * A system call on ring memory in the threadpool (fs.read into a reservation, fs.write from a
+ * view), with the rings held mapped until it returns.
+ */
+async function withRingsHeld(vchan: Vchan, call: () => Promise<number>): Promise<number> {
   const letGo = vchan.holdRings();
   try {
-    return await read(fd, space);
+    return await call();
   } finally {
     letGo();
   }
@@ -170,7 +173,7 @@ export async function pipeVchanToFd(vchan: Vchan, fd: number, options: FdPipeOpt
       if (sink) written = await sink.write(vchan, rest);
       else if (kind === 'pipe') {
         try {
-          written = await writeHeld(vchan, fd, rest);
+          written = await withRingsHeld(vchan, () => write(fd, rest));
         } catch (error) {
           if (errorCode(error) !== 'EAGAIN') throw error;
           // Someone made this pipe non-blocking: wait for it through libuv from now on.
@@ -183,15 +186,6 @@ export async function pipeVchanToFd(vchan: Vchan, fd: number, options: FdPipeOpt
     }
   }
   return { bytes, kind, zeroCopy: true };
-}
-
-async function writeHeld(vchan: Vchan, fd: number, bytes: Uint8Array): Promise<number> {
-  const letGo = vchan.holdRings();
-  try {
-    return await write(fd, bytes);
-  } finally {
-    letGo();
-  }
 }
 
 /** The stream path out: libuv writes each view from the ring itself, and waits for the fd. */
