@@ -1,7 +1,6 @@
 import type { Duplex } from 'node:stream';
-import { errorCode, XenVchanError } from '@xen-vchan/native';
+import { XenVchanError } from '@xen-vchan/native';
 import { abortError } from './errors.js';
-import { Vchan } from './stream.js';
 
 export interface MessageChannelOptions {
   /** Largest message accepted either way, in bytes (at most 2^32 - 1, the prefix's range). Default 64 MiB. */
@@ -80,8 +79,6 @@ export class MessageChannel implements AsyncIterable<Buffer> {
   private corked = false;
   private endRequested = false;
   private endCalled = false;
-  /** Over a Vchan: a message is being written into reserved ring space (see writeIntoRing). */
-  private ringWriting = false;
 
   constructor(
     readonly stream: Duplex,
@@ -200,7 +197,7 @@ export class MessageChannel implements AsyncIterable<Buffer> {
   /** Ends the underlying stream, after every message already given to send() is written. */
   end(): void {
     this.endRequested = true;
-    if (this.outgoing.length === 0 && !this.ringWriting) this.endIfRequested();
+    if (this.outgoing.length === 0) this.endIfRequested();
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Buffer> {
@@ -370,10 +367,6 @@ export class MessageChannel implements AsyncIterable<Buffer> {
 
   /** Writes waiting messages while the stream is under its high-water mark. */
   private flushOutgoing(): void {
-    if (this.stream instanceof Vchan) {
-      void this.writeIntoRing(this.stream);
-      return;
-    }
     if (this.waitingForDrain) return;
     if (!this.corked && this.outgoing.length > 0) {
       // Header and body (and whatever else is sent this tick) leave in one writev.
@@ -401,47 +394,6 @@ export class MessageChannel implements AsyncIterable<Buffer> {
       if (this.stream.write(entry.message)) entry.resolve();
       else this.awaitDrain(entry);
       if (this.waitingForDrain) return;
-    }
-    this.endIfRequested();
-  }
-
-  /**
-   * Over a Vchan, messages go into the ring without being built anywhere first: the length prefix
-   * and the body are written into reserved ring space (reserve/commit), one message after another.
-   * A message larger than what the ring has free, or one that meets its end, takes several
-   * reservations (the prefix itself may be split by the wrap). Each commit publishes what it
-   * filled, so the peer may see the start of a message before its end, as it would over any
-   * stream. A send resolves once all of its message is in the ring.
-   */
-  private async writeIntoRing(vchan: Vchan): Promise<void> {
-    if (this.ringWriting) return;
-    this.ringWriting = true;
-    try {
-      while (this.outgoing.length > 0) {
-        if (this.closedForWriting()) {
-          this.failOutgoing(this.closedError());
-          return;
-        }
-        // Once taken off the queue a message is written to its end (half a message would garble
-        // every later one); a send given up from here on only stops waiting (see abandon()).
-        const entry = this.outgoing.shift()!;
-        this.outgoingBytes -= entry.message.length + HEADER;
-        try {
-          await writeFramed(vchan, entry.message);
-        } catch (error) {
-          // A channel destroyed without an error under a reservation: as a closed stream is told.
-          const failure =
-            errorCode(error) === 'ERR_STREAM_DESTROYED'
-              ? new XenVchanError('ECONNRESET', 'The channel closed while a message was being sent.')
-              : (error as Error);
-          entry.reject(failure);
-          this.failOutgoing(failure);
-          return;
-        }
-        entry.resolve();
-      }
-    } finally {
-      this.ringWriting = false;
     }
     this.endIfRequested();
   }
@@ -496,22 +448,6 @@ function limit(value: number | undefined, fallback: number, name: string, least 
     );
   }
   return value;
-}
-
-/** The u32 little-endian length and then `message`, written into the ring through reservations. */
-async function writeFramed(vchan: Vchan, message: Uint8Array): Promise<void> {
-  const length = message.length;
-  let header = 0;
-  let offset = 0;
-  while (header < HEADER || offset < length) {
-    const space = await vchan.reserve(HEADER - header + length - offset);
-    let filled = 0;
-    for (; header < HEADER && filled < space.length; header++) space[filled++] = (length >>> (8 * header)) & 0xff;
-    const part = Math.min(space.length - filled, length - offset);
-    space.set(message.subarray(offset, offset + part), filled);
-    offset += part;
-    vchan.commit(filled + part);
-  }
 }
 
 function waitForDrain(stream: Duplex): Promise<void> {
